@@ -1,0 +1,3 @@
+module github.com/afterok/afterok
+
+go 1.26.8
