@@ -1,0 +1,271 @@
+package domain
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+)
+
+// MessageState is where a message stands in its lifecycle.
+type MessageState string
+
+// Message states. Retried is the domain's name for "waiting for the next
+// attempt"; read models show it as queued with attempt > 1 (see PublicState).
+const (
+	StateNew       MessageState = ""
+	StateAccepted  MessageState = "accepted"
+	StateQueued    MessageState = "queued"
+	StateRouted    MessageState = "routed"
+	StateSubmitted MessageState = "submitted"
+	StateRetried   MessageState = "retried"
+	StateDelivered MessageState = "delivered"
+	StateFailed    MessageState = "failed"
+)
+
+// Final reports whether no event may follow this state.
+func (s MessageState) Final() bool { return s == StateDelivered || s == StateFailed }
+
+// PublicState is the lower-case name read models and the API show: an
+// in-flight retry is "queued" (its attempt number says it is a retry).
+func (s MessageState) PublicState() string {
+	if s == StateRetried {
+		return string(StateQueued)
+	}
+	return string(s)
+}
+
+// ErrIllegalTransition is matched (errors.Is) by every refused lifecycle
+// step. ErrFinalState and ErrStaleAttempt refine it.
+var (
+	ErrIllegalTransition = errors.New("illegal transition")
+	ErrFinalState        = errors.New("message is final")
+	ErrStaleAttempt      = errors.New("stale attempt")
+)
+
+// TransitionError says which step was refused and why.
+type TransitionError struct {
+	MessageID string
+	From      MessageState
+	Event     string
+	Detail    string
+	kind      error // ErrFinalState, ErrStaleAttempt or nil
+}
+
+func (e *TransitionError) Error() string {
+	msg := fmt.Sprintf("message %s: %s not allowed in state %q", e.MessageID, e.Event, e.From)
+	if e.Detail != "" {
+		msg += ": " + e.Detail
+	}
+	return msg
+}
+
+// Is makes errors.Is match ErrIllegalTransition and the refinement.
+func (e *TransitionError) Is(target error) bool {
+	return target == ErrIllegalTransition || (e.kind != nil && target == e.kind)
+}
+
+// transitions is the lifecycle, in one place: for each event type, the
+// states it may follow. Failed may follow any non-final state because the
+// validity can elapse anywhere; Delivered only follows Submitted (a receipt
+// that beats its submission is parked by the intake, not applied).
+var transitions = map[string][]MessageState{
+	"MessageAccepted":  {StateNew},
+	"MessageQueued":    {StateAccepted, StateRetried},
+	"MessageRouted":    {StateQueued},
+	"MessageSubmitted": {StateRouted},
+	"MessageDelivered": {StateSubmitted},
+	"MessageRetried":   {StateQueued, StateRouted, StateSubmitted},
+	"MessageFailed":    {StateAccepted, StateQueued, StateRouted, StateSubmitted, StateRetried},
+}
+
+// Message is the message aggregate, folded from its stream.
+type Message struct {
+	ID        string
+	OrderID   string
+	AccountID string
+	Index     int
+	To        string
+	Country   string
+	From      string
+	Body      string
+	Encoding  string
+	Segments  int
+	Price     Money
+	ExpiresAt time.Time
+
+	State MessageState
+	// Attempt is the attempt under way (or last made); 0 before the first.
+	Attempt int
+	// NextAttempt is set while State is Retried.
+	NextAttempt int
+	NotBefore   time.Time
+	// Version is the number of events folded, i.e. the stream version.
+	Version int
+
+	Routing           *RouteDecision
+	Provider          string
+	ProviderMessageID string
+	Failure           *Failure
+	// Excluded lists providers that failed this message; routing skips them
+	// for the rest of its attempts.
+	Excluded []string
+
+	AcceptedAt, QueuedAt, RoutedAt, SubmittedAt, DeliveredAt, FailedAt, RetriedAt time.Time
+}
+
+// LoadMessage folds a message stream from its first event.
+func LoadMessage(events []Event) (Message, error) {
+	var m Message
+	for _, e := range events {
+		if err := m.Apply(e); err != nil {
+			return Message{}, err
+		}
+	}
+	return m, nil
+}
+
+// DisplayAttempt is the attempt number to show: the pending one while a
+// retry waits, otherwise the current one.
+func (m *Message) DisplayAttempt() int {
+	if m.State == StateRetried {
+		return m.NextAttempt
+	}
+	return m.Attempt
+}
+
+func (m *Message) check(eventType string, attempt int) error {
+	if m.State.Final() {
+		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType, kind: ErrFinalState}
+	}
+	if !slices.Contains(transitions[eventType], m.State) {
+		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType}
+	}
+	if attempt != m.Attempt && eventType != "MessageQueued" && eventType != "MessageAccepted" {
+		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType, kind: ErrStaleAttempt,
+			Detail: fmt.Sprintf("event is for attempt %d, message is at attempt %d", attempt, m.Attempt)}
+	}
+	return nil
+}
+
+func (m *Message) nextAttempt() int {
+	if m.State == StateRetried {
+		return m.NextAttempt
+	}
+	return m.Attempt + 1
+}
+
+// Queue records that the job for the next attempt is stored on the queue.
+func (m *Message) Queue(jobID string, at time.Time) (MessageQueued, error) {
+	e := MessageQueued{Attempt: m.nextAttempt(), JobID: jobID, At: at}
+	return e, m.check(e.EventType(), e.Attempt)
+}
+
+// Route records the routing decision for the current attempt.
+func (m *Message) Route(d RouteDecision, at time.Time) (MessageRouted, error) {
+	e := MessageRouted{Attempt: m.Attempt, Route: d, At: at}
+	if err := m.check(e.EventType(), e.Attempt); err != nil {
+		return e, err
+	}
+	if d.Provider == "" {
+		return e, &TransitionError{MessageID: m.ID, From: m.State, Event: e.EventType(), Detail: "route without provider"}
+	}
+	return e, nil
+}
+
+// Submit records the provider's acceptance of the current attempt.
+func (m *Message) Submit(providerMessageID string, latency time.Duration, at time.Time) (MessageSubmitted, error) {
+	e := MessageSubmitted{Attempt: m.Attempt, ProviderMessageID: providerMessageID, LatencyMillis: latency.Milliseconds(), At: at}
+	if err := m.check(e.EventType(), e.Attempt); err != nil {
+		return e, err
+	}
+	e.Provider = m.Provider
+	if providerMessageID == "" {
+		return e, &TransitionError{MessageID: m.ID, From: m.State, Event: e.EventType(), Detail: "empty provider message id"}
+	}
+	return e, nil
+}
+
+// Deliver applies a delivery receipt for attempt.
+func (m *Message) Deliver(attempt int, receipt json.RawMessage, doneAt, at time.Time) (MessageDelivered, error) {
+	e := MessageDelivered{Attempt: attempt, Provider: m.Provider, ProviderMessageID: m.ProviderMessageID,
+		DoneAt: doneAt, Receipt: receipt, At: at}
+	return e, m.check(e.EventType(), attempt)
+}
+
+// Fail ends the message with a permanent failure of attempt.
+func (m *Message) Fail(attempt int, f Failure, receipt json.RawMessage, at time.Time) (MessageFailed, error) {
+	f.Permanent = true
+	e := MessageFailed{Attempt: attempt, Failure: f, Receipt: receipt, At: at}
+	return e, m.check(e.EventType(), attempt)
+}
+
+// Retry records a transient failure of attempt and when the next may start.
+func (m *Message) Retry(attempt int, f Failure, notBefore time.Time, receipt json.RawMessage, at time.Time) (MessageRetried, error) {
+	e := MessageRetried{Attempt: attempt, NextAttempt: attempt + 1, NotBefore: notBefore, Failure: f, Receipt: receipt, At: at}
+	return e, m.check(e.EventType(), attempt)
+}
+
+// Apply folds one event, refusing any step the lifecycle forbids.
+func (m *Message) Apply(ev Event) error {
+	switch e := ev.(type) {
+	case MessageAccepted:
+		if err := m.check(e.EventType(), 0); err != nil {
+			return err
+		}
+		m.ID, m.OrderID, m.AccountID, m.Index = e.MessageID, e.OrderID, e.AccountID, e.Index
+		m.To, m.Country, m.From, m.Body = e.To, e.Country, e.From, e.Body
+		m.Encoding, m.Segments, m.Price, m.ExpiresAt = e.Encoding, e.Segments, e.Price, e.ExpiresAt
+		m.State, m.AcceptedAt = StateAccepted, e.At
+	case MessageQueued:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		if e.Attempt != m.nextAttempt() {
+			return &TransitionError{MessageID: m.ID, From: m.State, Event: e.EventType(), kind: ErrStaleAttempt,
+				Detail: fmt.Sprintf("queued attempt %d, expected %d", e.Attempt, m.nextAttempt())}
+		}
+		m.State, m.Attempt, m.NextAttempt, m.NotBefore, m.QueuedAt = StateQueued, e.Attempt, 0, time.Time{}, e.At
+		m.Routing, m.Provider, m.ProviderMessageID = nil, "", ""
+	case MessageRouted:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		r := e.Route
+		m.State, m.Routing, m.Provider, m.RoutedAt = StateRouted, &r, r.Provider, e.At
+	case MessageSubmitted:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		m.State, m.ProviderMessageID, m.SubmittedAt = StateSubmitted, e.ProviderMessageID, e.At
+	case MessageDelivered:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		m.State, m.DeliveredAt, m.Failure = StateDelivered, e.At, nil
+	case MessageFailed:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		f := e.Failure
+		m.State, m.Failure, m.FailedAt = StateFailed, &f, e.At
+	case MessageRetried:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		if e.NextAttempt != e.Attempt+1 {
+			return &TransitionError{MessageID: m.ID, From: m.State, Event: e.EventType(),
+				Detail: fmt.Sprintf("next attempt %d does not follow attempt %d", e.NextAttempt, e.Attempt)}
+		}
+		f := e.Failure
+		m.State, m.NextAttempt, m.NotBefore, m.Failure, m.RetriedAt = StateRetried, e.NextAttempt, e.NotBefore, &f, e.At
+		if f.Provider != "" && !slices.Contains(m.Excluded, f.Provider) {
+			m.Excluded = append(m.Excluded, f.Provider)
+		}
+	default:
+		return fmt.Errorf("%w: %s is not a message event", ErrIllegalTransition, ev.EventType())
+	}
+	m.Version++
+	return nil
+}

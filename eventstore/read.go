@@ -1,0 +1,268 @@
+package eventstore
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/afterok/afterok/domain"
+)
+
+// RecordedEvent is an event as stored.
+type RecordedEvent struct {
+	Position      int64
+	XID           uint64
+	StreamID      string
+	Version       int
+	ID            uuid.UUID
+	Type          string
+	SchemaVersion int
+	AccountID     string
+	Data          []byte
+	Metadata      Metadata
+	RecordedAt    time.Time
+	PrevHash      []byte
+	Hash          []byte
+}
+
+// Cursor returns the tail position just after this event.
+func (e RecordedEvent) Cursor() Cursor { return Cursor{XID: e.XID, Position: e.Position} }
+
+// Decode returns the domain event.
+func (e RecordedEvent) Decode() (domain.Event, error) {
+	return domain.Decode(e.Type, e.SchemaVersion, e.Data)
+}
+
+const recordedColumns = `global_position, xid, stream_id, stream_version, event_id, type, schema_version,
+    account_id, data, metadata, recorded_at, prev_hash, hash`
+
+func scanRecorded(rows pgx.Rows) ([]RecordedEvent, error) {
+	defer rows.Close()
+	var out []RecordedEvent
+	for rows.Next() {
+		var e RecordedEvent
+		var meta []byte
+		if err := rows.Scan(&e.Position, &e.XID, &e.StreamID, &e.Version, &e.ID, &e.Type, &e.SchemaVersion,
+			&e.AccountID, &e.Data, &meta, &e.RecordedAt, &e.PrevHash, &e.Hash); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return nil, fmt.Errorf("metadata of %s v%d: %w", e.StreamID, e.Version, err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// Querier is what reads need: a pool, a connection or a transaction.
+type Querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+const readStreamSQL = `SELECT ` + recordedColumns + ` FROM events
+WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version`
+
+// ReadStream returns a stream's events from version from (1 = all).
+func (s *Store) ReadStream(ctx context.Context, stream string, from int) ([]RecordedEvent, error) {
+	return ReadStream(ctx, s.pool, stream, from)
+}
+
+// ReadStream reads a stream through q (for reads inside a transaction).
+func ReadStream(ctx context.Context, q Querier, stream string, from int) ([]RecordedEvent, error) {
+	rows, err := q.Query(ctx, readStreamSQL, stream, from)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	evs, err := scanRecorded(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	return evs, nil
+}
+
+const readStreamsSQL = `SELECT ` + recordedColumns + ` FROM events
+WHERE stream_id = ANY($1::text[]) ORDER BY stream_id, stream_version`
+
+// ReadStreams loads several whole streams in one query (workers load a
+// batch of message aggregates at once).
+func (s *Store) ReadStreams(ctx context.Context, streams []string) (map[string][]RecordedEvent, error) {
+	return ReadStreams(ctx, s.pool, streams)
+}
+
+// ReadStreams is Store.ReadStreams through q.
+func ReadStreams(ctx context.Context, q Querier, streams []string) (map[string][]RecordedEvent, error) {
+	rows, err := q.Query(ctx, readStreamsSQL, streams)
+	if err != nil {
+		return nil, fmt.Errorf("read streams: %w", err)
+	}
+	evs, err := scanRecorded(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read streams: %w", err)
+	}
+	out := make(map[string][]RecordedEvent, len(streams))
+	for _, e := range evs {
+		out[e.StreamID] = append(out[e.StreamID], e)
+	}
+	return out, nil
+}
+
+// Cursor is a position in the global tail: the (transaction id, global
+// position) pair of the last event read. The zero Cursor is the start.
+type Cursor struct {
+	XID      uint64
+	Position int64
+}
+
+// String renders the cursor as "xid.position".
+func (c Cursor) String() string {
+	return strconv.FormatUint(c.XID, 10) + "." + strconv.FormatInt(c.Position, 10)
+}
+
+// ParseCursor parses Cursor.String's form.
+func ParseCursor(s string) (Cursor, error) {
+	x, p, ok := strings.Cut(s, ".")
+	xid, err1 := strconv.ParseUint(x, 10, 64)
+	pos, err2 := strconv.ParseInt(p, 10, 64)
+	if !ok || err1 != nil || err2 != nil || pos < 0 {
+		return Cursor{}, fmt.Errorf("invalid cursor %q", s)
+	}
+	return Cursor{XID: xid, Position: pos}, nil
+}
+
+// Filter narrows a tail read. Zero fields match everything.
+type Filter struct {
+	AccountID string   // only this tenant's events (uses events_account_tail)
+	Types     []string // only these event types
+}
+
+// The gap-safe tail.
+//
+// global_position comes from a sequence, and sequence values are handed out
+// at insert time but become visible at commit time, in another order: a
+// reader that remembers "the highest position I saw" skips every row whose
+// transaction commits after a higher position became visible. Instead each
+// row carries the id of the transaction that wrote it (xid8, 64-bit, never
+// wraps), and a reader only reads rows whose transaction id is below the
+// xmin of its snapshot: every transaction below xmin has finished, so no
+// row can later appear there. Rows are ordered by (xid, global_position) —
+// the xid8 column itself, not a text rendering — and the checkpoint is that
+// pair. The price: one long-open writing transaction holds every reader
+// back, which is why writers run with statement and idle-in-transaction
+// timeouts (see Connect).
+//
+// A page that comes back short has scanned everything up to the horizon,
+// so the query also returns the newest row below xmin (in the same
+// statement, hence the same snapshot) and the reader may jump its cursor
+// there: a consumer that filters by type then does not rescan the same
+// stretch of other events on every poll.
+const tailSQL = `WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+(SELECT true, ` + recordedColumns + ` FROM events
+  WHERE (xid, global_position) > ($1::xid8, $2::bigint)
+    AND xid < (SELECT xmin FROM h)
+    AND ($4::text[] IS NULL OR type = ANY($4::text[]))
+  ORDER BY xid, global_position
+  LIMIT $3)
+UNION ALL
+(SELECT false, ` + recordedColumns + ` FROM events
+  WHERE xid < (SELECT xmin FROM h)
+  ORDER BY xid DESC, global_position DESC
+  LIMIT 1)`
+
+const tailAccountSQL = `WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+(SELECT true, ` + recordedColumns + ` FROM events
+  WHERE account_id = $5 AND (xid, global_position) > ($1::xid8, $2::bigint)
+    AND xid < (SELECT xmin FROM h)
+    AND ($4::text[] IS NULL OR type = ANY($4::text[]))
+  ORDER BY xid, global_position
+  LIMIT $3)
+UNION ALL
+(SELECT false, ` + recordedColumns + ` FROM events
+  WHERE account_id = $5 AND xid < (SELECT xmin FROM h)
+  ORDER BY xid DESC, global_position DESC
+  LIMIT 1)`
+
+// ReadAll returns up to limit events after cursor in tail order, never an
+// event that a still-open transaction could precede, and the cursor to
+// continue from: the last event's, or — when the page came back short —
+// the newest event below the horizon, which may lie beyond the last event
+// that matched the filter.
+func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) ([]RecordedEvent, Cursor, error) {
+	return ReadAll(ctx, s.pool, after, limit, f)
+}
+
+// ReadAll is Store.ReadAll through q.
+func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) ([]RecordedEvent, Cursor, error) {
+	var types []string
+	if len(f.Types) > 0 {
+		types = f.Types
+	}
+	var rows pgx.Rows
+	var err error
+	if f.AccountID != "" {
+		rows, err = q.Query(ctx, tailAccountSQL, after.XID, after.Position, limit, types, f.AccountID)
+	} else {
+		rows, err = q.Query(ctx, tailSQL, after.XID, after.Position, limit, types)
+	}
+	if err != nil {
+		return nil, after, fmt.Errorf("read tail: %w", err)
+	}
+	defer rows.Close()
+	var out []RecordedEvent
+	var horizon *Cursor
+	for rows.Next() {
+		var inPage bool
+		var e RecordedEvent
+		var meta []byte
+		if err := rows.Scan(&inPage, &e.Position, &e.XID, &e.StreamID, &e.Version, &e.ID, &e.Type, &e.SchemaVersion,
+			&e.AccountID, &e.Data, &meta, &e.RecordedAt, &e.PrevHash, &e.Hash); err != nil {
+			return nil, after, fmt.Errorf("read tail: %w", err)
+		}
+		if !inPage {
+			c := e.Cursor()
+			horizon = &c
+			continue
+		}
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return nil, after, fmt.Errorf("metadata of %s v%d: %w", e.StreamID, e.Version, err)
+		}
+		out = append(out, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, after, fmt.Errorf("read tail: %w", err)
+	}
+	next := after
+	if len(out) > 0 {
+		next = out[len(out)-1].Cursor()
+	}
+	if len(out) < limit && horizon != nil && next.Less(*horizon) {
+		next = *horizon
+	}
+	return out, next, nil
+}
+
+// Less orders cursors as the tail does.
+func (c Cursor) Less(o Cursor) bool {
+	return c.XID < o.XID || (c.XID == o.XID && c.Position < o.Position)
+}
+
+// CursorAt returns the cursor of the event at a global position, so that a
+// client that only knows a position (an SSE Last-Event-ID) resumes exactly
+// after it. ok is false when no such event exists for the account.
+func (s *Store) CursorAt(ctx context.Context, position int64, accountID string) (c Cursor, ok bool, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT xid FROM events WHERE global_position = $1 AND ($2 = '' OR account_id = $2)`,
+		position, accountID).Scan(&c.XID)
+	if err == pgx.ErrNoRows {
+		return Cursor{}, false, nil
+	}
+	if err != nil {
+		return Cursor{}, false, err
+	}
+	c.Position = position
+	return c, true, nil
+}
