@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 )
 
 // Money is an amount in integer micro-units (1/1,000,000) of an ISO 4217
@@ -70,4 +72,28 @@ func sameCurrency(a, b Money) (string, error) {
 		return a.Currency, nil
 	}
 	return "", fmt.Errorf("%w: %s and %s", ErrCurrencyMismatch, a.Currency, b.Currency)
+}
+
+// ParseAmount parses a decimal amount in currency units ("12.5", "100",
+// "0.075") into micro-units. More than six decimals is an error, not a
+// rounding.
+func ParseAmount(s, currency string) (Money, error) {
+	if len(currency) != 3 {
+		return Money{}, fmt.Errorf("%w: currency %q", ErrInvalidAmount, currency)
+	}
+	whole, frac, _ := strings.Cut(strings.TrimSpace(s), ".")
+	if whole == "" || len(frac) > 6 || strings.HasPrefix(whole, "-") || strings.HasPrefix(whole, "+") {
+		return Money{}, fmt.Errorf("%w: %q (want a non-negative decimal with at most 6 decimals)", ErrInvalidAmount, s)
+	}
+	w, err := strconv.ParseInt(whole, 10, 64)
+	if err != nil || w > math.MaxInt64/1_000_000-1 {
+		return Money{}, fmt.Errorf("%w: %q", ErrInvalidAmount, s)
+	}
+	var f int64
+	if frac != "" {
+		if f, err = strconv.ParseInt(frac+strings.Repeat("0", 6-len(frac)), 10, 64); err != nil || f < 0 {
+			return Money{}, fmt.Errorf("%w: %q", ErrInvalidAmount, s)
+		}
+	}
+	return Money{AmountMicros: w*1_000_000 + f, Currency: currency}, nil
 }

@@ -329,10 +329,7 @@ func (tx *Tx) appendGeneral(ctx context.Context, ps []*prepared, now time.Time) 
 		all = append(all, rs...)
 		upd = append(upd, p)
 	}
-	if err := tx.insertEvents(ctx, all); err != nil {
-		return nil, false, err
-	}
-	if err := updateStreams(ctx, tx.Tx, upd); err != nil {
+	if err := tx.write(ctx, all, upd); err != nil {
 		return nil, false, err
 	}
 	return results(ps), len(all) > 0, nil
@@ -497,17 +494,34 @@ func (s *rowSource) Next() bool {
 func (s *rowSource) Values() ([]any, error) { return s.row, nil }
 func (s *rowSource) Err() error             { return s.err }
 
-func (tx *Tx) insertEvents(ctx context.Context, rows []eventRow) error {
-	if len(rows) == 0 {
-		return nil
-	}
+// write inserts the event rows and moves the streams rows of appends to
+// existing streams. Small writes go as one pipelined batch (one round
+// trip for both statements); large ones through COPY.
+func (tx *Tx) write(ctx context.Context, rows []eventRow, upd []*prepared) error {
 	if len(rows) >= tx.store.copyThreshold {
 		src := pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) { return rows[i].values(), nil })
 		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"events"}, eventColumns, src); err != nil {
 			return fmt.Errorf("copy events: %w", err)
 		}
+		return updateStreams(ctx, tx.Tx, upd)
+	}
+	b := &pgx.Batch{}
+	if len(rows) > 0 {
+		queueInsertEvents(b, rows)
+	}
+	if len(upd) > 0 {
+		queueUpdateStreams(b, upd)
+	}
+	if b.Len() == 0 {
 		return nil
 	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("write events: %w", err)
+	}
+	return nil
+}
+
+func queueInsertEvents(b *pgx.Batch, rows []eventRow) {
 	n := len(rows)
 	streams, types, accounts := make([]string, n), make([]string, n), make([]string, n)
 	versions, schemas := make([]int32, n), make([]int32, n)
@@ -519,24 +533,26 @@ func (tx *Tx) insertEvents(ctx context.Context, rows []eventRow) error {
 		streams[i], versions[i], ids[i], types[i], schemas[i] = r.stream, int32(r.version), r.id, r.typ, int32(r.schema)
 		accounts[i], data[i], meta[i], recorded[i], prev[i], hashes[i] = r.account, string(r.data), string(r.meta), r.recorded, r.prev, r.hash
 	}
-	if _, err := tx.Exec(ctx, insertEventsSQL, streams, versions, ids, types, schemas, accounts,
-		data, meta, recorded, prev, hashes); err != nil {
-		return fmt.Errorf("insert events: %w", err)
-	}
-	return nil
+	b.Queue(insertEventsSQL, streams, versions, ids, types, schemas, accounts, data, meta, recorded, prev, hashes)
 }
 
-func updateStreams(ctx context.Context, q pgx.Tx, upd []*prepared) error {
-	if len(upd) == 0 {
-		return nil
-	}
+func queueUpdateStreams(b *pgx.Batch, upd []*prepared) {
 	ids := make([]string, len(upd))
 	versions := make([]int32, len(upd))
 	hashes := make([][]byte, len(upd))
 	for i, p := range upd {
 		ids[i], versions[i], hashes[i] = p.Stream, int32(p.result.ToVersion), p.lastHash
 	}
-	if _, err := q.Exec(ctx, updateStreamsSQL, ids, versions, hashes); err != nil {
+	b.Queue(updateStreamsSQL, ids, versions, hashes)
+}
+
+func updateStreams(ctx context.Context, q pgx.Tx, upd []*prepared) error {
+	if len(upd) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	queueUpdateStreams(b, upd)
+	if err := q.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("update streams: %w", err)
 	}
 	return nil

@@ -1,0 +1,268 @@
+// Package accounts opens accounts, issues API keys and authenticates them,
+// and loads an account's current balances for the writers that move money
+// (order acceptance and the order tracker). Only a key's SHA-256 is stored.
+package accounts
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/oklog/ulid/v2"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
+)
+
+// Scopes an API key can carry.
+const (
+	ScopeOrdersWrite  = "orders:write"
+	ScopeMessagesRead = "messages:read"
+	ScopeEventsRead   = "events:read"
+	ScopeAdmin        = "admin"
+)
+
+// DefaultScopes are what a new account's first key gets.
+var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead}
+
+// AllScopes lists every valid scope.
+var AllScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeAdmin}
+
+// ErrUnauthenticated is returned for a missing, malformed, unknown or revoked key.
+var ErrUnauthenticated = errors.New("unauthenticated")
+
+// ErrUnknownAccount is returned when an account stream does not exist.
+var ErrUnknownAccount = errors.New("unknown account")
+
+// Principal is the authenticated execution context of a request.
+type Principal struct {
+	AccountID string
+	KeyID     string
+	Scopes    []string
+}
+
+// Has reports whether the principal holds scope (admin holds every scope).
+func (p Principal) Has(scope string) bool {
+	return slices.Contains(p.Scopes, scope) || slices.Contains(p.Scopes, ScopeAdmin)
+}
+
+// Service opens accounts and authenticates keys.
+type Service struct {
+	store *eventstore.Store
+	now   func() time.Time
+
+	// A short-lived cache of successful authentications: every API request
+	// authenticates, and a 30 s window on revocation is the price of not
+	// querying api_keys each time. Bounded by the number of live keys.
+	mu    sync.Mutex
+	cache map[[32]byte]cached
+	ttl   time.Duration
+}
+
+type cached struct {
+	p       Principal
+	expires time.Time
+}
+
+// New returns a Service.
+func New(store *eventstore.Store, now func() time.Time) *Service {
+	return &Service{store: store, now: now, cache: map[[32]byte]cached{}, ttl: 30 * time.Second}
+}
+
+// Created is what Create returns; APIKey is shown once and never stored.
+type Created struct {
+	AccountID string       `json:"account_id"`
+	Name      string       `json:"name"`
+	KeyID     string       `json:"key_id"`
+	APIKey    string       `json:"api_key"`
+	Scopes    []string     `json:"scopes"`
+	Balance   domain.Money `json:"balance"`
+}
+
+// NewAccount describes an account to open.
+type NewAccount struct {
+	Name             string
+	Credit           domain.Money
+	Scopes           []string // default DefaultScopes
+	AllowedCountries []string // empty = all
+}
+
+// Create opens an account with its opening credit and issues its first API
+// key, in one transaction.
+func (s *Service) Create(ctx context.Context, req NewAccount) (Created, error) {
+	if len(req.Scopes) == 0 {
+		req.Scopes = DefaultScopes
+	}
+	for _, sc := range req.Scopes {
+		if !slices.Contains(AllScopes, sc) {
+			return Created{}, fmt.Errorf("unknown scope %q (valid: %s)", sc, strings.Join(AllScopes, ", "))
+		}
+	}
+	if strings.TrimSpace(req.Name) == "" {
+		return Created{}, errors.New("an account needs a name")
+	}
+	now := s.now()
+	id := ulid.Make().String()
+	opened, err := domain.OpenAccount(id, req.Name, req.Credit.Currency, req.AllowedCountries, now)
+	if err != nil {
+		return Created{}, err
+	}
+	a := domain.Account{}
+	if err := a.Apply(opened); err != nil {
+		return Created{}, err
+	}
+	credited, err := a.Credit(req.Credit, "opening credit", now)
+	if err != nil {
+		return Created{}, err
+	}
+	keyID, key, hash, err := newKey()
+	if err != nil {
+		return Created{}, err
+	}
+	md := eventstore.Metadata{AccountID: id, Actor: "cli", CorrelationID: id}
+	events := []eventstore.EventData{
+		eventstore.MustEvent(opened, md),
+		eventstore.MustEvent(credited, md),
+		eventstore.MustEvent(domain.APIKeyIssued{KeyID: keyID, Scopes: req.Scopes, At: now}, md),
+	}
+	err = s.store.InTx(ctx, func(tx *eventstore.Tx) error {
+		if _, err := tx.Append(ctx, eventstore.StreamAppend{Stream: domain.AccountStream(id), Expected: eventstore.NoStream, Events: events}); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO api_keys (key_id, account_id, key_hash, scopes) VALUES ($1, $2, $3, $4)`,
+			keyID, id, hash[:], req.Scopes)
+		return err
+	})
+	if err != nil {
+		return Created{}, fmt.Errorf("create account: %w", err)
+	}
+	return Created{AccountID: id, Name: req.Name, KeyID: keyID, APIKey: key, Scopes: req.Scopes, Balance: req.Credit}, nil
+}
+
+// newKey returns a key "aok_<key id>_<secret>": the id makes a key
+// recognisable in logs (it is also the actor in event metadata); the 256-bit
+// secret makes it unguessable.
+func newKey() (keyID, key string, hash [32]byte, err error) {
+	secret := make([]byte, 32)
+	if _, err = rand.Read(secret); err != nil {
+		return "", "", hash, err
+	}
+	keyID = "key_" + strings.ToLower(ulid.Make().String())
+	key = "aok_" + keyID[len("key_"):] + "_" + base64.RawURLEncoding.EncodeToString(secret)
+	return keyID, key, sha256.Sum256([]byte(key)), nil
+}
+
+// Authenticate resolves an API key to its principal.
+func (s *Service) Authenticate(ctx context.Context, key string) (Principal, error) {
+	if !strings.HasPrefix(key, "aok_") || len(key) > 200 {
+		return Principal{}, ErrUnauthenticated
+	}
+	h := sha256.Sum256([]byte(key))
+	now := s.now()
+	s.mu.Lock()
+	c, ok := s.cache[h]
+	s.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.p, nil
+	}
+	var p Principal
+	err := s.store.Pool().QueryRow(ctx, `SELECT key_id, account_id, scopes FROM api_keys
+WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.KeyID, &p.AccountID, &p.Scopes)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Principal{}, ErrUnauthenticated
+	}
+	if err != nil {
+		return Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	s.mu.Lock()
+	if len(s.cache) > 10_000 {
+		clear(s.cache) // bounded: a flood of distinct valid keys only costs lookups
+	}
+	s.cache[h] = cached{p: p, expires: now.Add(s.ttl)}
+	s.mu.Unlock()
+	return p, nil
+}
+
+const loadAccountSQL = `SELECT stream_version, type, schema_version, data FROM events
+WHERE stream_id = $1 AND stream_version = 1
+UNION ALL
+(SELECT stream_version, type, schema_version, data FROM events
+  WHERE stream_id = $1 AND type IN ('AccountCredited', 'BalanceReserved', 'BalanceCharged', 'BalanceReleased')
+  ORDER BY stream_version DESC LIMIT 1)`
+
+// LoadForUpdate locks the account's stream row for the rest of tx and
+// returns the account's current position: concurrent writers that move the
+// same account's money queue here instead of overdrawing it. It reads two
+// events (the opening one and the latest money event, which records the
+// balances) instead of folding the whole history.
+func LoadForUpdate(ctx context.Context, tx pgx.Tx, accountID string) (domain.Account, error) {
+	stream := domain.AccountStream(accountID)
+	var version int
+	err := tx.QueryRow(ctx, `SELECT version FROM streams WHERE stream_id = $1 FOR UPDATE`, stream).Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.Account{}, fmt.Errorf("%w: %s", ErrUnknownAccount, accountID)
+	}
+	if err != nil {
+		return domain.Account{}, fmt.Errorf("lock account %s: %w", accountID, err)
+	}
+	return load(ctx, tx, stream, version)
+}
+
+// Load returns the account's current position without locking it.
+func Load(ctx context.Context, q eventstore.Querier, accountID string) (domain.Account, error) {
+	stream := domain.AccountStream(accountID)
+	rows, err := q.Query(ctx, `SELECT version FROM streams WHERE stream_id = $1`, stream)
+	if err != nil {
+		return domain.Account{}, err
+	}
+	version, err := pgx.CollectExactlyOneRow(rows, pgx.RowTo[int])
+	if errors.Is(err, pgx.ErrNoRows) {
+		return domain.Account{}, fmt.Errorf("%w: %s", ErrUnknownAccount, accountID)
+	}
+	if err != nil {
+		return domain.Account{}, err
+	}
+	return load(ctx, q, stream, version)
+}
+
+func load(ctx context.Context, q eventstore.Querier, stream string, version int) (domain.Account, error) {
+	rows, err := q.Query(ctx, loadAccountSQL, stream)
+	if err != nil {
+		return domain.Account{}, fmt.Errorf("load %s: %w", stream, err)
+	}
+	defer rows.Close()
+	var opened *domain.AccountOpened
+	var latest *domain.Balances
+	for rows.Next() {
+		var v, schema int
+		var typ string
+		var data []byte
+		if err := rows.Scan(&v, &typ, &schema, &data); err != nil {
+			return domain.Account{}, err
+		}
+		e, err := domain.Decode(typ, schema, data)
+		if err != nil {
+			return domain.Account{}, err
+		}
+		if o, ok := e.(domain.AccountOpened); ok && v == 1 {
+			opened = &o
+		} else if b, ok := domain.MoneyBalances(e); ok {
+			latest = &b
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return domain.Account{}, err
+	}
+	if opened == nil {
+		return domain.Account{}, fmt.Errorf("%w: %s has no AccountOpened", ErrUnknownAccount, stream)
+	}
+	return domain.RestoreAccount(*opened, latest, version), nil
+}
