@@ -154,3 +154,29 @@ func TestParseConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestIsRegion(t *testing.T) {
+	tests := []struct {
+		code string
+		want bool
+	}{
+		{"DE", true}, {"GB", true}, {"GG", true}, {"US", true}, {"VA", true},
+		{"UK", false}, // the classic mistake: the United Kingdom is GB
+		{"de", false}, {"DEU", false}, {"", false}, {"001", false}, {"ZZ", false},
+	}
+	for _, tt := range tests {
+		if got := IsRegion(tt.code); got != tt.want {
+			t.Errorf("IsRegion(%q) = %v, want %v", tt.code, got, tt.want)
+		}
+	}
+}
+
+// TestIsRegionCoversParse ties IsRegion to what Parse returns: every region
+// of every example number is one IsRegion accepts.
+func TestIsRegionCoversParse(t *testing.T) {
+	for _, raw := range exampleNumbers() {
+		if n, err := Parse(raw); err == nil && !IsRegion(n.Region) {
+			t.Errorf("Parse(%s) gave region %q, which IsRegion refuses", raw, n.Region)
+		}
+	}
+}

@@ -184,3 +184,11 @@ func resolveRegion(regions []string, nsn string) (string, *regionRules) {
 func isAlpha2(s string) bool {
 	return len(s) == 2 && s[0] >= 'A' && s[0] <= 'Z' && s[1] >= 'A' && s[1] <= 'Z'
 }
+
+// IsRegion reports whether code is a region Parse can give a Number, e.g.
+// "GB" but not "UK". Configuration keyed by region (price tables, routes)
+// checks its keys with it, because a key no number can have is silently
+// never used.
+func IsRegion(code string) bool {
+	return isAlpha2(code) && rulesByRegion()[code] != nil
+}
