@@ -10,12 +10,13 @@ import (
 
 // Why Parse does not call phonenumbers.Parse and phonenumbers.IsValidNumber.
 //
-// Measured on the 2-core machine, phonenumbers.Parse costs about 11 µs and
-// IsValidNumber about 12 µs per number, most of it not matching but
-// rebuilding each metadata pattern string ("^(?:" + pattern + ")$", some of
-// them kilobytes long) on every call to look up its compiled regexp, and the
-// garbage that leaves. At 100,000 numbers per order that is seconds of CPU
-// before a 202.
+// BenchmarkParse runs both side by side: on the 2-core machine the
+// library's way costs 17-80 µs a number (75 allocations), most of it not
+// matching but rebuilding each metadata pattern string ("^(?:" + pattern +
+// ")$", some of them kilobytes long) on every call to look up its compiled
+// regexp, and the garbage that leaves. At 100,000 numbers per order that is
+// seconds of CPU before a 202. This path costs under 2 µs and allocates
+// nothing for a valid number.
 //
 // For E.164 input neither is needed in that form. Parse's leniency
 // (punctuation, letters, extensions, national prefixes) is what the form
