@@ -62,9 +62,15 @@ type Service struct {
 	// A short-lived cache of successful authentications: every API request
 	// authenticates, and a 30 s window on revocation is the price of not
 	// querying api_keys each time. Bounded by the number of live keys.
-	mu    sync.Mutex
-	cache map[[32]byte]cached
-	ttl   time.Duration
+	mu       sync.Mutex
+	cache    map[[32]byte]cached
+	policies map[string]cachedPolicy
+	ttl      time.Duration
+}
+
+type cachedPolicy struct {
+	a       domain.Account
+	expires time.Time
 }
 
 type cached struct {
@@ -74,7 +80,7 @@ type cached struct {
 
 // New returns a Service.
 func New(store *eventstore.Store, now func() time.Time) *Service {
-	return &Service{store: store, now: now, cache: map[[32]byte]cached{}, ttl: 30 * time.Second}
+	return &Service{store: store, now: now, cache: map[[32]byte]cached{}, policies: map[string]cachedPolicy{}, ttl: 30 * time.Second}
 }
 
 // Created is what Create returns; APIKey is shown once and never stored.
@@ -189,6 +195,31 @@ WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.KeyID, &p.AccountID, 
 	s.cache[h] = cached{p: p, expires: now.Add(s.ttl)}
 	s.mu.Unlock()
 	return p, nil
+}
+
+// Policy returns what validation needs of an account (currency, allowed
+// countries), cached like authentications: it changes rarely, and reading
+// it from the store on every order would cost two queries per request.
+// The balance in it is NOT current; only LoadForUpdate's is.
+func (s *Service) Policy(ctx context.Context, accountID string) (domain.Account, error) {
+	now := s.now()
+	s.mu.Lock()
+	c, ok := s.policies[accountID]
+	s.mu.Unlock()
+	if ok && now.Before(c.expires) {
+		return c.a, nil
+	}
+	a, err := Load(ctx, s.store.Pool(), accountID)
+	if err != nil {
+		return a, err
+	}
+	s.mu.Lock()
+	if len(s.policies) > 10_000 {
+		clear(s.policies)
+	}
+	s.policies[accountID] = cachedPolicy{a: a, expires: now.Add(s.ttl)}
+	s.mu.Unlock()
+	return a, nil
 }
 
 const loadAccountSQL = `SELECT stream_version, type, schema_version, data FROM events

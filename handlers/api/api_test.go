@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,6 +27,9 @@ import (
 	"github.com/afterok/afterok/handlers/orders"
 )
 
+// quiet discards the request log lines tests would otherwise print.
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
 type env struct {
 	t        *testing.T
 	db       *storetest.DB
@@ -43,7 +47,7 @@ func newEnv(t *testing.T, cfg api.Config, policy accept.Policy) *env {
 	acceptor := orders.New(store, time.Now, orders.Config{})
 	t.Cleanup(acceptor.Close)
 	s := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: policy,
-		Registry: prometheus.NewRegistry(), Ready: map[string]func(context.Context) error{"postgres": db.Pool.Ping}}, cfg)
+		Registry: prometheus.NewRegistry(), Logger: quiet, Ready: map[string]func(context.Context) error{"postgres": db.Pool.Ping}}, cfg)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return &env{t: t, db: db, store: store, accounts: acc, srv: srv, api: s}

@@ -12,7 +12,6 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/orders"
 )
 
@@ -31,7 +30,7 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 	if r.ContentLength > s.cfg.MaxBodyBytes {
 		return fail(errTooLarge, "the body is %d bytes; at most %d are accepted", r.ContentLength, s.cfg.MaxBodyBytes)
 	}
-	account, err := accounts.Load(r.Context(), s.deps.Store.Pool(), rc.Principal.AccountID)
+	account, err := s.deps.Accounts.Policy(r.Context(), rc.Principal.AccountID)
 	if err != nil {
 		return err
 	}
