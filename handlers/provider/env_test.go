@@ -16,9 +16,11 @@ import (
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
-var accounts = map[string]sim.ProviderConfig{
-	"sim-a": {APIKey: "key-a", Secret: "secret-a"},
-	"sim-b": {APIKey: "key-b", Secret: "secret-b"},
+func accounts() map[string]sim.ProviderConfig {
+	return map[string]sim.ProviderConfig{
+		"sim-a": {APIKey: "key-a", Secret: "secret-a"},
+		"sim-b": {APIKey: "key-b", Secret: "secret-b"},
+	}
 }
 
 // env is the simulator serving on 127.0.0.1 with a receipt intake beside it
@@ -45,7 +47,7 @@ func newEnv(t *testing.T, tune func(*sim.Config)) *env {
 	t.Cleanup(sink.Close)
 
 	cfg := sim.Config{
-		Providers:      accounts,
+		Providers:      accounts(),
 		CallbackBase:   sink.URL,
 		ReceiptFlush:   time.Millisecond,
 		ReceiptBackoff: time.Millisecond,
@@ -99,7 +101,7 @@ func (e *env) intake(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	secret := []byte(accounts[name].Secret)
+	secret := []byte(accounts()[name].Secret)
 	if err := provider.VerifySignature(secret, r.Header.Get(provider.SignatureHeader), body, time.Now(), time.Minute); err != nil {
 		e.refusals = append(e.refusals, err)
 		http.Error(w, "bad signature", http.StatusUnauthorized)
@@ -145,7 +147,7 @@ func (e *env) waitReceipt(id string) provider.Receipt {
 
 func (e *env) adapter(name string, tune func(*provider.HTTPConfig)) *provider.HTTP {
 	e.t.Helper()
-	cfg := provider.HTTPConfig{Name: name, BaseURL: e.simURL, APIKey: accounts[name].APIKey, Timeout: 5 * time.Second}
+	cfg := provider.HTTPConfig{Name: name, BaseURL: e.simURL, APIKey: accounts()[name].APIKey, Timeout: 5 * time.Second}
 	if tune != nil {
 		tune(&cfg)
 	}

@@ -27,6 +27,7 @@ type Error struct {
 	Err error
 }
 
+// Error describes the failure for logs: provider, permanence, code, reason.
 func (e *Error) Error() string {
 	kind := "transient"
 	if e.Failure.Permanent {

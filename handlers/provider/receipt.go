@@ -78,6 +78,7 @@ type ReceiptError struct {
 	Problem string
 }
 
+// Error names the receipt and field at fault.
 func (e *ReceiptError) Error() string {
 	where := "receipts body"
 	if e.Index >= 0 {

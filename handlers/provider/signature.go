@@ -35,6 +35,7 @@ type SignatureError struct {
 	Problem SignatureProblem
 }
 
+// Error names the problem without echoing the header.
 func (e *SignatureError) Error() string { return "receipt signature " + string(e.Problem) }
 
 // VerifySignature checks that header signs body with secret and that its

@@ -113,8 +113,8 @@ func (s *Simulator) Run(ctx context.Context) error {
 	var workers sync.WaitGroup
 	for range s.cfg.ReceiptWorkers {
 		workers.Go(func() {
-			for b := range batches {
-				s.deliver(sendCtx, b)
+			for batch := range batches {
+				s.deliver(sendCtx, batch)
 			}
 		})
 	}

@@ -49,8 +49,9 @@ type providerState struct {
 	stats       counters
 }
 
-// New returns a simulator for cfg. Receipts are only sent while Run runs;
-// until then accepted messages wait in the queue.
+// New returns a simulator for cfg, which it does not check: call
+// cfg.Validate first. Receipts are only sent while Run runs; until then
+// accepted messages wait in the queue, and once it is full, submissions wait.
 func New(cfg Config) *Simulator {
 	cfg = cfg.withDefaults()
 	s := &Simulator{

@@ -46,7 +46,7 @@ func do(t *testing.T, h *harness, prov, path, key, body string) reply {
 	if err != nil {
 		t.Fatal(err)
 	}
-	req.Header.Set("Authorization", "Bearer "+testProviders[prov].APIKey)
+	req.Header.Set("Authorization", "Bearer "+testProviders()[prov].APIKey)
 	if key != "" {
 		req.Header.Set("Idempotency-Key", key)
 	}
@@ -385,7 +385,7 @@ func TestStatsEndpoint(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	s := sim.New(sim.Config{Providers: testProviders, CallbackBase: "http://127.0.0.1:1"})
+	s := sim.New(sim.Config{Providers: testProviders(), CallbackBase: "http://127.0.0.1:1"})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.Run(ctx); err != nil {

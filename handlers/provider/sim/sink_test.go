@@ -85,9 +85,11 @@ type harness struct {
 	stop func() // cancels Run and waits for it; safe to call twice
 }
 
-var testProviders = map[string]sim.ProviderConfig{
-	"sim-a": {APIKey: "key-a", Secret: "secret-a"},
-	"sim-b": {APIKey: "key-b", Secret: "secret-b"},
+func testProviders() map[string]sim.ProviderConfig {
+	return map[string]sim.ProviderConfig{
+		"sim-a": {APIKey: "key-a", Secret: "secret-a"},
+		"sim-b": {APIKey: "key-b", Secret: "secret-b"},
+	}
 }
 
 // start runs a fast simulator (no latency, immediate receipts) adjusted by
@@ -95,7 +97,7 @@ var testProviders = map[string]sim.ProviderConfig{
 func start(t *testing.T, tune func(*sim.Config)) *harness {
 	t.Helper()
 	k := &sink{secrets: map[string][]byte{}}
-	for name, p := range testProviders {
+	for name, p := range testProviders() {
 		k.secrets[name] = []byte(p.Secret)
 	}
 	mux := http.NewServeMux()
@@ -104,7 +106,7 @@ func start(t *testing.T, tune func(*sim.Config)) *harness {
 	t.Cleanup(sinkSrv.Close)
 
 	cfg := sim.Config{
-		Providers:      testProviders,
+		Providers:      testProviders(),
 		CallbackBase:   sinkSrv.URL,
 		ReceiptBatch:   50,
 		ReceiptFlush:   2 * time.Millisecond,
