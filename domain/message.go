@@ -260,7 +260,9 @@ func (m *Message) Apply(ev Event) error {
 		}
 		f := e.Failure
 		m.State, m.NextAttempt, m.NotBefore, m.Failure, m.RetriedAt = StateRetried, e.NextAttempt, e.NotBefore, &f, e.At
-		if f.Provider != "" && !slices.Contains(m.Excluded, f.Provider) {
+		// A provider that failed this message is not asked again for it;
+		// one that only asked us to slow down is.
+		if f.Provider != "" && f.Code != CodeThrottled && !slices.Contains(m.Excluded, f.Provider) {
 			m.Excluded = append(m.Excluded, f.Provider)
 		}
 	default:

@@ -169,3 +169,15 @@ func TestRouteNeedsProviderAndSubmitNeedsID(t *testing.T) {
 		t.Fatalf("submit without provider id: %v", err)
 	}
 }
+
+func TestThrottlingDoesNotExcludeAProvider(t *testing.T) {
+	m, _ := LoadMessage(histories[StateRouted])
+	e, err := m.Retry(1, Failure{Code: CodeThrottled, Provider: "sim-a"}, t0, nil, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = m.Apply(e)
+	if len(m.Excluded) != 0 {
+		t.Fatalf("throttled excluded %v", m.Excluded)
+	}
+}
