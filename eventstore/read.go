@@ -266,3 +266,37 @@ func (s *Store) CursorAt(ctx context.Context, position int64, accountID string) 
 	c.Position = position
 	return c, true, nil
 }
+
+// DecodeAll decodes stored events into domain events, in order.
+func DecodeAll(recs []RecordedEvent) ([]domain.Event, error) {
+	out := make([]domain.Event, len(recs))
+	for i, r := range recs {
+		e, err := r.Decode()
+		if err != nil {
+			return nil, fmt.Errorf("%s v%d: %w", r.StreamID, r.Version, err)
+		}
+		out[i] = e
+	}
+	return out, nil
+}
+
+// LoadMessage folds a message stream's stored events.
+func LoadMessage(recs []RecordedEvent) (domain.Message, error) {
+	evs, err := DecodeAll(recs)
+	if err != nil {
+		return domain.Message{}, err
+	}
+	return domain.LoadMessage(evs)
+}
+
+// FollowUp is the metadata of an event that continues a stream's history:
+// the same tenant, order and trace, caused by the stream's latest event,
+// written by actor.
+func FollowUp(recs []RecordedEvent, actor string) Metadata {
+	if len(recs) == 0 {
+		return Metadata{Actor: actor}
+	}
+	last := recs[len(recs)-1]
+	return Metadata{AccountID: last.AccountID, CorrelationID: last.Metadata.CorrelationID,
+		CausationID: last.ID.String(), Actor: actor, TraceID: last.Metadata.TraceID}
+}

@@ -1,0 +1,95 @@
+package dispatch
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/handlers/scheduler"
+)
+
+// deadLetters turns JetStream's max-deliveries advisories into explicit
+// MessageFailed{dead_lettered} events and removes the job from the queue.
+// A job that reached MaxDeliver is otherwise left in the stream with only
+// an advisory to show for it: a silent stall. (Should an advisory be
+// missed while no worker listens, the message still ends at its validity:
+// the scheduler expires it.)
+func (w *Worker) deadLetters(ctx context.Context) {
+	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", w.cfg.Names.DispatchStream(), w.cfg.Consumer)
+	ch := make(chan *nats.Msg, 256)
+	sub, err := w.cfg.JetStream.Conn().ChanSubscribe(subject, ch)
+	if err != nil {
+		w.log.Error("cannot watch dead letters", "err", err)
+		return
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case msg := <-ch:
+			var adv struct {
+				StreamSeq  uint64 `json:"stream_seq"`
+				Deliveries int    `json:"deliveries"`
+			}
+			if err := json.Unmarshal(msg.Data, &adv); err != nil || adv.StreamSeq == 0 {
+				continue
+			}
+			if err := w.deadLetter(ctx, adv.StreamSeq, adv.Deliveries); err != nil && ctx.Err() == nil {
+				w.log.Error("dead-lettering a job failed", "stream_seq", adv.StreamSeq, "err", err)
+			}
+		}
+	}
+}
+
+func (w *Worker) deadLetter(ctx context.Context, seq uint64, deliveries int) error {
+	stream, err := w.cfg.JetStream.Stream(ctx, w.cfg.Names.DispatchStream())
+	if err != nil {
+		return err
+	}
+	raw, err := stream.GetMsg(ctx, seq)
+	if err != nil {
+		return fmt.Errorf("get job %d: %w", seq, err)
+	}
+	var job scheduler.Job
+	if err := json.Unmarshal(raw.Data, &job); err != nil {
+		return fmt.Errorf("job %d: %w", seq, err)
+	}
+	recs, err := w.cfg.Store.ReadStream(ctx, domain.MessageStream(job.MessageID), 1)
+	if err != nil {
+		return err
+	}
+	m, err := eventstore.LoadMessage(recs)
+	if err != nil {
+		return err
+	}
+	if !m.State.Final() && m.Attempt == job.Attempt {
+		ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeDeadLettered, Stage: domain.StageSubmit,
+			Reason: fmt.Sprintf("the dispatch job failed %d deliveries (queue limit); see the worker log for why", deliveries),
+			Provider: m.Provider}, nil, w.cfg.Now().UTC())
+		if err != nil {
+			return err
+		}
+		if _, err := w.cfg.Store.Append(ctx, domain.MessageStream(job.MessageID), eventstore.Exact(m.Version),
+			eventstore.MustEvent(ev, eventstore.FollowUp(recs, "worker"))); err != nil {
+			return err
+		}
+		w.m.deadLettered.Inc()
+		w.log.Error("job dead-lettered; message failed", "message_id", job.MessageID, "attempt", job.Attempt, "deliveries", deliveries)
+	}
+	return stream.DeleteMsg(ctx, seq)
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

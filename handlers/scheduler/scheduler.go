@@ -1,0 +1,416 @@
+// Package scheduler turns accepted messages and due retries into dispatch
+// jobs, and expires messages whose validity elapsed.
+//
+// "Queued" means durably queued: MessageQueued is appended only after
+// JetStream acknowledged the job. The scheduler never keeps per-message
+// state in memory: it follows the event tail into the message_schedule
+// table (in the same transaction as its checkpoint) and works from there,
+// so a restart at any point resumes where it was.
+package scheduler
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/bus"
+)
+
+// Job is a dispatch job: one attempt of one message.
+type Job struct {
+	MessageID string `json:"message_id"`
+	Attempt   int    `json:"attempt"`
+	AccountID string `json:"account_id"`
+}
+
+// MsgID is the job's JetStream deduplication id: a re-publish of the same
+// attempt within the duplicate window is dropped by the stream.
+func (j Job) MsgID() string { return j.MessageID + ":" + strconv.Itoa(j.Attempt) }
+
+// Config configures a Scheduler.
+type Config struct {
+	Store      *eventstore.Store
+	JetStream  jetstream.JetStream
+	Names      bus.Names
+	Now        func() time.Time
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// BatchSize bounds the rows one round queues or expires (default 500).
+	BatchSize int
+	// Poll is how often the queuer and expirer look for due rows when
+	// nothing woke them (default 100 ms).
+	Poll time.Duration
+	// Lease is how long a claimed row waits before it is queued again if
+	// the claimer died between publishing and recording (default 30 s).
+	Lease time.Duration
+}
+
+// Scheduler runs the tail follower, the queuer and the expirer.
+type Scheduler struct {
+	cfg     Config
+	log     *slog.Logger
+	queued  prometheus.Counter
+	expired prometheus.Counter
+	due     prometheus.Gauge
+}
+
+// New returns a Scheduler.
+func New(cfg Config) *Scheduler {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 500
+	}
+	if cfg.Poll <= 0 {
+		cfg.Poll = 100 * time.Millisecond
+	}
+	if cfg.Lease <= 0 {
+		cfg.Lease = 30 * time.Second
+	}
+	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("role", "scheduler"),
+		queued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_jobs_queued_total", Help: "Dispatch jobs queued (MessageQueued appended)."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_messages_expired_total", Help: "Messages failed because their validity elapsed."}),
+		due:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "afterok_scheduler_due_rows", Help: "Rows the last queuer round found due."}),
+	}
+	if cfg.Registerer != nil {
+		cfg.Registerer.MustRegister(s.queued, s.expired, s.due)
+	}
+	return s
+}
+
+// Run runs until ctx ends.
+func (s *Scheduler) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	run := func(name string, f func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("scheduler loop stopped", "loop", name, "err", err)
+			}
+		}()
+	}
+	run("follow", s.follow)
+	run("queue", func(ctx context.Context) error { return s.loop(ctx, s.queueRound) })
+	run("expire", func(ctx context.Context) error { return s.loop(ctx, s.expireRound) })
+	wg.Wait()
+	return ctx.Err()
+}
+
+// follow keeps message_schedule in step with the event tail.
+func (s *Scheduler) follow(ctx context.Context) error {
+	return s.cfg.Store.Run(ctx, eventstore.Consumer{
+		Name:   "scheduler",
+		Filter: eventstore.Filter{Types: []string{"MessageAccepted", "MessageRetried", "MessageDelivered", "MessageFailed"}},
+		Logger: s.log,
+		Handle: s.apply,
+	})
+}
+
+const (
+	insertScheduleSQL = `INSERT INTO message_schedule (message_id, account_id, attempt, due_at, expires_at)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[])
+ON CONFLICT (message_id) DO NOTHING`
+	retryScheduleSQL = `UPDATE message_schedule s SET attempt = u.attempt, due_at = u.due_at
+FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(message_id, attempt, due_at)
+WHERE s.message_id = u.message_id`
+	deleteScheduleSQL = `DELETE FROM message_schedule WHERE message_id = ANY($1::text[])`
+)
+
+// apply folds one batch of tail events into message_schedule.
+func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
+	type row struct {
+		account         string
+		attempt         int
+		due, expires    time.Time
+		inserted, final bool
+		retried         bool
+	}
+	rows := map[string]*row{}
+	var order []string
+	get := func(id string) *row {
+		r := rows[id]
+		if r == nil {
+			r = &row{}
+			rows[id] = r
+			order = append(order, id)
+		}
+		return r
+	}
+	for _, rec := range batch {
+		ev, err := rec.Decode()
+		if err != nil {
+			return err
+		}
+		switch e := ev.(type) {
+		case domain.MessageAccepted:
+			r := get(e.MessageID)
+			r.inserted, r.account, r.attempt, r.due, r.expires = true, e.AccountID, 1, e.At, e.ExpiresAt
+		case domain.MessageRetried:
+			r := get(messageID(rec.StreamID))
+			r.retried, r.attempt, r.due = true, e.NextAttempt, e.NotBefore
+		case domain.MessageDelivered, domain.MessageFailed:
+			get(messageID(rec.StreamID)).final = true
+		}
+	}
+	var insIDs, insAcc []string
+	var insAtt []int32
+	var insDue, insExp []time.Time
+	var updIDs, delIDs []string
+	var updAtt []int32
+	var updDue []time.Time
+	for _, id := range order {
+		r := rows[id]
+		switch {
+		case r.final:
+			delIDs = append(delIDs, id)
+		case r.inserted:
+			insIDs, insAcc, insAtt = append(insIDs, id), append(insAcc, r.account), append(insAtt, int32(r.attempt))
+			insDue, insExp = append(insDue, r.due), append(insExp, r.expires)
+		case r.retried:
+			updIDs, updAtt, updDue = append(updIDs, id), append(updAtt, int32(r.attempt)), append(updDue, r.due)
+		}
+	}
+	b := &pgxBatch{}
+	if len(insIDs) > 0 {
+		b.add(insertScheduleSQL, insIDs, insAcc, insAtt, insDue, insExp)
+	}
+	// A message accepted and retried within one batch was inserted above
+	// with attempt 1; the update moves it on.
+	for _, id := range order {
+		if r := rows[id]; r.inserted && r.retried && !r.final {
+			updIDs, updAtt, updDue = append(updIDs, id), append(updAtt, int32(r.attempt)), append(updDue, r.due)
+		}
+	}
+	if len(updIDs) > 0 {
+		b.add(retryScheduleSQL, updIDs, updAtt, updDue)
+	}
+	if len(delIDs) > 0 {
+		b.add(deleteScheduleSQL, delIDs)
+	}
+	return b.send(ctx, tx)
+}
+
+func messageID(stream string) string { return stream[len("message-"):] }
+
+// loop runs round until ctx ends, pausing when a round found nothing.
+func (s *Scheduler) loop(ctx context.Context, round func(context.Context) (int, error)) error {
+	backoff := time.Duration(0)
+	for ctx.Err() == nil {
+		n, err := round(ctx)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+			s.log.Warn("scheduler round failed, retrying", "err", err, "backoff", backoff)
+			sleep(ctx, backoff)
+		case n == 0:
+			backoff = 0
+			sleep(ctx, s.cfg.Poll)
+		default:
+			backoff = 0
+		}
+	}
+	return ctx.Err()
+}
+
+const claimDueSQL = `UPDATE message_schedule SET due_at = $2
+WHERE message_id IN (
+    SELECT message_id FROM message_schedule WHERE due_at <= $1
+    ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
+RETURNING message_id, account_id, attempt`
+
+// queueRound claims due rows (a lease, committed at once so that no
+// transaction stays open while talking to NATS), publishes their jobs,
+// waits for JetStream's acknowledgements, then appends MessageQueued and
+// clears the rows' due time in one transaction.
+func (s *Scheduler) queueRound(ctx context.Context) (int, error) {
+	now := s.cfg.Now()
+	rows, err := s.cfg.Store.Pool().Query(ctx, claimDueSQL, now, now.Add(s.cfg.Lease), s.cfg.BatchSize)
+	if err != nil {
+		return 0, fmt.Errorf("claim due rows: %w", err)
+	}
+	var jobs []Job
+	for rows.Next() {
+		var j Job
+		if err := rows.Scan(&j.MessageID, &j.AccountID, &j.Attempt); err != nil {
+			rows.Close()
+			return 0, err
+		}
+		jobs = append(jobs, j)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("claim due rows: %w", err)
+	}
+	s.due.Set(float64(len(jobs)))
+	if len(jobs) == 0 {
+		return 0, nil
+	}
+	seqs, err := s.publish(ctx, jobs)
+	if err != nil {
+		return 0, err // the lease lapses and the rows are claimed again
+	}
+	err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error {
+		streams := make([]string, len(jobs))
+		for i, j := range jobs {
+			streams[i] = domain.MessageStream(j.MessageID)
+		}
+		loaded, err := eventstore.ReadStreams(ctx, tx, streams)
+		if err != nil {
+			return err
+		}
+		var appends []eventstore.StreamAppend
+		var done []string
+		for i, j := range jobs {
+			done = append(done, j.MessageID)
+			recs := loaded[streams[i]]
+			m, err := eventstore.LoadMessage(recs)
+			if err != nil {
+				return err
+			}
+			ev, err := m.Queue(fmt.Sprintf("%s:%d", s.cfg.Names.DispatchStream(), seqs[i]), s.cfg.Now().UTC())
+			if err != nil || ev.Attempt != j.Attempt {
+				// Final, or already queued for this attempt (a previous round
+				// recorded it and then lost its lease): nothing to record.
+				continue
+			}
+			appends = append(appends, eventstore.StreamAppend{Stream: streams[i], Expected: eventstore.Exact(m.Version),
+				Events: []eventstore.EventData{eventstore.MustEvent(ev, eventstore.FollowUp(recs, "scheduler"))}})
+		}
+		if len(appends) > 0 {
+			if _, err := tx.Append(ctx, appends...); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, `UPDATE message_schedule SET due_at = NULL WHERE message_id = ANY($1::text[])`, done)
+		if err == nil {
+			s.queued.Add(float64(len(appends)))
+		}
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("record queued: %w", err)
+	}
+	return len(jobs), nil
+}
+
+// publish sends the jobs and waits for every acknowledgement; it returns
+// each job's stream sequence.
+func (s *Scheduler) publish(ctx context.Context, jobs []Job) ([]uint64, error) {
+	futures := make([]jetstream.PubAckFuture, len(jobs))
+	for i, j := range jobs {
+		body, _ := json.Marshal(j)
+		msg := &nats.Msg{Subject: s.cfg.Names.DispatchSubject(j.MessageID), Data: body, Header: nats.Header{}}
+		msg.Header.Set(jetstream.MsgIDHeader, j.MsgID())
+		f, err := s.cfg.JetStream.PublishMsgAsync(msg)
+		if err != nil {
+			return nil, fmt.Errorf("publish job: %w", err)
+		}
+		futures[i] = f
+	}
+	seqs := make([]uint64, len(jobs))
+	timeout := time.NewTimer(10 * time.Second)
+	defer timeout.Stop()
+	for i, f := range futures {
+		select {
+		case ack := <-f.Ok():
+			seqs[i] = ack.Sequence
+		case err := <-f.Err():
+			return nil, fmt.Errorf("publish job %s: %w", jobs[i].MsgID(), err)
+		case <-timeout.C:
+			return nil, errors.New("publish jobs: no acknowledgement within 10s")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return seqs, nil
+}
+
+const claimExpiredSQL = `SELECT message_id FROM message_schedule WHERE expires_at <= $1
+ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`
+
+// expireRound fails the messages whose validity elapsed before a final
+// state. A message that reached a final state meanwhile is left alone.
+func (s *Scheduler) expireRound(ctx context.Context) (int, error) {
+	n := 0
+	err := s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error {
+		now := s.cfg.Now().UTC()
+		rows, err := tx.Query(ctx, claimExpiredSQL, now, s.cfg.BatchSize)
+		if err != nil {
+			return err
+		}
+		var ids, streams []string
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids, streams = append(ids, id), append(streams, domain.MessageStream(id))
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		n = len(ids)
+		if n == 0 {
+			return nil
+		}
+		loaded, err := eventstore.ReadStreams(ctx, tx, streams)
+		if err != nil {
+			return err
+		}
+		var appends []eventstore.StreamAppend
+		for _, st := range streams {
+			recs := loaded[st]
+			m, err := eventstore.LoadMessage(recs)
+			if err != nil {
+				return err
+			}
+			if m.State.Final() || m.State == domain.StateNew {
+				continue
+			}
+			ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeExpired, Stage: domain.StageExpiry,
+				Reason: fmt.Sprintf("validity ended at %s before a final state (%s)", m.ExpiresAt.Format(time.RFC3339), m.State.PublicState())},
+				nil, now)
+			if err != nil {
+				return err
+			}
+			appends = append(appends, eventstore.StreamAppend{Stream: st, Expected: eventstore.Exact(m.Version),
+				Events: []eventstore.EventData{eventstore.MustEvent(ev, eventstore.FollowUp(recs, "scheduler"))}})
+		}
+		if len(appends) > 0 {
+			if _, err := tx.Append(ctx, appends...); err != nil {
+				return err
+			}
+		}
+		_, err = tx.Exec(ctx, deleteScheduleSQL, ids)
+		if err == nil {
+			s.expired.Add(float64(len(appends)))
+		}
+		return err
+	})
+	return n, err
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
