@@ -1,0 +1,111 @@
+package scheduler_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/oklog/ulid/v2"
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
+	"github.com/afterok/afterok/handlers/scheduler"
+)
+
+func accept(t *testing.T, s *eventstore.Store, expires time.Time) string {
+	id := ulid.Make().String()
+	_, err := s.Append(context.Background(), domain.MessageStream(id), eventstore.NoStream, eventstore.MustEvent(
+		domain.MessageAccepted{MessageID: id, OrderID: "o", AccountID: "acc", To: "+4915112345678", Body: "x",
+			Segments: 1, Price: domain.Money{AmountMicros: 1, Currency: "EUR"}, ExpiresAt: expires, At: time.Now()},
+		eventstore.Metadata{AccountID: "acc", CorrelationID: "o"}))
+	require.NoError(t, err)
+	return id
+}
+
+func types(t *testing.T, s *eventstore.Store, id string) []string {
+	recs, err := s.ReadStream(context.Background(), domain.MessageStream(id), 1)
+	require.NoError(t, err)
+	var out []string
+	for _, r := range recs {
+		out = append(out, r.Type)
+	}
+	return out
+}
+
+func TestQueuesDurablyAndExpires(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := storetest.NewDB(t)
+	n := storetest.NewNATS(t)
+	s := eventstore.New(db.Pool)
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+
+	live := accept(t, s, time.Now().Add(time.Hour))
+	short := accept(t, s, time.Now().Add(500*time.Millisecond))
+	require.Eventually(t, func() bool {
+		return len(types(t, s, live)) == 2 && len(types(t, s, short)) == 3
+	}, 20*time.Second, 20*time.Millisecond)
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, live))
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued", "MessageFailed"}, types(t, s, short),
+		"queued, never picked up (no workers), expired at its validity")
+
+	// The job is on the work queue, once, with its dedup id.
+	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(2), info.State.Msgs)
+	msg, err := stream.GetLastMsgForSubject(ctx, n.Names.DispatchSubject(live))
+	require.NoError(t, err)
+	require.Equal(t, live+":1", msg.Header.Get("Nats-Msg-Id"))
+
+	recs, err := s.ReadStream(ctx, domain.MessageStream(short), 1)
+	require.NoError(t, err)
+	evs, err := eventstore.DecodeAll(recs)
+	require.NoError(t, err)
+	f := evs[2].(domain.MessageFailed).Failure
+	require.Equal(t, domain.CodeExpired, f.Code)
+	require.Equal(t, domain.StageExpiry, f.Stage)
+
+	// A queued message is not queued again: nothing left due.
+	var due int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT count(*) FROM message_schedule WHERE due_at IS NOT NULL`).Scan(&due))
+	require.Zero(t, due)
+	cancel()
+	<-done
+	require.NoError(t, eventstore.VerifyOK(context.Background(), db.Pool))
+}
+
+// TestLapsedLeaseRepublishesWithoutDuplicates starts from what a scheduler
+// that published a job and died before recording MessageQueued leaves
+// behind: the job on the stream, the row still due. The next round
+// publishes again (the stream drops the duplicate by Nats-Msg-Id) and
+// records MessageQueued once.
+func TestLapsedLeaseRepublishesWithoutDuplicates(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := storetest.NewDB(t)
+	n := storetest.NewNATS(t)
+	s := eventstore.New(db.Pool)
+	id := accept(t, s, time.Now().Add(time.Hour))
+	// The dead scheduler's publish:
+	_, err := n.JS.Publish(ctx, n.Names.DispatchSubject(id), []byte(`{"message_id":"`+id+`","attempt":1}`),
+		jetstream.WithMsgID(id+":1"))
+	require.NoError(t, err)
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond, Lease: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	require.Eventually(t, func() bool { return len(types(t, s, id)) == 2 }, 20*time.Second, 20*time.Millisecond)
+	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
+	require.NoError(t, err)
+	info, err := stream.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint64(1), info.State.Msgs, "the re-publish was deduplicated")
+	cancel()
+	<-done
+}
