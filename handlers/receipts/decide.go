@@ -63,7 +63,7 @@ type entry struct {
 	// event is the id of the event this receipt caused, if any.
 	event uuid.UUID
 	// lostDelivery marks a delivered receipt for an attempt that was
-	// already retried: the handset may get the message twice.
+	// already given up: the handset may get the message twice.
 	lostDelivery bool
 }
 
@@ -172,8 +172,7 @@ func (d *decider) decide(b *book, e *entry) error {
 		b.seen[factOf(r)] = true
 		return nil
 	case Ignored:
-		e.lostDelivery = e.reason == ReasonStaleAttempt && r.Status == provider.ReceiptDelivered &&
-			r.Attempt == b.msg.Attempt
+		e.lostDelivery = e.reason == ReasonStaleAttempt && r.Status == provider.ReceiptDelivered
 		return nil
 	}
 	b.count(r)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"time"
 
@@ -82,6 +83,7 @@ type Intake struct {
 // New returns an Intake.
 func New(cfg Config) *Intake {
 	cfg = cfg.withDefaults()
+	cfg.Providers = maps.Clone(cfg.Providers) // the caller's map stays the caller's
 	return &Intake{cfg: cfg, pool: cfg.Store.Pool(), log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
 }
 
@@ -222,16 +224,16 @@ func messageIDs(rs []provider.Receipt) []string {
 func (in *Intake) report(s *settlement) {
 	in.metrics.settled(s)
 	for _, e := range s.unparked {
-		in.logEntry(e, true)
+		in.logEntry(s.books[e.receipt.MessageID], e, true)
 	}
 	for _, e := range s.incoming {
-		in.logEntry(e, false)
+		in.logEntry(s.books[e.receipt.MessageID], e, false)
 	}
 }
 
-func (in *Intake) logEntry(e *entry, wasParked bool) {
+func (in *Intake) logEntry(b *book, e *entry, wasParked bool) {
 	r := e.receipt
-	attrs := []any{"message_id", r.MessageID, "attempt", r.Attempt, "provider", r.Provider,
+	attrs := []any{"message_id", r.MessageID, "order_id", b.msg.OrderID, "attempt", r.Attempt, "provider", r.Provider,
 		"provider_message_id", r.ProviderMessageID, "status", r.Status, "part", r.Part, "parts", r.Parts,
 		"disposition", e.disposition}
 	if e.reason != "" {
@@ -242,7 +244,7 @@ func (in *Intake) logEntry(e *entry, wasParked bool) {
 	}
 	switch {
 	case e.lostDelivery:
-		in.log.Warn("delivered receipt for an attempt already retried: the handset may get the message twice", attrs...)
+		in.log.Warn("delivered receipt for an attempt already given up: the handset may get the message twice", attrs...)
 	case e.disposition == Parked && !wasParked:
 		in.log.Info("receipt parked until its submission is recorded", attrs...)
 	case e.disposition == Ignored && e.reason != ReasonDuplicate:

@@ -1,8 +1,11 @@
 package receipts_test
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 
@@ -266,4 +269,51 @@ func reasons(rows []row) []string {
 		out[i] = r.Reason
 	}
 	return out
+}
+
+// lockedBuffer is a log sink the server's goroutines may write to.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) lines() []map[string]any {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []map[string]any
+	for line := range bytes.Lines(l.b.Bytes()) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) == nil {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func TestLogsNameTheMessage(t *testing.T) {
+	var logs lockedBuffer
+	e := newEnv(t, func(c *receipts.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
+	id := e.newMessage(1, domain.StateSubmitted)
+	m, _ := e.message(id)
+	e.mustPost(rcpt(id, "failed_temporary"))
+	e.mustPost(rcpt(id, "delivered")) // too late: attempt 1 was retried
+
+	var warned map[string]any
+	for _, l := range logs.lines() {
+		if l["level"] == "WARN" {
+			warned = l
+		}
+	}
+	require.NotNil(t, warned, "a delivery for a retried attempt is worth a warning")
+	require.Equal(t, id, warned["message_id"])
+	require.Equal(t, m.OrderID, warned["order_id"])
+	require.Equal(t, 1.0, warned["attempt"])
+	require.Equal(t, "sim-a", warned["provider"])
+	require.Equal(t, "stale_attempt", warned["reason"])
 }
