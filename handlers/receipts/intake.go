@@ -187,7 +187,11 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 	}
 	rc.Log("received", sum.Received, "applied", sum.Applied, "parked", sum.Parked, "ignored", sum.Ignored)
 	w.Header().Set("Content-Type", "application/json")
-	return json.NewEncoder(w).Encode(sum)
+	// The receipts are committed whatever happens to the answer: a write
+	// error only means the provider left, and it will send the callback
+	// again, which finds duplicates. Nothing to report as our failure.
+	_ = json.NewEncoder(w).Encode(sum)
+	return nil
 }
 
 func summarize(es []*entry) Summary {
