@@ -15,6 +15,7 @@ import (
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/orders"
+	"github.com/afterok/afterok/handlers/provider"
 )
 
 // Problem is an RFC 9457 problem document with afterok's stable code.
@@ -68,6 +69,7 @@ var problemKinds = []struct {
 	title  string
 }{
 	{isKind(errInvalidRequest), 400, "invalid_request", "The request is malformed"},
+	{func(err error) bool { var v *provider.ReceiptError; return errors.As(err, &v) }, 400, "invalid_request", "The receipts body is malformed"},
 	{isKind(accounts.ErrUnauthenticated), 401, "unauthenticated", "Authentication required"},
 	{isKind(domain.ErrInsufficientBalance), 402, "insufficient_balance", "The account's balance does not cover the order"},
 	{isKind(errForbidden), 403, "forbidden", "The API key may not do this"},
