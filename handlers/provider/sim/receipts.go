@@ -114,7 +114,9 @@ func (s *Simulator) Run(ctx context.Context) error {
 	for range s.cfg.ReceiptWorkers {
 		workers.Go(func() {
 			for batch := range batches {
-				s.deliver(sendCtx, batch)
+				if !s.deliver(sendCtx, batch) {
+					s.dropped(batch, "drain deadline passed")
+				}
 			}
 		})
 	}
@@ -213,13 +215,33 @@ func (s *Simulator) drain(ctx context.Context, b *batcher, out chan<- receiptBat
 
 // deliver posts one batch, retrying refusals with doubling, jittered backoff
 // up to ReceiptRetries times, and counts the outcome.
-func (s *Simulator) deliver(ctx context.Context, b receiptBatch) {
+// deliverFirst sends a …0005 receipt before the submit is answered. The
+// message is accepted by then, so if the submitter goes away meanwhile the
+// receipt is not lost with its request: it goes to the sender's queue like
+// any other, as a real provider would still report on a message it took.
+func (s *Simulator) deliverFirst(ctx context.Context, r pendingReceipt) {
+	if s.deliver(ctx, receiptBatch{provider: r.provider, receipts: r.receipts(time.Now())}) {
+		return
+	}
+	if !s.enter() {
+		r.provider.stats.receiptsDropped.Add(int64(r.parts))
+		return
+	}
+	defer s.enqueuers.Done()
+	r.due = time.Now()
+	s.enqueue(r)
+}
+
+// deliver posts a batch, retrying refusals. It reports false, counting
+// nothing, when ctx ended before the batch was handed over, so that the
+// caller decides what becomes of it.
+func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 	body, err := json.Marshal(struct {
 		Receipts []wireReceipt `json:"receipts"`
 	}{b.receipts})
 	if err != nil {
 		s.failed(b, 0, err) // cannot happen with these field types
-		return
+		return true
 	}
 	backoff := s.cfg.ReceiptBackoff
 	for try := 0; ; try++ {
@@ -227,13 +249,12 @@ func (s *Simulator) deliver(ctx context.Context, b receiptBatch) {
 		switch {
 		case err == nil:
 			b.provider.stats.receiptsSent.Add(int64(len(b.receipts)))
-			return
+			return true
 		case ctx.Err() != nil:
-			s.dropped(b, err.Error())
-			return
+			return false
 		case try >= s.cfg.ReceiptRetries:
 			s.failed(b, try+1, err)
-			return
+			return true
 		}
 		s.log.Debug("receipt callback refused, will retry", "provider", b.provider.name, "try", try+1, "error", err)
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff)/2+1))
@@ -243,8 +264,7 @@ func (s *Simulator) deliver(ctx context.Context, b receiptBatch) {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			s.dropped(b, "stopped while waiting to retry")
-			return
+			return false
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -393,5 +394,28 @@ func TestRunTwice(t *testing.T) {
 	}
 	if err := s.Run(ctx); err == nil {
 		t.Fatal("a second Run was accepted")
+	}
+}
+
+// TestEarlyReceiptSurvivesItsSubmitterLeaving: a …0005 submission is
+// accepted, its receipt refused for a while, and the submitter gives up
+// waiting. The provider took the message, so the receipt must still be
+// delivered later, not dropped with the request.
+func TestEarlyReceiptSurvivesItsSubmitterLeaving(t *testing.T) {
+	h := start(t, func(c *sim.Config) { c.ReceiptRetries = 50; c.ReceiptBackoff = 20 * time.Millisecond })
+	h.sink.refuse = 5
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url+"/sim-a/v1/messages",
+		strings.NewReader(`{"reference":"m5","attempt":1,"to":"+4915112340005","body":"x","segments":1}`))
+	req.Header.Set("Authorization", "Bearer "+testProviders()["sim-a"].APIKey)
+	req.Header.Set("Idempotency-Key", "m5:1")
+	if res, err := http.DefaultClient.Do(req); err == nil {
+		res.Body.Close()
+		t.Fatal("the submit answered although its receipt was still refused")
+	}
+	eventually(t, "the early receipt", func() bool { return len(h.sink.byMessage("m5")) == 1 })
+	if st := h.sim.Stats(); st.ReceiptsDropped != 0 || st.Submitted != 1 {
+		t.Fatalf("stats %+v", st.Counters)
 	}
 }

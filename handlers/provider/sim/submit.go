@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"math/rand/v2"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 )
@@ -170,7 +169,7 @@ func (s *Simulator) submitOne(w http.ResponseWriter, r *http.Request) {
 	res := s.process(p, sub)
 	s.enqueuers.Done()
 	if res.first != nil {
-		s.deliver(r.Context(), receiptBatch{provider: p, receipts: res.first.receipts(time.Now())})
+		s.deliverFirst(r.Context(), *res.first)
 	}
 	if res.verdict == verdictReplay {
 		w.Header().Set("Idempotent-Replayed", "true")
@@ -207,8 +206,7 @@ func (s *Simulator) submitBatch(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	results := make([]wireBatchResult, len(req.Messages))
-	var first []wireReceipt
-	now := time.Now()
+	var firsts []pendingReceipt
 	for i, msg := range req.Messages {
 		sub := msg.submission(msg.IdempotencyKey)
 		results[i] = wireBatchResult{Reference: sub.reference, Attempt: sub.attempt}
@@ -219,7 +217,7 @@ func (s *Simulator) submitBatch(w http.ResponseWriter, r *http.Request) {
 		}
 		res := s.process(p, sub)
 		if res.first != nil {
-			first = append(first, res.first.receipts(now)...)
+			firsts = append(firsts, *res.first)
 		}
 		if a := res.answer; a.status == http.StatusOK {
 			results[i].Status, results[i].ID = "accepted", a.id
@@ -230,8 +228,8 @@ func (s *Simulator) submitBatch(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.enqueuers.Done()
-	for chunk := range slices.Chunk(first, s.cfg.ReceiptBatch) {
-		s.deliver(r.Context(), receiptBatch{provider: p, receipts: chunk})
+	for _, pr := range firsts {
+		s.deliverFirst(r.Context(), pr)
 	}
 	writeJSON(w, http.StatusOK, struct {
 		Results []wireBatchResult `json:"results"`
