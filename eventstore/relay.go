@@ -421,10 +421,12 @@ func (r *Relay) crashErr() error {
 }
 
 // checkpointLoop writes the acknowledged cursor every CheckpointInterval.
-// A failed write is retried at the next tick; it holds nothing up.
+// A failed write is retried at the next tick; it holds nothing up. During
+// an outage it logs the first failure and every 50th, not one per tick.
 func (r *Relay) checkpointLoop(ctx context.Context, stop context.CancelFunc) {
 	t := time.NewTicker(r.cfg.CheckpointInterval)
 	defer t.Stop()
+	failures := 0
 	for {
 		select {
 		case <-ctx.Done():
@@ -434,18 +436,25 @@ func (r *Relay) checkpointLoop(ctx context.Context, stop context.CancelFunc) {
 		err := r.saveCheckpoint(ctx)
 		var crash *crashError
 		switch {
-		case err == nil || ctx.Err() != nil:
 		case errors.As(err, &crash):
 			r.mu.Lock()
 			r.crashed = crash.err
 			r.mu.Unlock()
 			stop()
 			return
+		case ctx.Err() != nil:
+		case err == nil:
+			if failures > 0 {
+				r.log.Info("relay: checkpoint written again", "failures", failures)
+			}
+			failures = 0
 		case errors.Is(err, ErrCheckpointMoved):
 			r.log.Warn("relay: another relay moved the checkpoint", "checkpoint", r.cfg.CheckpointName)
 		default:
 			r.metrics.storeErrors.WithLabelValues("checkpoint").Inc()
-			r.log.Warn("relay: writing the checkpoint failed, retrying", "err", err)
+			if failures++; failures%50 == 1 {
+				r.log.Warn("relay: writing the checkpoint failed, retrying", "err", err, "failures", failures)
+			}
 		}
 	}
 }

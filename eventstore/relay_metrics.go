@@ -146,10 +146,17 @@ func (r *Relay) measureLag(ctx context.Context) error {
 func (r *Relay) lagLoop(ctx context.Context) {
 	t := time.NewTicker(r.cfg.LagInterval)
 	defer t.Stop()
+	failures := 0
 	for {
-		if err := r.measureLag(ctx); err != nil && ctx.Err() == nil {
+		switch err := r.measureLag(ctx); {
+		case ctx.Err() != nil:
+		case err != nil:
 			r.metrics.storeErrors.WithLabelValues("lag").Inc()
-			r.log.Warn("relay: measuring lag failed", "err", err)
+			if failures++; failures%50 == 1 {
+				r.log.Warn("relay: measuring lag failed", "err", err, "failures", failures)
+			}
+		default:
+			failures = 0
 		}
 		select {
 		case <-ctx.Done():
