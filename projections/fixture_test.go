@@ -237,7 +237,13 @@ func (f *fixture) settle(orderID string, ids ...string) {
 }
 
 // run starts a runner until the test ends.
-func (f *fixture) run(cfg projections.Config) *projections.Runner {
+func (f *fixture) run(cfg projections.Config) {
+	f.t.Helper()
+	f.t.Cleanup(f.start(cfg))
+}
+
+// start starts a runner and returns what stops it.
+func (f *fixture) start(cfg projections.Config) (stop func()) {
 	f.t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
@@ -250,8 +256,7 @@ func (f *fixture) run(cfg projections.Config) *projections.Runner {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
-	f.t.Cleanup(func() { cancel(); <-done })
-	return r
+	return func() { cancel(); <-done }
 }
 
 // waitFor polls cond until it holds, failing the test with cond's last
