@@ -86,8 +86,12 @@ func (g *loadGen) order(ctx context.Context, n int) (int, error) {
 			}
 			return m.Route(domain.RouteDecision{RouteID: "de", Provider: "sim-a", Reason: "priority"}, at)
 		},
-		func(m *domain.Message, _ int, at time.Time) (domain.Event, error) { return m.Submit("p-"+m.ID, 30*time.Millisecond, at) },
-		func(m *domain.Message, _ int, at time.Time) (domain.Event, error) { return m.Deliver(m.Attempt, nil, at, at) },
+		func(m *domain.Message, _ int, at time.Time) (domain.Event, error) {
+			return m.Submit("p-"+m.ID, 30*time.Millisecond, at)
+		},
+		func(m *domain.Message, _ int, at time.Time) (domain.Event, error) {
+			return m.Deliver(m.Attempt, nil, at, at)
+		},
 	}
 	for _, step := range steps {
 		at := g.now()
