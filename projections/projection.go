@@ -2,6 +2,7 @@ package projections
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"log/slog"
@@ -78,15 +79,16 @@ func Names() []string {
 }
 
 // ErrUnknownProjection is returned for a name no projection has.
-var ErrUnknownProjection = fmt.Errorf("unknown projection")
+var ErrUnknownProjection = errors.New("unknown projection")
 
 // Lookup returns the projection called name.
 func Lookup(name string) (Projection, error) {
-	i := slices.IndexFunc(All(), func(p Projection) bool { return p.Name == name })
+	all := All()
+	i := slices.IndexFunc(all, func(p Projection) bool { return p.Name == name })
 	if i < 0 {
 		return Projection{}, fmt.Errorf("%w %q (known: %s)", ErrUnknownProjection, name, strings.Join(Names(), ", "))
 	}
-	return All()[i], nil
+	return all[i], nil
 }
 
 // lockSharedSQL is taken by every live batch: a rebuild's swap takes the
