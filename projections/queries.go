@@ -141,7 +141,7 @@ func OrderMessages(ctx context.Context, q eventstore.Querier, t Tenant, orderID,
 	}
 	all, acct := t.args()
 	rows, err := q.Query(ctx, orderMessagesSQL, pgx.QueryExecModeExec, orderID, nullable(state), after, all, acct, limit+1)
-	return indexPage(rows, err, limit)
+	return page(rows, err, limit, indexCursor)
 }
 
 // Search is the support search's filter. Zero fields do not filter.
@@ -169,7 +169,7 @@ func SearchMessages(ctx context.Context, q eventstore.Querier, accountID string,
 		}
 		rows, err := q.Query(ctx, searchOrderMessagesSQL, pgx.QueryExecModeExec, s.OrderID, accountID,
 			nullable(s.To), nullable(s.State), since, until, after, s.Limit+1)
-		return indexPage(rows, err, s.Limit)
+		return page(rows, err, s.Limit, indexCursor)
 	}
 	at, id, err := parseTimeCursor(s.Cursor)
 	if err != nil {
@@ -177,23 +177,12 @@ func SearchMessages(ctx context.Context, q eventstore.Querier, accountID string,
 	}
 	rows, err := q.Query(ctx, searchMessagesSQL, pgx.QueryExecModeExec, accountID, nullable(s.To), nullable(s.State),
 		since, until, at, id, s.Limit+1)
-	if err != nil {
-		return MessagePage{}, err
-	}
-	ms, err := pgx.CollectRows(rows, scanMessage)
-	if err != nil {
-		return MessagePage{}, err
-	}
-	page := MessagePage{Messages: ms}
-	if len(ms) > s.Limit {
-		page.Messages = ms[:s.Limit]
-		last := page.Messages[s.Limit-1]
-		page.Next = encodeCursor("t" + strconv.FormatInt(last.AcceptedAt.UnixMicro(), 10) + "." + last.ID)
-	}
-	return page, nil
+	return page(rows, err, s.Limit, timeCursor)
 }
 
-func indexPage(rows pgx.Rows, err error, limit int) (MessagePage, error) {
+// page collects limit+1 rows into a page of limit, the extra row only
+// telling that there is a next page, named by cursor of the last row shown.
+func page(rows pgx.Rows, err error, limit int, cursor func(*Message) string) (MessagePage, error) {
 	if err != nil {
 		return MessagePage{}, err
 	}
@@ -201,12 +190,18 @@ func indexPage(rows pgx.Rows, err error, limit int) (MessagePage, error) {
 	if err != nil {
 		return MessagePage{}, err
 	}
-	page := MessagePage{Messages: ms}
+	p := MessagePage{Messages: ms}
 	if len(ms) > limit {
-		page.Messages = ms[:limit]
-		page.Next = encodeCursor("i" + strconv.Itoa(page.Messages[limit-1].Index))
+		p.Messages = ms[:limit]
+		p.Next = cursor(&p.Messages[limit-1])
 	}
-	return page, nil
+	return p, nil
+}
+
+func indexCursor(m *Message) string { return encodeCursor("i" + strconv.Itoa(m.Index)) }
+
+func timeCursor(m *Message) string {
+	return encodeCursor("t" + strconv.FormatInt(m.AcceptedAt.UnixMicro(), 10) + "." + m.ID)
 }
 
 // Cursors are opaque to clients: base64url of a kind letter and the key
