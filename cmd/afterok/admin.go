@@ -31,6 +31,7 @@ var errVerifyFailed = errors.New("verification failed")
 func runVerify(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("verify", env)
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	withProjections := fs.Bool("projections", false, "also recompute every read model from the events and report rows that differ")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -68,7 +69,13 @@ func runVerify(ctx context.Context, env *environment, args []string) error {
 			fmt.Fprintf(env.stdout, "%d problems in %d streams: %s\n", len(rep.Problems), len(rep.FailedStreams()), strings.Join(rep.FailedStreams(), ", "))
 		}
 	}
-	if len(rep.Problems) > 0 {
+	projectionsDiffer := false
+	if *withProjections {
+		if projectionsDiffer, err = verifyProjections(ctx, env, pool, *asJSON); err != nil {
+			return err
+		}
+	}
+	if len(rep.Problems) > 0 || projectionsDiffer {
 		return errVerifyFailed
 	}
 	return nil

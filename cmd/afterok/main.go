@@ -33,9 +33,11 @@ type environment struct {
 }
 
 var commands = map[string]command{
-	"migrate":  {"apply the database migrations (safe to re-run)", runMigrate},
-	"verify":   {"recompute every stream's hash chain and check the invariants", runVerify},
-	"accounts": {"accounts create --name N --credit AMOUNT [--currency EUR] [--json]", runAccounts},
+	"migrate":     {"apply the database migrations (safe to re-run)", runMigrate},
+	"verify":      {"recompute every stream's hash chain and check the invariants", runVerify},
+	"accounts":    {"accounts create --name N --credit AMOUNT [--currency EUR] [--json]", runAccounts},
+	"replay":      {"replay message|order <id> [--json]: a history as a timeline", runReplay},
+	"projections": {"projections status [--json] | projections rebuild <name>", runProjections},
 }
 
 func main() {

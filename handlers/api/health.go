@@ -50,5 +50,9 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request, _ *RequestContex
 			status, overall = http.StatusServiceUnavailable, "not ready"
 		}
 	}
-	return writeJSON(w, status, map[string]any{"status": overall, "checks": out})
+	body := map[string]any{"status": overall, "checks": out}
+	if lag := s.projectionLag(ctx); lag != nil {
+		body["projections"] = lag
+	}
+	return writeJSON(w, status, body)
 }

@@ -134,6 +134,16 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/openapi.json", Public: true, Handle: serveOpenAPI},
 		{Method: "POST", Pattern: "/v1/orders", Scope: accounts.ScopeOrdersWrite, Handle: s.postOrder},
 		{Method: "GET", Pattern: "/v1/account", Scope: accounts.ScopeMessagesRead, Handle: s.getAccount},
+		// The read side (reads.go, events_stream.go).
+		{Method: "GET", Pattern: "/v1/orders/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getOrder},
+		{Method: "GET", Pattern: "/v1/orders/{id}/messages", Scope: accounts.ScopeMessagesRead, Handle: s.listOrderMessages},
+		{Method: "GET", Pattern: "/v1/messages", Scope: accounts.ScopeMessagesRead, Handle: s.searchMessages},
+		{Method: "GET", Pattern: "/v1/messages/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getMessage},
+		{Method: "GET", Pattern: "/v1/messages/{id}/events", Scope: accounts.ScopeEventsRead, Handle: s.getMessageEvents},
+		{Method: "GET", Pattern: "/v1/events", Scope: accounts.ScopeEventsRead, Handle: s.pullEvents},
+		{Method: "GET", Pattern: "/v1/events/stream", Scope: accounts.ScopeEventsRead, Handle: s.streamEvents},
+		{Method: "GET", Pattern: "/v1/accounts/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getAccountSummary},
+		{Method: "GET", Pattern: "/v1/providers/stats", Scope: accounts.ScopeAdmin, Handle: s.getProviderStats},
 	}
 }
 
