@@ -1,10 +1,16 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"strconv"
 	"time"
+
+	"github.com/afterok/afterok/domain/pricing"
+	"github.com/afterok/afterok/domain/routing"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // Config is afterok's configuration, loaded once from the environment. The
@@ -18,51 +24,222 @@ type Config struct {
 	// back the event tail (AFTEROK_STATEMENT_TIMEOUT, AFTEROK_IDLE_IN_TX_TIMEOUT).
 	StatementTimeout time.Duration
 	IdleInTxTimeout  time.Duration
+
+	Addr    string // AFTEROK_ADDR: the API
+	SimAddr string // AFTEROK_SIM_ADDR: the provider simulator
+	DataDir string // AFTEROK_DATA_DIR: embedded NATS data, dev credentials
+	NATSURL string // NATS_URL: empty runs an embedded JetStream server
+	Prefix  string // AFTEROK_PREFIX: JetStream stream and subject prefix
+	// NATSSyncAlways fsyncs every JetStream write (AFTEROK_NATS_SYNC_ALWAYS).
+	NATSSyncAlways bool
+
+	MaxMessages    int           // AFTEROK_MAX_MESSAGES: per order
+	RateLimit      float64       // AFTEROK_RATE_LIMIT: requests/s per account
+	RateBurst      int           // AFTEROK_RATE_BURST
+	IdempotencyTTL time.Duration // AFTEROK_IDEMPOTENCY_TTL
+
+	Retry routing.RetryPolicy // AFTEROK_MAX_ATTEMPTS, AFTEROK_RETRY_BASE, AFTEROK_RETRY_MAX
+
+	DispatchBatch    int           // AFTEROK_DISPATCH_BATCH: jobs per worker batch
+	DispatchFetchers int           // AFTEROK_DISPATCH_FETCHERS: concurrent batches
+	DispatchAckWait  time.Duration // AFTEROK_DISPATCH_ACK_WAIT: how long a taken job waits before redelivery
+
+	Prices    *pricing.Table   // AFTEROK_PRICES_FILE (JSON), default pricing.Default()
+	Routes    *routing.Table   // AFTEROK_ROUTES_FILE (JSON), default routing.DefaultTable()
+	Providers []ProviderConfig // AFTEROK_PROVIDERS_FILE (JSON), default: the simulator's sim-a and sim-b
+
+	SimSubmitLatency time.Duration // AFTEROK_SIM_SUBMIT_LATENCY
+	SimReceiptDelay  time.Duration // AFTEROK_SIM_RECEIPT_DELAY
+}
+
+// ProviderConfig is one provider afterok submits to.
+type ProviderConfig struct {
+	Name    string   `json:"name"`
+	URL     string   `json:"url"`     // API root; requests go to {url}/{name}/v1/messages
+	APIKey  string   `json:"api_key"` // bearer token for submissions
+	Secret  string   `json:"secret"`  // HMAC secret its receipts are signed with
+	Timeout Duration `json:"timeout"` // per request; default 10 s
+}
+
+// Duration is a time.Duration that reads "10s" in JSON.
+type Duration time.Duration
+
+// UnmarshalJSON parses a Go duration string.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	v, err := time.ParseDuration(s)
+	*d = Duration(v)
+	return err
 }
 
 // LoadConfig reads the configuration through getenv.
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
 		DatabaseURL:      "postgres://localhost:5432/afterok?sslmode=disable",
-		DBMaxConns:       24,
+		DBMaxConns:       32,
 		LogLevel:         slog.LevelInfo,
 		StatementTimeout: 60 * time.Second,
 		IdleInTxTimeout:  15 * time.Second,
+		Addr:             "127.0.0.1:8080",
+		SimAddr:          "127.0.0.1:8090",
+		DataDir:          "./var",
+		Prefix:           "afterok",
+		MaxMessages:      100_000,
+		RateLimit:        100,
+		RateBurst:        200,
+		IdempotencyTTL:   24 * time.Hour,
+		Retry:            routing.DefaultRetryPolicy(),
+		DispatchBatch:    200,
+		DispatchFetchers: 2,
+		DispatchAckWait:  30 * time.Second,
+		Prices:           pricing.Default(),
+		Routes:           routing.DefaultTable(),
+		SimSubmitLatency: 20 * time.Millisecond,
+		SimReceiptDelay:  200 * time.Millisecond,
 	}
-	var errs []error
-	str := func(key string, dst *string) {
-		if v := getenv(key); v != "" {
-			*dst = v
-		}
-	}
-	dur := func(key string, dst *time.Duration) {
-		if v := getenv(key); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d < 0 {
-				errs = append(errs, fmt.Errorf("%s=%q: want a duration like 15s", key, v))
-				return
-			}
-			*dst = d
-		}
-	}
-	str("DATABASE_URL", &c.DatabaseURL)
-	if v := getenv("AFTEROK_DB_MAX_CONNS"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 2 || n > 1000 {
-			errs = append(errs, fmt.Errorf("AFTEROK_DB_MAX_CONNS=%q: want a number from 2 to 1000", v))
-		} else {
-			c.DBMaxConns = int32(n)
-		}
-	}
+	p := parser{getenv: getenv}
+	p.str("DATABASE_URL", &c.DatabaseURL)
+	p.int32("AFTEROK_DB_MAX_CONNS", &c.DBMaxConns, 2, 1000)
 	if v := getenv("AFTEROK_LOG_LEVEL"); v != "" {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
-			errs = append(errs, fmt.Errorf("AFTEROK_LOG_LEVEL=%q: want debug, info, warn or error", v))
+			p.errs = append(p.errs, fmt.Errorf("AFTEROK_LOG_LEVEL=%q: want debug, info, warn or error", v))
 		}
 	}
-	dur("AFTEROK_STATEMENT_TIMEOUT", &c.StatementTimeout)
-	dur("AFTEROK_IDLE_IN_TX_TIMEOUT", &c.IdleInTxTimeout)
-	if len(errs) > 0 {
-		return c, fmt.Errorf("configuration: %v", errs)
+	p.dur("AFTEROK_STATEMENT_TIMEOUT", &c.StatementTimeout)
+	p.dur("AFTEROK_IDLE_IN_TX_TIMEOUT", &c.IdleInTxTimeout)
+	p.str("AFTEROK_ADDR", &c.Addr)
+	p.str("AFTEROK_SIM_ADDR", &c.SimAddr)
+	p.str("AFTEROK_DATA_DIR", &c.DataDir)
+	p.str("NATS_URL", &c.NATSURL)
+	p.str("AFTEROK_PREFIX", &c.Prefix)
+	p.boolean("AFTEROK_NATS_SYNC_ALWAYS", &c.NATSSyncAlways)
+	p.int("AFTEROK_MAX_MESSAGES", &c.MaxMessages, 1, 1_000_000)
+	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)
+	p.int("AFTEROK_RATE_BURST", &c.RateBurst, 1, 1_000_000)
+	p.dur("AFTEROK_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
+	p.int("AFTEROK_MAX_ATTEMPTS", &c.Retry.MaxAttempts, 1, 100)
+	p.dur("AFTEROK_RETRY_BASE", &c.Retry.Base)
+	p.dur("AFTEROK_RETRY_MAX", &c.Retry.Max)
+	p.int("AFTEROK_DISPATCH_BATCH", &c.DispatchBatch, 1, 1000)
+	p.int("AFTEROK_DISPATCH_FETCHERS", &c.DispatchFetchers, 1, 64)
+	p.dur("AFTEROK_DISPATCH_ACK_WAIT", &c.DispatchAckWait)
+	p.dur("AFTEROK_SIM_SUBMIT_LATENCY", &c.SimSubmitLatency)
+	p.dur("AFTEROK_SIM_RECEIPT_DELAY", &c.SimReceiptDelay)
+	if b := p.file("AFTEROK_PRICES_FILE"); b != nil {
+		t, err := pricing.Parse(b)
+		p.check("AFTEROK_PRICES_FILE", err)
+		c.Prices = t
+	}
+	if b := p.file("AFTEROK_ROUTES_FILE"); b != nil {
+		t, err := routing.Parse(b)
+		p.check("AFTEROK_ROUTES_FILE", err)
+		c.Routes = t
+	}
+	if b := p.file("AFTEROK_PROVIDERS_FILE"); b != nil {
+		var f struct {
+			Providers []ProviderConfig `json:"providers"`
+		}
+		p.check("AFTEROK_PROVIDERS_FILE", json.Unmarshal(b, &f))
+		c.Providers = f.Providers
+	} else {
+		c.Providers = simProviders("http://" + c.SimAddr)
+	}
+	p.check("retry policy", c.Retry.Validate())
+	if len(p.errs) > 0 {
+		return c, fmt.Errorf("configuration: %v", p.errs)
 	}
 	return c, nil
+}
+
+// simProviders are the simulator's two providers, as afterok dev uses them.
+func simProviders(base string) []ProviderConfig {
+	var out []ProviderConfig
+	for _, name := range []string{"sim-a", "sim-b"} {
+		pc := sim.DefaultConfig().Providers[name]
+		out = append(out, ProviderConfig{Name: name, URL: base, APIKey: pc.APIKey, Secret: pc.Secret, Timeout: Duration(10 * time.Second)})
+	}
+	return out
+}
+
+type parser struct {
+	getenv func(string) string
+	errs   []error
+}
+
+func (p *parser) str(key string, dst *string) {
+	if v := p.getenv(key); v != "" {
+		*dst = v
+	}
+}
+
+func (p *parser) dur(key string, dst *time.Duration) {
+	if v := p.getenv(key); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			p.errs = append(p.errs, fmt.Errorf("%s=%q: want a duration like 15s", key, v))
+			return
+		}
+		*dst = d
+	}
+}
+
+func (p *parser) int(key string, dst *int, lo, hi int) {
+	if v := p.getenv(key); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			p.errs = append(p.errs, fmt.Errorf("%s=%q: want a number from %d to %d", key, v, lo, hi))
+			return
+		}
+		*dst = n
+	}
+}
+
+func (p *parser) int32(key string, dst *int32, lo, hi int) {
+	n := int(*dst)
+	p.int(key, &n, lo, hi)
+	*dst = int32(n)
+}
+
+func (p *parser) float(key string, dst *float64) {
+	if v := p.getenv(key); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f <= 0 {
+			p.errs = append(p.errs, fmt.Errorf("%s=%q: want a positive number", key, v))
+			return
+		}
+		*dst = f
+	}
+}
+
+func (p *parser) boolean(key string, dst *bool) {
+	if v := p.getenv(key); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			p.errs = append(p.errs, fmt.Errorf("%s=%q: want true or false", key, v))
+			return
+		}
+		*dst = b
+	}
+}
+
+func (p *parser) file(key string) []byte {
+	path := p.getenv(key)
+	if path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("%s: %w", key, err))
+		return nil
+	}
+	return b
+}
+
+func (p *parser) check(what string, err error) {
+	if err != nil {
+		p.errs = append(p.errs, fmt.Errorf("%s: %w", what, err))
+	}
 }

@@ -33,11 +33,14 @@ type environment struct {
 }
 
 var commands = map[string]command{
-	"migrate":     {"apply the database migrations (safe to re-run)", runMigrate},
-	"verify":      {"recompute every stream's hash chain and check the invariants", runVerify},
-	"accounts":    {"accounts create --name N --credit AMOUNT [--currency EUR] [--json]", runAccounts},
-	"replay":      {"replay message|order <id> [--json]: a history as a timeline", runReplay},
-	"projections": {"projections status [--json] | projections rebuild <name>", runProjections},
+	"migrate":      {"apply the database migrations (safe to re-run)", runMigrate},
+	"verify":       {"recompute every stream's hash chain and check the invariants", runVerify},
+	"accounts":     {"accounts create --name N --credit AMOUNT [--currency EUR] [--json]", runAccounts},
+	"replay":       {"replay message|order <id> [--json]: a history as a timeline", runReplay},
+	"projections":  {"projections status [--json] | projections rebuild <name>", runProjections},
+	"dev":          {"everything in one process with the provider simulator and a demo account (make run)", runDev},
+	"serve":        {"serve --roles api,receipts,relay,scheduler,dispatch,tracker,project", runServe},
+	"provider-sim": {"run the provider simulator alone (AFTEROK_SIM_ADDR)", runProviderSim},
 }
 
 func main() {

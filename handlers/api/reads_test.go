@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/url"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -15,7 +14,6 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/handlers/accounts"
-	"github.com/afterok/afterok/handlers/api"
 )
 
 // TestReadEndpointsFollowTheLifecycle reads an order and its messages at
@@ -248,35 +246,4 @@ func TestReadyzShowsProjectionLag(t *testing.T) {
 			slices.Contains(seen, "afterok_projection_delay_seconds") && slices.Contains(seen, "afterok_projection_events_applied_total")
 		return ok, strings.Join(seen, " ")
 	})
-}
-
-// TestOpenAPIDocumentsTheReadSide: every read endpoint is in openapi.json
-// and everything it documents for the read side is mounted.
-func TestOpenAPIDocumentsTheReadSide(t *testing.T) {
-	raw, err := os.ReadFile("openapi.json")
-	require.NoError(t, err)
-	var doc struct {
-		Paths map[string]map[string]any `json:"paths"`
-	}
-	require.NoError(t, json.Unmarshal(raw, &doc))
-	srv := api.New(api.Deps{Logger: quiet}, api.Config{})
-	readSide := func(p string) bool {
-		return strings.HasPrefix(p, "/v1/messages") || strings.HasPrefix(p, "/v1/orders/") || strings.HasPrefix(p, "/v1/events") ||
-			strings.HasPrefix(p, "/v1/accounts/") || strings.HasPrefix(p, "/v1/providers/")
-	}
-	var mine int
-	for _, rt := range srv.Routes() {
-		if !readSide(rt.Pattern) {
-			continue
-		}
-		mine++
-		require.Contains(t, doc.Paths, rt.Pattern)
-		require.Contains(t, doc.Paths[rt.Pattern], strings.ToLower(rt.Method), "%s %s", rt.Method, rt.Pattern)
-	}
-	require.Equal(t, 9, mine)
-	for p := range doc.Paths {
-		if readSide(p) {
-			require.True(t, slices.ContainsFunc(srv.Routes(), func(r api.Route) bool { return r.Pattern == p }), "%s is documented, not mounted", p)
-		}
-	}
 }

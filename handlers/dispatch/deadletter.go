@@ -70,7 +70,7 @@ func (w *Worker) deadLetter(ctx context.Context, seq uint64, deliveries int) err
 	}
 	if !m.State.Final() && m.Attempt == job.Attempt {
 		ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeDeadLettered, Stage: domain.StageSubmit,
-			Reason: fmt.Sprintf("the dispatch job failed %d deliveries (queue limit); see the worker log for why", deliveries),
+			Reason:   fmt.Sprintf("the dispatch job failed %d deliveries (queue limit); see the worker log for why", deliveries),
 			Provider: m.Provider}, nil, w.cfg.Now().UTC())
 		if err != nil {
 			return err

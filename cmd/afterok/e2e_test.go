@@ -1,0 +1,96 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/domain/phone"
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/dispatch"
+)
+
+// TestEndToEndEveryTestNumber sends one order with every simulator test
+// number through the whole system (API, scheduler, JetStream work queue,
+// workers, simulator, receipt intake, tracker) and checks each message's
+// exact history, the failover, the refunds and OrderCompleted.
+func TestEndToEndEveryTestNumber(t *testing.T) {
+	h := newHarness(t)
+	h.start(dispatch.Hooks{})
+	numbers := []string{phone.ExampleDelivered, phone.ExampleUndeliverable, phone.ExampleRejected,
+		phone.ExampleFailover, phone.ExampleNoReceipt, phone.ExampleEarlyReceipt}
+	order, ids := h.order(3, numbers...)
+	h.waitOrdersCompleted(30*time.Second, order)
+
+	want := map[string]string{
+		phone.ExampleDelivered:     "Accepted,Queued,Routed,Submitted,Delivered",
+		phone.ExampleUndeliverable: "Accepted,Queued,Routed,Submitted,Failed",
+		phone.ExampleRejected:      "Accepted,Queued,Routed,Failed",
+		phone.ExampleFailover:      "Accepted,Queued,Routed,Retried,Queued,Routed,Submitted,Delivered",
+		phone.ExampleNoReceipt:     "Accepted,Queued,Routed,Submitted,Failed",
+		phone.ExampleEarlyReceipt:  "Accepted,Queued,Routed,Submitted,Delivered",
+	}
+	failures := map[string]domain.Failure{
+		phone.ExampleUndeliverable: {Code: domain.CodeUndeliverable, Stage: domain.StageDelivery, Permanent: true},
+		phone.ExampleRejected:      {Code: domain.CodeInvalidDestination, Stage: domain.StageSubmit, Permanent: true},
+		phone.ExampleNoReceipt:     {Code: domain.CodeExpired, Stage: domain.StageExpiry, Permanent: true},
+	}
+	for i, to := range numbers {
+		recs := h.history(domain.MessageStream(ids[i]))
+		require.Equal(t, want[to], types(recs), "history of %s", to)
+		evs, err := decodeAll(recs)
+		require.NoError(t, err)
+		last := evs[len(evs)-1]
+		if f, ok := failures[to]; ok {
+			got := last.(domain.MessageFailed).Failure
+			require.Equal(t, f.Code, got.Code, to)
+			require.Equal(t, f.Stage, got.Stage, to)
+			require.True(t, got.Permanent, to)
+		}
+		if to == phone.ExampleFailover {
+			r1 := evs[2].(domain.MessageRouted)
+			retried := evs[3].(domain.MessageRetried)
+			r2 := evs[5].(domain.MessageRouted)
+			require.Equal(t, "sim-a", r1.Route.Provider)
+			require.Equal(t, "sim-a", retried.Failure.Provider)
+			require.False(t, retried.Failure.Permanent)
+			require.Equal(t, 2, retried.NextAttempt)
+			require.Equal(t, "sim-b", r2.Route.Provider, "failover to the second provider")
+			require.Equal(t, 2, r2.Attempt)
+			require.Equal(t, "sim-b", last.(domain.MessageDelivered).Provider)
+		}
+		if to == phone.ExampleDelivered || to == phone.ExampleEarlyReceipt {
+			d := last.(domain.MessageDelivered)
+			require.NotEmpty(t, d.Receipt, "the raw receipt is kept in the event")
+			var raw map[string]any
+			require.NoError(t, json.Unmarshal(d.Receipt, &raw))
+		}
+	}
+
+	// The order completed with its counts and the failed messages refunded.
+	orecs := h.history(domain.OrderStream(order))
+	oev, err := decodeAll(orecs)
+	require.NoError(t, err)
+	done := oev[len(oev)-1].(domain.OrderCompleted)
+	require.Equal(t, domain.OrderCounts{Delivered: 3, Failed: 3, Expired: 1}, done.Counts)
+	price := int64(75000) // one segment to DE
+	require.Equal(t, 3*price, done.Refunded.AmountMicros)
+	require.Equal(t, 3*price, done.Charged.AmountMicros)
+	a, err := accounts.Load(context.Background(), h.db.Pool, h.key.AccountID)
+	require.NoError(t, err)
+	require.Equal(t, int64(100_000_000-3*price), a.Balance, "charged for the delivered, refunded the failed")
+	require.Zero(t, a.Reserved)
+
+	st := h.sim.Stats()
+	require.GreaterOrEqual(t, st.ReceiptsSent, int64(4))
+	h.checkInvariants(order)
+}
+
+func decodeAll(recs []eventstore.RecordedEvent) ([]domain.Event, error) {
+	return eventstore.DecodeAll(recs)
+}

@@ -1,0 +1,289 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
+	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/provider/sim"
+)
+
+// harness is a whole afterok (any roles) against the test's own database
+// and JetStream, with a provider simulator that outlives restarts of the
+// system so that its duplicate count covers them.
+type harness struct {
+	t       *testing.T
+	db      *storetest.DB
+	nats    *storetest.NATS
+	cfg     Config
+	sim     *sim.Simulator
+	simStop context.CancelFunc
+	key     accounts.Created
+	running *running
+}
+
+type running struct {
+	sys    *system
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func newHarness(t *testing.T) *harness {
+	h := &harness{t: t, db: storetest.NewDB(t), nats: storetest.NewNATS(t)}
+	cfg, err := LoadConfig(func(string) string { return "" })
+	require.NoError(t, err)
+	cfg.DatabaseURL, cfg.NATSURL, cfg.Prefix = h.db.URL, h.nats.URL, h.nats.Names.Prefix
+	cfg.Addr, cfg.SimAddr = freeAddr(t), freeAddr(t)
+	cfg.DataDir = t.TempDir()
+	cfg.DBMaxConns = 16
+	cfg.RateLimit, cfg.RateBurst = 10_000, 10_000
+	cfg.Retry.Base, cfg.Retry.Max = 50*time.Millisecond, 200*time.Millisecond
+	cfg.DispatchAckWait = 3 * time.Second // a crashed worker's jobs come back quickly
+	cfg.Providers = simProviders("http://" + cfg.SimAddr)
+	h.cfg = cfg
+
+	sc := sim.DefaultConfig()
+	sc.CallbackBase = "http://" + cfg.Addr
+	sc.SubmitLatency, sc.SubmitJitter, sc.ReceiptDelay, sc.ReceiptFlush = 2*time.Millisecond, time.Millisecond, 20*time.Millisecond, 10*time.Millisecond
+	sc.ReceiptRetries, sc.ReceiptBackoff = 50, 100*time.Millisecond // receipts wait out system restarts
+	sc.DedupWindow = 10 * time.Minute
+	h.sim = sim.New(sc)
+	l, err := net.Listen("tcp", cfg.SimAddr)
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h.sim.Handler()}
+	ctx, cancel := context.WithCancel(context.Background())
+	simDone := make(chan struct{})
+	go func() { defer close(simDone); _ = h.sim.Run(ctx) }()
+	go func() { _ = srv.Serve(l) }()
+	h.simStop = cancel
+	t.Cleanup(func() {
+		h.stop()
+		_ = srv.Close()
+		cancel()
+		<-simDone
+	})
+	return h
+}
+
+func (h *harness) env() *environment {
+	level := slog.LevelWarn
+	if os.Getenv("AFTEROK_TEST_LOG") != "" {
+		level = slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return &environment{cfg: h.cfg, stdout: io.Discard, stderr: io.Discard, log: log}
+}
+
+// start runs the system's roles (not the simulator: the harness owns it).
+func (h *harness) start(hooks dispatch.Hooks, roles ...string) *running {
+	h.t.Helper()
+	if len(roles) == 0 {
+		roles = allRoles
+	}
+	rs := map[string]bool{}
+	for _, r := range roles {
+		rs[r] = true
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s, err := start(ctx, h.env(), rs)
+	require.NoError(h.t, err)
+	s.hooks = hooks
+	apiL, simL, err := s.listen()
+	require.NoError(h.t, err)
+	r := &running{sys: s, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx, apiL, simL) }()
+	h.running = r
+	if h.key.APIKey == "" {
+		c, err := s.accounts.Create(context.Background(), accounts.NewAccount{Name: "e2e",
+			Credit: domain.Money{AmountMicros: 100_000_000, Currency: "EUR"}})
+		require.NoError(h.t, err)
+		h.key = c
+	}
+	return r
+}
+
+// stop shuts the running system down (gracefully) and waits.
+func (h *harness) stop() {
+	if h.running == nil {
+		return
+	}
+	h.running.cancel()
+	select {
+	case <-h.running.done:
+	case <-time.After(60 * time.Second):
+		h.t.Error("system did not stop within 60s")
+	}
+	h.running = nil
+}
+
+// waitStopped waits for a system that a hook crashed.
+func (h *harness) waitStopped() {
+	select {
+	case <-h.running.done:
+	case <-time.After(60 * time.Second):
+		h.t.Fatal("system did not stop after the injected crash")
+	}
+	h.running = nil
+}
+
+// post sends like a careful client: with an Idempotency-Key, retrying a
+// 503 (the database was briefly away) with the same key.
+func (h *harness) post(path string, body any) (int, map[string]any) {
+	h.t.Helper()
+	b, _ := json.Marshal(body)
+	key := fmt.Sprintf("test-%d", time.Now().UnixNano())
+	for attempt := 0; ; attempt++ {
+		req, _ := http.NewRequest("POST", "http://"+h.cfg.Addr+path, bytes.NewReader(b))
+		req.Header.Set("Authorization", "Bearer "+h.key.APIKey)
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Idempotency-Key", key)
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(h.t, err)
+		var out map[string]any
+		_ = json.NewDecoder(res.Body).Decode(&out)
+		res.Body.Close()
+		if res.StatusCode == 503 && attempt < 20 {
+			time.Sleep(100 * time.Millisecond) // client back-off before retrying
+			continue
+		}
+		return res.StatusCode, out
+	}
+}
+
+func (h *harness) get(path string) (int, map[string]any) {
+	h.t.Helper()
+	req, _ := http.NewRequest("GET", "http://"+h.cfg.Addr+path, nil)
+	req.Header.Set("Authorization", "Bearer "+h.key.APIKey)
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(h.t, err)
+	defer res.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(res.Body).Decode(&out)
+	return res.StatusCode, out
+}
+
+// order submits an order and returns its id and message ids in order.
+func (h *harness) order(validity int, to ...string) (string, []string) {
+	h.t.Helper()
+	body := map[string]any{"to": to, "body": "Hello from the end-to-end test"}
+	if validity > 0 {
+		body["validity_seconds"] = validity
+	}
+	status, out := h.post("/v1/orders", body)
+	require.Equal(h.t, 202, status, "%v", out)
+	var ids []string
+	for _, m := range out["messages"].([]any) {
+		ids = append(ids, m.(map[string]any)["message_id"].(string))
+	}
+	return out["order_id"].(string), ids
+}
+
+// history returns each stream's event types (from the store itself).
+func (h *harness) history(stream string) []eventstore.RecordedEvent {
+	h.t.Helper()
+	recs, err := eventstore.ReadStream(context.Background(), h.db.Pool, stream, 1)
+	require.NoError(h.t, err)
+	return recs
+}
+
+func types(recs []eventstore.RecordedEvent) string {
+	var out []string
+	for _, r := range recs {
+		out = append(out, strings.TrimPrefix(r.Type, "Message"))
+	}
+	return strings.Join(out, ",")
+}
+
+// waitOrdersCompleted polls until every order has OrderCompleted.
+func (h *harness) waitOrdersCompleted(timeout time.Duration, orders ...string) {
+	h.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		pending := 0
+		for _, o := range orders {
+			recs := h.history(domain.OrderStream(o))
+			if len(recs) < 2 || recs[len(recs)-1].Type != "OrderCompleted" {
+				pending++
+			}
+		}
+		if pending == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			h.dumpStuck(orders)
+			h.t.Fatalf("%d of %d orders not completed within %s", pending, len(orders), timeout)
+		}
+		time.Sleep(50 * time.Millisecond) // polling the store with a deadline
+	}
+}
+
+func (h *harness) dumpStuck(orders []string) {
+	rows, err := h.db.Pool.Query(context.Background(), `SELECT stream_id, string_agg(type, ',' ORDER BY stream_version)
+		FROM events WHERE metadata->>'correlation_id' = ANY($1) AND stream_id LIKE 'message-%'
+		GROUP BY stream_id HAVING bool_and(type NOT IN ('MessageDelivered','MessageFailed')) LIMIT 20`, orders)
+	if err != nil {
+		return
+	}
+	defer rows.Close()
+	var stuck []string
+	for rows.Next() {
+		var s, t string
+		_ = rows.Scan(&s, &t)
+		h.t.Logf("not final: %s: %s", s, t)
+		stuck = append(stuck, strings.TrimPrefix(s, "message-"))
+	}
+	rows.Close()
+	rrows, err := h.db.Pool.Query(context.Background(), `SELECT message_id, attempt, status, disposition, coalesce(reason, '')
+		FROM receipts WHERE message_id = ANY($1)`, stuck)
+	if err == nil {
+		for rrows.Next() {
+			var id, st, disp, reason string
+			var a int
+			_ = rrows.Scan(&id, &a, &st, &disp, &reason)
+			h.t.Logf("  receipt %s a%d %s %s %s", id, a, st, disp, reason)
+		}
+		rrows.Close()
+	}
+	h.t.Logf("simulator: %+v", h.sim.Stats())
+}
+
+// checkInvariants: every message of the orders has exactly one final
+// event, the simulator saw no duplicate send, and verify passes.
+func (h *harness) checkInvariants(orders ...string) {
+	h.t.Helper()
+	ctx := context.Background()
+	var notOne int
+	require.NoError(h.t, h.db.Pool.QueryRow(ctx, `SELECT count(*) FROM (
+		SELECT stream_id FROM events WHERE metadata->>'correlation_id' = ANY($1) AND stream_id LIKE 'message-%'
+		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed')) <> 1) x`, orders).Scan(&notOne))
+	require.Zero(h.t, notOne, "messages without exactly one final event")
+	st := h.sim.Stats()
+	require.Zero(h.t, st.DuplicateSubmissions, "the simulator saw the same attempt sent twice: %+v", st)
+	require.NoError(h.t, eventstore.VerifyOK(ctx, h.db.Pool))
+	a, err := accounts.Load(ctx, h.db.Pool, h.key.AccountID)
+	require.NoError(h.t, err)
+	require.Zero(h.t, a.Reserved, "completed orders leave nothing reserved")
+}

@@ -1,0 +1,44 @@
+package api_test
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/handlers/api"
+	"github.com/afterok/afterok/handlers/receipts"
+)
+
+// TestOpenAPIMatchesTheRoutes fails when a mounted route is missing from
+// openapi.json or the document lists an operation nothing serves. The
+// server is built as afterok builds it, with the receipt intake mounted.
+func TestOpenAPIMatchesTheRoutes(t *testing.T) {
+	raw, err := os.ReadFile("openapi.json")
+	require.NoError(t, err)
+	var doc struct {
+		OpenAPI string                    `json:"openapi"`
+		Paths   map[string]map[string]any `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &doc))
+	require.Equal(t, "3.1.0", doc.OpenAPI)
+	intake := receipts.New(receipts.Config{Store: eventstore.New(nil), Providers: map[string][]byte{"sim-a": []byte("s")}})
+	srv := api.New(api.Deps{Logger: quiet, Extra: []api.Route{intake.Route()}}, api.Config{})
+	mounted := map[string]bool{}
+	for _, rt := range srv.Routes() {
+		op := strings.ToLower(rt.Method) + " " + rt.Pattern
+		mounted[op] = true
+		require.Contains(t, doc.Paths[rt.Pattern], strings.ToLower(rt.Method), "%s is mounted but not documented", op)
+	}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			if method == "parameters" {
+				continue
+			}
+			require.True(t, mounted[method+" "+path], "%s %s is documented but not mounted", method, path)
+		}
+	}
+}
