@@ -6,12 +6,13 @@ BIN := bin/afterok
 # Tests that hit PostgreSQL and NATS are I/O-bound; two packages at a time on two cores.
 TESTFLAGS ?= -count=1 -timeout 20m -p 2
 FUZZTIME ?= 10s
+# Tests that talk to JetStream, run a second time against an external NATS.
+NATS_TESTS ?= EndToEnd|Crash|Postgres|Relay|Streams|Queues|Lapsed
 
 .PHONY: run test build services vet unit race fuzz bench clean
 
 run: services build
-	$(BIN) migrate
-	$(BIN) verify
+	$(BIN) dev
 
 build:
 	$(GO) build -o $(BIN) ./cmd/afterok
@@ -26,6 +27,12 @@ vet:
 
 test: services vet
 	$(GO) test -race $(TESTFLAGS) ./...
+	@# The same pipeline against the machine's external NATS (Debian's 2.9),
+	@# when one listens: the embedded server above, the external one here.
+	@if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then \
+	  echo "== again against the external NATS at nats://127.0.0.1:4222"; \
+	  NATS_URL=nats://127.0.0.1:4222 $(GO) test $(TESTFLAGS) -run '$(NATS_TESTS)' ./cmd/... ./eventstore/... ./handlers/...; \
+	else echo "== no NATS on 127.0.0.1:4222: external-NATS pass skipped"; fi
 	$(MAKE) fuzz
 
 fuzz:
