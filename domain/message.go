@@ -271,3 +271,22 @@ func (m *Message) Apply(ev Event) error {
 	m.Version++
 	return nil
 }
+
+// QueueAfter returns MessageQueued for a message whose latest event is of
+// type last, without folding its history: a message whose stream ends with
+// MessageAccepted is accepted (attempt 1 is next), one that ends with
+// MessageRetried waits for the attempt it names. The caller must append it
+// with the stream version it saw that event at, so that nothing can have
+// happened in between. Any other last event cannot be followed by a queue.
+func QueueAfter(last string, nextAttempt int, jobID string, at time.Time) (MessageQueued, error) {
+	m := Message{Attempt: nextAttempt - 1}
+	switch last {
+	case "MessageAccepted":
+		m.State = StateAccepted
+	case "MessageRetried":
+		m.State, m.NextAttempt = StateRetried, nextAttempt
+	default:
+		m.State = StateQueued // stands for "not waiting to be queued"
+	}
+	return m.Queue(jobID, at)
+}

@@ -181,3 +181,23 @@ func TestThrottlingDoesNotExcludeAProvider(t *testing.T) {
 		t.Fatalf("throttled excluded %v", m.Excluded)
 	}
 }
+
+func TestQueueAfterAgreesWithTheFold(t *testing.T) {
+	for _, st := range []MessageState{StateAccepted, StateRetried} {
+		m, _ := LoadMessage(histories[st])
+		want, err := m.Queue("j", t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := histories[st][len(histories[st])-1].EventType()
+		got, err := QueueAfter(last, want.Attempt, "j", t0)
+		if err != nil || got != want {
+			t.Fatalf("%s: got %+v %v, want %+v", st, got, err, want)
+		}
+	}
+	for _, last := range []string{"MessageQueued", "MessageRouted", "MessageSubmitted", "MessageDelivered", "MessageFailed"} {
+		if _, err := QueueAfter(last, 2, "j", t0); !errors.Is(err, ErrIllegalTransition) {
+			t.Fatalf("queue after %s: %v", last, err)
+		}
+	}
+}

@@ -29,6 +29,8 @@ type PoolConfig struct {
 	IdleInTxTimeout time.Duration
 	// ApplicationName shows up in pg_stat_activity.
 	ApplicationName string
+	// Tracer, if set, observes every statement (see QueryMetrics).
+	Tracer pgx.QueryTracer
 }
 
 func (c PoolConfig) withDefaults() PoolConfig {
@@ -59,10 +61,17 @@ func Connect(ctx context.Context, databaseURL string, pc PoolConfig) (*pgxpool.P
 		return nil, err
 	}
 	cfg.MaxConns = pc.MaxConns
+	if pc.Tracer != nil {
+		cfg.ConnConfig.Tracer = pc.Tracer
+	}
 	rp := cfg.ConnConfig.RuntimeParams
 	rp["statement_timeout"] = strconv.FormatInt(pc.StatementTimeout.Milliseconds(), 10)
 	rp["idle_in_transaction_session_timeout"] = strconv.FormatInt(pc.IdleInTxTimeout.Milliseconds(), 10)
 	rp["application_name"] = pc.ApplicationName
+	// Every query here is short and index-driven; a parallel plan (which
+	// generic plans for "= ANY($1)" invite once the events table is large)
+	// only adds worker start-up and shutdown to each call.
+	rp["max_parallel_workers_per_gather"] = "0"
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("connect: %w", err)

@@ -23,6 +23,12 @@ type Consumer struct {
 	Filter    Filter
 	BatchSize int           // default 500
 	Poll      time.Duration // how long to wait for other processes' appends; default 100 ms
+	// Linger is how long a caught-up consumer waits after being woken by a
+	// commit before it reads (default 10 ms): under load, commits arrive
+	// by the thousand per second, and reading after each one would make a
+	// transaction (and a tail query) per handful of events. Lingering turns
+	// them into batches at the price of a few milliseconds of latency.
+	Linger time.Duration
 	// Handle applies a batch. It must do all of its writes through tx.
 	Handle func(ctx context.Context, tx *Tx, batch []RecordedEvent) error
 	Logger *slog.Logger
@@ -139,6 +145,11 @@ func (s *Store) Step(ctx context.Context, c Consumer, cursor Cursor) (Cursor, in
 		select {
 		case <-ctx.Done():
 		case <-changed:
+			linger := c.Linger
+			if linger == 0 {
+				linger = 10 * time.Millisecond
+			}
+			sleep(ctx, linger)
 		case <-t.C:
 		}
 		return cursor, 0, nil

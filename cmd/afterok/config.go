@@ -48,6 +48,10 @@ type Config struct {
 	Routes    *routing.Table   // AFTEROK_ROUTES_FILE (JSON), default routing.DefaultTable()
 	Providers []ProviderConfig // AFTEROK_PROVIDERS_FILE (JSON), default: the simulator's sim-a and sim-b
 
+	// PprofAddr serves net/http/pprof when set (AFTEROK_PPROF_ADDR), for
+	// profiling under load; never on a public address.
+	PprofAddr string
+
 	SimSubmitLatency time.Duration // AFTEROK_SIM_SUBMIT_LATENCY
 	SimReceiptDelay  time.Duration // AFTEROK_SIM_RECEIPT_DELAY
 }
@@ -115,6 +119,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.str("AFTEROK_DATA_DIR", &c.DataDir)
 	p.str("NATS_URL", &c.NATSURL)
 	p.str("AFTEROK_PREFIX", &c.Prefix)
+	p.str("AFTEROK_PPROF_ADDR", &c.PprofAddr)
 	p.boolean("AFTEROK_NATS_SYNC_ALWAYS", &c.NATSSyncAlways)
 	p.int("AFTEROK_MAX_MESSAGES", &c.MaxMessages, 1, 1_000_000)
 	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)

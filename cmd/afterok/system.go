@@ -111,7 +111,7 @@ func start(ctx context.Context, env *environment, roles map[string]bool) (*syste
 			s.close()
 		}
 	}()
-	pool, err := connect(ctx, env, strings.Join(sortedRoles(roles), ","))
+	pool, err := connectTraced(ctx, env, strings.Join(sortedRoles(roles), ","), eventstore.NewQueryMetrics(s.registry))
 	if err != nil {
 		return nil, err
 	}
@@ -131,7 +131,7 @@ func start(ctx context.Context, env *environment, roles map[string]bool) (*syste
 			Now: time.Now, Logger: env.log, Registerer: s.registerer(roleReceipts)})
 	}
 	if roles[roleProject] {
-		if s.projector, err = projections.NewRunner(s.store, projections.Config{Logger: env.log, Registry: s.registry}); err != nil {
+		if s.projector, err = projections.NewRunner(s.store, projections.Config{Logger: env.log, Registry: s.registry, LagInterval: 5 * time.Second}); err != nil {
 			return nil, err
 		}
 	}
@@ -269,6 +269,27 @@ func (s *system) Run(ctx context.Context, apiL, simL net.Listener) error {
 			}
 		}()
 	}
+	if s.cfg.PprofAddr != "" {
+		pp := &http.Server{Addr: s.cfg.PprofAddr, Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+		goRole(&followers, followCtx, "pprof", func(ctx context.Context) error {
+			stopped := make(chan struct{})
+			defer close(stopped)
+			go func() { // closes the server when the role stops
+				select {
+				case <-ctx.Done():
+					_ = pp.Close()
+				case <-stopped:
+				}
+			}()
+			if err := pp.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+	}
+	goRole(&followers, followCtx, "table maintenance", func(ctx context.Context) error {
+		return eventstore.Maintain(ctx, s.pool, maintainedTables, s.env.log)
+	})
 	if s.simulator != nil {
 		goRole(&simWG, simCtx, "sim", s.simulator.Run)
 		goRole(&simWG, simCtx, "sim http", func(context.Context) error { return serve(s.simSrv, simL) })
@@ -284,7 +305,7 @@ func (s *system) Run(ctx context.Context, apiL, simL net.Listener) error {
 		goRole(&followers, followCtx, "receipt sweeper", func(ctx context.Context) error { s.intake.RunSweeper(ctx, 5*time.Second); return nil })
 	}
 	if s.roles[roleRelay] {
-		r, err := eventstore.NewRelay(eventstore.RelayConfig{Store: s.store, JetStream: s.js, Names: s.names, Logger: s.env.log, Registerer: s.registry})
+		r, err := eventstore.NewRelay(eventstore.RelayConfig{Store: s.store, JetStream: s.js, Names: s.names, Logger: s.env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
 		if err != nil {
 			return err
 		}
@@ -336,6 +357,20 @@ func (s *system) Run(ctx context.Context, apiL, simL net.Listener) error {
 	stopFollowers()
 	followers.Wait()
 	return runErr
+}
+
+// maintainedTables are the tables that churn on every message; they are
+// vacuumed by afterok itself when the server's autovacuum is off.
+var maintainedTables = []eventstore.Table{
+	{Name: "streams", Every: 30 * time.Second},
+	{Name: "message_schedule", Every: 15 * time.Second},
+	{Name: "read_messages", Every: 30 * time.Second},
+	{Name: "read_orders", Every: 30 * time.Second},
+	{Name: "receipts", Every: time.Minute},
+	{Name: "order_progress", Every: time.Minute},
+	{Name: "checkpoints", Every: 15 * time.Second},
+	{Name: "events", Every: time.Minute, AnalyzeOnly: true},
+	{Name: "events", Every: 10 * time.Minute},
 }
 
 func serve(srv *http.Server, l net.Listener) error {

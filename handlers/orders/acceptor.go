@@ -268,10 +268,13 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 	// The commit must not die with the request that happened to be first.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for len(batch) > 0 {
+	for tries := 0; len(batch) > 0; tries++ {
 		lost, err := a.commitOnce(ctx, account, batch)
 		if err == nil {
 			break
+		}
+		if errors.Is(err, errBalanceMoved) && tries < 5 {
+			continue
 		}
 		if lost == nil {
 			for _, p := range batch {
@@ -301,6 +304,10 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 
 var errKeyRace = errors.New("idempotency key race")
 
+// errBalanceMoved sends a batch round again: the balance it was decided
+// against changed before the account was locked.
+var errBalanceMoved = errors.New("balance moved before the account was locked")
+
 const insertKeysSQL = `INSERT INTO idempotency_keys (account_id, key, request_hash, order_id, status, response, created_at, expires_at)
 SELECT $1, k, h, o, 202, r, $2, $3 FROM unnest($4::text[], $5::bytea[], $6::text[], $7::bytea[]) AS u(k, h, o, r)
 ON CONFLICT (account_id, key) DO UPDATE
@@ -312,35 +319,56 @@ RETURNING key`
 func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pending) (map[*pending]bool, error) {
 	var lost map[*pending]bool
 	err := a.store.InTx(ctx, func(tx *eventstore.Tx) error {
-		acct, err := accounts.LoadForUpdate(ctx, tx, account)
+		// Decide against an unlocked read of the balance and write the
+		// orders first; take the account's lock only for the reservation
+		// itself and the commit. The lock is what every order (and the
+		// tracker's settlements) of the account queue on, so it is held
+		// for two statements instead of the whole batch's COPY.
+		pre, err := accounts.Load(ctx, tx, account)
 		if err != nil {
 			return err
 		}
 		now := a.now().UTC()
-		version := acct.Version
-		var reserved []eventstore.EventData
 		var appends []eventstore.StreamAppend
 		var ok []*pending
 		for _, p := range batch {
-			ev, err := acct.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
+			ev, err := pre.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
 			if err != nil {
 				p.err = err // this order alone is refused; nothing of it is written
 				continue
 			}
-			if err := acct.Apply(ev); err != nil {
+			if err := pre.Apply(ev); err != nil {
 				return err
 			}
 			p.err = nil
-			reserved = append(reserved, withID(eventstore.MustEvent(ev, p.md)))
 			appends = append(appends, p.streams...)
 			ok = append(ok, p)
 		}
 		if len(ok) == 0 {
 			return nil
 		}
-		appends = append(appends, eventstore.StreamAppend{Stream: domain.AccountStream(account),
-			Expected: eventstore.Exact(version), Events: reserved})
 		if _, err := tx.Append(ctx, appends...); err != nil {
+			return err
+		}
+		acct, err := accounts.LoadForUpdate(ctx, tx, account)
+		if err != nil {
+			return err
+		}
+		version := acct.Version
+		var reserved []eventstore.EventData
+		for _, p := range ok {
+			ev, err := acct.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
+			if err != nil {
+				// Another process spent the balance since the unlocked read.
+				return errBalanceMoved
+			}
+			if err := acct.Apply(ev); err != nil {
+				return err
+			}
+			reserved = append(reserved, withID(eventstore.MustEvent(ev, p.md)))
+		}
+		if _, err := tx.Append(ctx, eventstore.StreamAppend{Stream: domain.AccountStream(account),
+			Expected: eventstore.Exact(version), Events: reserved}); err != nil {
 			return err
 		}
 		var keys, orderIDs []string

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -106,7 +107,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		}()
 	}
 	run("follow", s.follow)
-	run("queue", func(ctx context.Context) error { return s.loop(ctx, s.queueRound) })
+	// Two queuers: a round spends most of its time waiting (for JetStream's
+	// acknowledgements, for PostgreSQL), and SKIP LOCKED keeps them apart.
+	for range 2 {
+		run("queue", func(ctx context.Context) error { return s.loop(ctx, s.queueRound) })
+	}
 	run("expire", func(ctx context.Context) error { return s.loop(ctx, s.expireRound) })
 	wg.Wait()
 	return ctx.Err()
@@ -123,11 +128,15 @@ func (s *Scheduler) follow(ctx context.Context) error {
 }
 
 const (
-	insertScheduleSQL = `INSERT INTO message_schedule (message_id, account_id, attempt, due_at, expires_at)
-SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[])
+	insertScheduleSQL = `INSERT INTO message_schedule (message_id, account_id, attempt, due_at, expires_at,
+    version, last_type, caused_by, order_id, trace_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::timestamptz[],
+    $6::int[], $7::text[], $8::uuid[], $9::text[], $10::text[])
 ON CONFLICT (message_id) DO NOTHING`
-	retryScheduleSQL = `UPDATE message_schedule s SET attempt = u.attempt, due_at = u.due_at
-FROM unnest($1::text[], $2::int[], $3::timestamptz[]) AS u(message_id, attempt, due_at)
+	retryScheduleSQL = `UPDATE message_schedule s SET attempt = u.attempt, due_at = u.due_at,
+    version = u.version, last_type = u.last_type, caused_by = u.caused_by
+FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::text[], $6::uuid[])
+    AS u(message_id, attempt, due_at, version, last_type, caused_by)
 WHERE s.message_id = u.message_id`
 	deleteScheduleSQL = `DELETE FROM message_schedule WHERE message_id = ANY($1::text[])`
 )
@@ -135,11 +144,13 @@ WHERE s.message_id = u.message_id`
 // apply folds one batch of tail events into message_schedule.
 func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
 	type row struct {
-		account         string
-		attempt         int
-		due, expires    time.Time
-		inserted, final bool
-		retried         bool
+		account, order, trace string
+		attempt, version      int
+		lastType              string
+		causedBy              uuid.UUID
+		due, expires          time.Time
+		inserted, final       bool
+		retried               bool
 	}
 	rows := map[string]*row{}
 	var order []string
@@ -161,18 +172,22 @@ func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []events
 		case domain.MessageAccepted:
 			r := get(e.MessageID)
 			r.inserted, r.account, r.attempt, r.due, r.expires = true, e.AccountID, 1, e.At, e.ExpiresAt
+			r.order, r.trace, r.version, r.lastType, r.causedBy = e.OrderID, rec.Metadata.TraceID, rec.Version, rec.Type, rec.ID
 		case domain.MessageRetried:
 			r := get(messageID(rec.StreamID))
 			r.retried, r.attempt, r.due = true, e.NextAttempt, e.NotBefore
+			r.version, r.lastType, r.causedBy = rec.Version, rec.Type, rec.ID
 		case domain.MessageDelivered, domain.MessageFailed:
 			get(messageID(rec.StreamID)).final = true
 		}
 	}
-	var insIDs, insAcc []string
-	var insAtt []int32
+	var insIDs, insAcc, insOrder, insTrace, insType []string
+	var insAtt, insVer []int32
+	var insCause []uuid.UUID
 	var insDue, insExp []time.Time
-	var updIDs, delIDs []string
-	var updAtt []int32
+	var updIDs, delIDs, updType []string
+	var updAtt, updVer []int32
+	var updCause []uuid.UUID
 	var updDue []time.Time
 	for _, id := range order {
 		r := rows[id]
@@ -182,23 +197,27 @@ func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []events
 		case r.inserted:
 			insIDs, insAcc, insAtt = append(insIDs, id), append(insAcc, r.account), append(insAtt, int32(r.attempt))
 			insDue, insExp = append(insDue, r.due), append(insExp, r.expires)
+			insOrder, insTrace, insType = append(insOrder, r.order), append(insTrace, r.trace), append(insType, r.lastType)
+			insVer, insCause = append(insVer, int32(r.version)), append(insCause, r.causedBy)
 		case r.retried:
 			updIDs, updAtt, updDue = append(updIDs, id), append(updAtt, int32(r.attempt)), append(updDue, r.due)
+			updVer, updType, updCause = append(updVer, int32(r.version)), append(updType, r.lastType), append(updCause, r.causedBy)
 		}
 	}
 	b := &pgxBatch{}
 	if len(insIDs) > 0 {
-		b.add(insertScheduleSQL, insIDs, insAcc, insAtt, insDue, insExp)
+		b.add(insertScheduleSQL, insIDs, insAcc, insAtt, insDue, insExp, insVer, insType, insCause, insOrder, insTrace)
 	}
 	// A message accepted and retried within one batch was inserted above
 	// with attempt 1; the update moves it on.
 	for _, id := range order {
 		if r := rows[id]; r.inserted && r.retried && !r.final {
 			updIDs, updAtt, updDue = append(updIDs, id), append(updAtt, int32(r.attempt)), append(updDue, r.due)
+			updVer, updType, updCause = append(updVer, int32(r.version)), append(updType, r.lastType), append(updCause, r.causedBy)
 		}
 	}
 	if len(updIDs) > 0 {
-		b.add(retryScheduleSQL, updIDs, updAtt, updDue)
+		b.add(retryScheduleSQL, updIDs, updAtt, updDue, updVer, updType, updCause)
 	}
 	if len(delIDs) > 0 {
 		b.add(deleteScheduleSQL, delIDs)
@@ -232,7 +251,17 @@ const claimDueSQL = `UPDATE message_schedule SET due_at = $2
 WHERE message_id IN (
     SELECT message_id FROM message_schedule WHERE due_at <= $1
     ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING message_id, account_id, attempt`
+RETURNING message_id, account_id, attempt, version, last_type, caused_by, order_id, trace_id`
+
+// claimed is a due row, leased by this round.
+type claimed struct {
+	Job
+	version  int
+	lastType string
+	causedBy *uuid.UUID
+	order    string
+	trace    string
+}
 
 // queueRound claims due rows (a lease, committed at once so that no
 // transaction stays open while talking to NATS), publishes their jobs,
@@ -244,68 +273,106 @@ func (s *Scheduler) queueRound(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("claim due rows: %w", err)
 	}
-	var jobs []Job
+	var due []claimed
 	for rows.Next() {
-		var j Job
-		if err := rows.Scan(&j.MessageID, &j.AccountID, &j.Attempt); err != nil {
+		var c claimed
+		if err := rows.Scan(&c.MessageID, &c.AccountID, &c.Attempt, &c.version, &c.lastType, &c.causedBy, &c.order, &c.trace); err != nil {
 			rows.Close()
 			return 0, err
 		}
-		jobs = append(jobs, j)
+		due = append(due, c)
 	}
 	if err := rows.Err(); err != nil {
 		return 0, fmt.Errorf("claim due rows: %w", err)
 	}
-	s.due.Set(float64(len(jobs)))
-	if len(jobs) == 0 {
+	s.due.Set(float64(len(due)))
+	if len(due) == 0 {
 		return 0, nil
+	}
+	jobs := make([]Job, len(due))
+	for i, c := range due {
+		jobs[i] = c.Job
 	}
 	seqs, err := s.publish(ctx, jobs)
 	if err != nil {
 		return 0, err // the lease lapses and the rows are claimed again
 	}
-	err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error {
-		streams := make([]string, len(jobs))
-		for i, j := range jobs {
-			streams[i] = domain.MessageStream(j.MessageID)
-		}
-		loaded, err := eventstore.ReadStreams(ctx, tx, streams)
-		if err != nil {
+	// Record them from what the rows say (the version each became due at);
+	// only if a message moved on meanwhile, read the streams and fold.
+	err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error { return s.recordQueued(ctx, tx, due, seqs, false) })
+	if errors.Is(err, eventstore.ErrWrongExpectedVersion) || errors.Is(err, errNeedHistory) {
+		err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error { return s.recordQueued(ctx, tx, due, seqs, true) })
+	}
+	if err != nil {
+		return 0, fmt.Errorf("record queued: %w", err)
+	}
+	return len(due), nil
+}
+
+var errNeedHistory = errors.New("a claimed row does not say where its message stands")
+
+// recordQueued appends MessageQueued for each claimed row whose message is
+// still waiting for that attempt, and clears the rows' due time. With
+// fold, it reads every stream and asks the aggregate; without, it trusts
+// the row's version and last event type (the append's expected version
+// makes that safe) and reports errNeedHistory for rows that lack them.
+func (s *Scheduler) recordQueued(ctx context.Context, tx *eventstore.Tx, due []claimed, seqs []uint64, fold bool) error {
+	streams := make([]string, len(due))
+	ids := make([]string, len(due))
+	for i, c := range due {
+		streams[i], ids[i] = domain.MessageStream(c.MessageID), c.MessageID
+	}
+	var loaded map[string][]eventstore.RecordedEvent
+	if fold {
+		var err error
+		if loaded, err = eventstore.ReadStreams(ctx, tx, streams); err != nil {
 			return err
 		}
-		var appends []eventstore.StreamAppend
-		var done []string
-		for i, j := range jobs {
-			done = append(done, j.MessageID)
+	}
+	now := s.cfg.Now().UTC()
+	var appends []eventstore.StreamAppend
+	for i, c := range due {
+		jobID := fmt.Sprintf("%s:%d", s.cfg.Names.DispatchStream(), seqs[i])
+		var ev domain.MessageQueued
+		var version int
+		var md eventstore.Metadata
+		if fold {
 			recs := loaded[streams[i]]
 			m, err := eventstore.LoadMessage(recs)
 			if err != nil {
 				return err
 			}
-			ev, err := m.Queue(fmt.Sprintf("%s:%d", s.cfg.Names.DispatchStream(), seqs[i]), s.cfg.Now().UTC())
-			if err != nil || ev.Attempt != j.Attempt {
+			if ev, err = m.Queue(jobID, now); err != nil || ev.Attempt != c.Attempt {
 				// Final, or already queued for this attempt (a previous round
 				// recorded it and then lost its lease): nothing to record.
 				continue
 			}
-			appends = append(appends, eventstore.StreamAppend{Stream: streams[i], Expected: eventstore.Exact(m.Version),
-				Events: []eventstore.EventData{eventstore.MustEvent(ev, eventstore.FollowUp(recs, "scheduler"))}})
-		}
-		if len(appends) > 0 {
-			if _, err := tx.Append(ctx, appends...); err != nil {
-				return err
+			version, md = m.Version, eventstore.FollowUp(recs, "scheduler")
+		} else {
+			if c.version == 0 || c.causedBy == nil {
+				return errNeedHistory
 			}
+			var err error
+			if ev, err = domain.QueueAfter(c.lastType, c.Attempt, jobID, now); err != nil {
+				return errNeedHistory
+			}
+			version = c.version
+			md = eventstore.Metadata{AccountID: c.AccountID, CorrelationID: c.order, CausationID: c.causedBy.String(),
+				Actor: "scheduler", TraceID: c.trace}
 		}
-		_, err = tx.Exec(ctx, `UPDATE message_schedule SET due_at = NULL WHERE message_id = ANY($1::text[])`, done)
-		if err == nil {
-			s.queued.Add(float64(len(appends)))
-		}
-		return err
-	})
-	if err != nil {
-		return 0, fmt.Errorf("record queued: %w", err)
+		appends = append(appends, eventstore.StreamAppend{Stream: streams[i], Expected: eventstore.Exact(version),
+			Events: []eventstore.EventData{eventstore.MustEvent(ev, md)}})
 	}
-	return len(jobs), nil
+	if len(appends) > 0 {
+		if _, err := tx.Append(ctx, appends...); err != nil {
+			return err
+		}
+	}
+	if _, err := tx.Exec(ctx, `UPDATE message_schedule SET due_at = NULL WHERE message_id = ANY($1::text[])`, ids); err != nil {
+		return err
+	}
+	s.queued.Add(float64(len(appends)))
+	return nil
 }
 
 // publish sends the jobs and waits for every acknowledgement; it returns

@@ -149,10 +149,12 @@ func (t *Tracker) apply(ctx context.Context, tx *eventstore.Tx, batch []eventsto
 		orders = append(orders, s)
 	}
 	sort.Slice(orders, func(i, j int) bool { return orders[i].order < orders[j].order })
-	if err := t.settleAccounts(ctx, tx, orders, now); err != nil {
+	// Settle last: the account's lock is shared with order acceptance, so
+	// it is taken for the final statements of the transaction only.
+	if err := t.advance(ctx, tx, orders, now); err != nil {
 		return err
 	}
-	return t.advance(ctx, tx, orders, now)
+	return t.settleAccounts(ctx, tx, orders, now)
 }
 
 func (t *Tracker) prices(ctx context.Context, tx *eventstore.Tx, streams []string) (map[string]domain.Money, error) {

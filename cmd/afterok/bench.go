@@ -1,0 +1,306 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/handlers/accounts"
+)
+
+// runBench is `afterok bench`: a load generator against a running afterok
+// (make run). It submits N messages in orders of K from C clients, follows
+// the account's final events over the public SSE stream, and reports accept
+// latency, end-to-end throughput (first POST to last final state) and the
+// time to drain after the last 202.
+func runBench(ctx context.Context, env *environment, args []string) error {
+	fs := newFlags("bench", env)
+	url := fs.String("url", "http://"+env.cfg.Addr, "the API to load")
+	key := fs.String("key", "", "API key to use (default: a fresh bench account in DATABASE_URL)")
+	total := fs.Int("messages", 20_000, "messages to send")
+	size := fs.Int("order-size", 100, "messages per order")
+	clients := fs.Int("clients", 8, "concurrent clients")
+	drainFor := fs.Duration("timeout", 10*time.Minute, "give up waiting for final states after this")
+	asJSON := fs.Bool("json", false, "print the report as JSON")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *total < 1 || *size < 1 || *clients < 1 {
+		return fmt.Errorf("%w: --messages, --order-size and --clients must be positive", errUsage)
+	}
+	if *key == "" {
+		pool, err := connect(ctx, env, "bench")
+		if err != nil {
+			return err
+		}
+		c, err := accounts.New(eventstore.New(pool), time.Now).Create(ctx, accounts.NewAccount{Name: "bench",
+			Credit: domain.Money{AmountMicros: 1 << 50, Currency: "EUR"}})
+		pool.Close()
+		if err != nil {
+			return err
+		}
+		*key = c.APIKey
+	}
+	b := &bench{url: strings.TrimRight(*url, "/"), key: *key, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients * 2}}}
+
+	// Follow final states first, so that none is missed.
+	finals := make(chan time.Time, 4096)
+	followCtx, stopFollow := context.WithCancel(ctx)
+	defer stopFollow()
+	ready := make(chan error, 1)
+	go b.follow(followCtx, ready, finals)
+	if err := <-ready; err != nil {
+		return fmt.Errorf("event stream: %w", err)
+	}
+
+	bar := newBar(env, *total)
+	orders := (*total + *size - 1) / *size
+	next := atomic.Int64{}
+	var mu sync.Mutex
+	var latencies []time.Duration
+	var failed []error
+	var lastAccept time.Time
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range *clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= orders {
+					return
+				}
+				n := min(*size, *total-i**size)
+				d, err := b.post(ctx, i, n)
+				mu.Lock()
+				if err != nil {
+					failed = append(failed, err)
+				} else {
+					latencies = append(latencies, d)
+					lastAccept = time.Now()
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	// Count finals while orders go out.
+	done := 0
+	var lastFinal time.Time
+	posted := make(chan struct{})
+	go func() { wg.Wait(); close(posted) }()
+	deadline := time.NewTimer(*drainFor)
+	defer deadline.Stop()
+	want := *total
+wait:
+	for done < want {
+		select {
+		case at := <-finals:
+			done++
+			lastFinal = at
+			_ = bar.Add(1)
+		case <-posted:
+			posted = nil
+			mu.Lock()
+			want -= len(failed) * *size // a refused order sends nothing
+			mu.Unlock()
+		case <-deadline.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	_ = bar.Finish()
+	stopFollow()
+	slices.Sort(latencies)
+	r := benchReport{Messages: *total, OrderSize: *size, Clients: *clients, Orders: orders, Final: done,
+		RefusedOrders: len(failed), CPUs: runtime.NumCPU(), Host: hostname()}
+	if len(latencies) > 0 {
+		r.AcceptP50 = ms(pct(latencies, 0.5))
+		r.AcceptP90 = ms(pct(latencies, 0.9))
+		r.AcceptP99 = ms(pct(latencies, 0.99))
+		r.AcceptMax = ms(latencies[len(latencies)-1])
+		r.AcceptSeconds = lastAccept.Sub(start).Seconds()
+		r.AcceptedPerSecond = float64(len(latencies)**size) / r.AcceptSeconds
+	}
+	if done > 0 {
+		r.EndToEndSeconds = lastFinal.Sub(start).Seconds()
+		r.EndToEndPerSecond = float64(done) / r.EndToEndSeconds
+		r.DrainSeconds = max(0, lastFinal.Sub(lastAccept).Seconds())
+	}
+	if len(failed) > 0 {
+		r.FirstError = failed[0].Error()
+	}
+	if *asJSON {
+		return json.NewEncoder(env.stdout).Encode(r)
+	}
+	fmt.Fprint(env.stdout, r.String())
+	if done < want {
+		return fmt.Errorf("only %d of %d messages reached a final state", done, want)
+	}
+	return nil
+}
+
+type bench struct {
+	url, key string
+	client   *http.Client
+}
+
+// post sends order i of n messages to ordinary (non-test) numbers.
+func (b *bench) post(ctx context.Context, i, n int) (time.Duration, error) {
+	var body bytes.Buffer
+	body.WriteString(`{"to":[`)
+	for j := range n {
+		if j > 0 {
+			body.WriteByte(',')
+		}
+		// …0100 upwards: never one of the simulator's special endings.
+		fmt.Fprintf(&body, `"+49151%04d%04d"`, i%10_000, 100+j%9_000)
+	}
+	body.WriteString(`],"body":"Your afterok verification code is 123456."}`)
+	req, _ := http.NewRequestWithContext(ctx, "POST", b.url+"/v1/orders", &body)
+	req.Header.Set("Authorization", "Bearer "+b.key)
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	for attempt := 0; ; attempt++ {
+		res, err := b.client.Do(req)
+		if err != nil {
+			return 0, err
+		}
+		_, _ = io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode == http.StatusTooManyRequests && attempt < 100 {
+			time.Sleep(100 * time.Millisecond) // the account's rate limit: back off as a client would
+			req.Body, _ = req.GetBody()
+			start = time.Now()
+			continue
+		}
+		if res.StatusCode != http.StatusAccepted {
+			return 0, fmt.Errorf("order %d: status %d", i, res.StatusCode)
+		}
+		return time.Since(start), nil
+	}
+}
+
+// follow reads the account's final message events from the SSE stream and
+// sends the time each arrived. It reconnects with Last-Event-ID.
+func (b *bench) follow(ctx context.Context, ready chan<- error, finals chan<- time.Time) {
+	last := ""
+	seen := map[string]bool{}
+	first := true
+	for ctx.Err() == nil {
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/v1/events/stream?type=MessageDelivered,MessageFailed", nil)
+		req.Header.Set("Authorization", "Bearer "+b.key)
+		if last != "" {
+			req.Header.Set("Last-Event-ID", last)
+		}
+		res, err := b.client.Do(req)
+		if err == nil && res.StatusCode != 200 {
+			err = fmt.Errorf("status %d", res.StatusCode)
+			res.Body.Close()
+		}
+		if first {
+			ready <- err
+			first = false
+			if err != nil {
+				return
+			}
+		}
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		sc := bufio.NewScanner(res.Body)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			line := sc.Text()
+			switch {
+			case strings.HasPrefix(line, "id: "):
+				last = line[4:]
+			case strings.HasPrefix(line, "data: "):
+				var ev struct {
+					Stream string `json:"stream"`
+				}
+				if json.Unmarshal([]byte(line[6:]), &ev) == nil && !seen[ev.Stream] {
+					seen[ev.Stream] = true
+					select {
+					case finals <- time.Now():
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+		}
+		res.Body.Close()
+	}
+}
+
+type benchReport struct {
+	Messages          int     `json:"messages"`
+	OrderSize         int     `json:"order_size"`
+	Clients           int     `json:"clients"`
+	Orders            int     `json:"orders"`
+	RefusedOrders     int     `json:"refused_orders"`
+	FirstError        string  `json:"first_error,omitempty"`
+	AcceptP50         float64 `json:"accept_p50_ms"`
+	AcceptP90         float64 `json:"accept_p90_ms"`
+	AcceptP99         float64 `json:"accept_p99_ms"`
+	AcceptMax         float64 `json:"accept_max_ms"`
+	AcceptSeconds     float64 `json:"accept_seconds"`
+	AcceptedPerSecond float64 `json:"accepted_messages_per_second"`
+	Final             int     `json:"final_messages"`
+	EndToEndSeconds   float64 `json:"end_to_end_seconds"`
+	EndToEndPerSecond float64 `json:"end_to_end_messages_per_second"`
+	DrainSeconds      float64 `json:"drain_seconds"`
+	CPUs              int     `json:"cpus"`
+	Host              string  `json:"host"`
+}
+
+func (r benchReport) String() string {
+	s := fmt.Sprintf(`afterok bench: %d messages in %d orders of %d from %d clients (%d CPUs, %s)
+  accept latency   p50 %.1f ms   p90 %.1f ms   p99 %.1f ms   max %.1f ms
+  accepted         %.0f messages/s (all 202s within %.2f s)
+  end to end       %d final in %.2f s: %.0f messages/s from the first POST to the last final state
+  drain            %.2f s after the last 202
+`, r.Messages, r.Orders, r.OrderSize, r.Clients, r.CPUs, r.Host, r.AcceptP50, r.AcceptP90, r.AcceptP99, r.AcceptMax,
+		r.AcceptedPerSecond, r.AcceptSeconds, r.Final, r.EndToEndSeconds, r.EndToEndPerSecond, r.DrainSeconds)
+	if r.RefusedOrders > 0 {
+		s += fmt.Sprintf("  refused orders   %d (first: %s)\n", r.RefusedOrders, r.FirstError)
+	}
+	return s
+}
+
+func pct(d []time.Duration, p float64) time.Duration { return d[int(float64(len(d)-1)*p)] }
+func ms(d time.Duration) float64                     { return float64(d.Microseconds()) / 1000 }
+
+func hostname() string {
+	h, _ := os.Hostname()
+	return h
+}
+
+// newBar draws progress on a terminal and stays silent otherwise.
+func newBar(env *environment, n int) *progressbar.ProgressBar {
+	f, ok := env.stderr.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return progressbar.NewOptions(n, progressbar.OptionSetWriter(io.Discard))
+	}
+	return progressbar.NewOptions(n, progressbar.OptionSetWriter(f), progressbar.OptionSetDescription("final states"),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("msg"),
+		progressbar.OptionThrottle(100*time.Millisecond), progressbar.OptionClearOnFinish())
+}
