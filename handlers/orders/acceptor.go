@@ -304,8 +304,12 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 
 var errKeyRace = errors.New("idempotency key race")
 
-// errBalanceMoved sends a batch round again: the balance it was decided
-// against changed before the account was locked.
+// lockLateFrom is the batch size (in messages) from which the account is
+// locked after the orders are written rather than before.
+const lockLateFrom = 500
+
+// errBalanceMoved sends a batch round again: the account it was decided
+// against changed before it was locked.
 var errBalanceMoved = errors.New("balance moved before the account was locked")
 
 const insertKeysSQL = `INSERT INTO idempotency_keys (account_id, key, request_hash, order_id, status, response, created_at, expires_at)
@@ -319,56 +323,64 @@ RETURNING key`
 func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pending) (map[*pending]bool, error) {
 	var lost map[*pending]bool
 	err := a.store.InTx(ctx, func(tx *eventstore.Tx) error {
-		// Decide against an unlocked read of the balance and write the
-		// orders first; take the account's lock only for the reservation
-		// itself and the commit. The lock is what every order (and the
-		// tracker's settlements) of the account queue on, so it is held
-		// for two statements instead of the whole batch's COPY.
-		pre, err := accounts.Load(ctx, tx, account)
+		// Small batches lock the account first and decide under the lock.
+		// Large ones (a bulk order's COPY takes a while) decide against an
+		// unlocked read, write the orders, and take the lock only for the
+		// reservation itself and the commit: the lock is what every order
+		// of the account (and the tracker's settlements) queue on.
+		messages := 0
+		for _, p := range batch {
+			messages += len(p.accepted.Messages)
+		}
+		lockLate := messages > lockLateFrom
+		var acct domain.Account
+		var err error
+		if lockLate {
+			acct, err = accounts.Load(ctx, tx, account)
+		} else {
+			acct, err = accounts.LoadForUpdate(ctx, tx, account)
+		}
 		if err != nil {
 			return err
 		}
 		now := a.now().UTC()
+		version := acct.Version
 		var appends []eventstore.StreamAppend
+		var reserved []eventstore.EventData
 		var ok []*pending
 		for _, p := range batch {
-			ev, err := pre.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
+			ev, err := acct.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
 			if err != nil {
 				p.err = err // this order alone is refused; nothing of it is written
 				continue
 			}
-			if err := pre.Apply(ev); err != nil {
+			if err := acct.Apply(ev); err != nil {
 				return err
 			}
 			p.err = nil
+			reserved = append(reserved, withID(eventstore.MustEvent(ev, p.md)))
 			appends = append(appends, p.streams...)
 			ok = append(ok, p)
 		}
 		if len(ok) == 0 {
 			return nil
 		}
-		if _, err := tx.Append(ctx, appends...); err != nil {
-			return err
-		}
-		acct, err := accounts.LoadForUpdate(ctx, tx, account)
-		if err != nil {
-			return err
-		}
-		version := acct.Version
-		var reserved []eventstore.EventData
-		for _, p := range ok {
-			ev, err := acct.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
-			if err != nil {
-				// Another process spent the balance since the unlocked read.
-				return errBalanceMoved
-			}
-			if err := acct.Apply(ev); err != nil {
+		if lockLate {
+			if _, err := tx.Append(ctx, appends...); err != nil {
 				return err
 			}
-			reserved = append(reserved, withID(eventstore.MustEvent(ev, p.md)))
+			locked, err := accounts.LoadForUpdate(ctx, tx, account)
+			if err != nil {
+				return err
+			}
+			if locked.Version != version {
+				return errBalanceMoved // another writer moved the account since the unlocked read
+			}
+			appends = nil
 		}
-		if _, err := tx.Append(ctx, eventstore.StreamAppend{Stream: domain.AccountStream(account),
-			Expected: eventstore.Exact(version), Events: reserved}); err != nil {
+		appends = append(appends, eventstore.StreamAppend{Stream: domain.AccountStream(account),
+			Expected: eventstore.Exact(version), Events: reserved})
+		if _, err := tx.Append(ctx, appends...); err != nil {
 			return err
 		}
 		var keys, orderIDs []string
