@@ -384,3 +384,62 @@ func TestHealthReadyMetrics(t *testing.T) {
 	require.Equal(t, "failing", r.body["checks"].(map[string]any)["postgres"].(map[string]any)["status"])
 	_ = fmt.Sprint()
 }
+
+// TestLargeOrdersWhileTheAccountMoves sends large orders (which reserve
+// under the account's lock only after writing their messages) while
+// another writer keeps moving the same account, as the tracker's
+// settlements do: every order is accepted, nothing is lost, and the
+// balances add up.
+func TestLargeOrdersWhileTheAccountMoves(t *testing.T) {
+	e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
+	c := e.account(1_000_000_000)
+	ctx, stop := context.WithCancel(context.Background())
+	mover := make(chan int)
+	go func() {
+		n := 0
+		defer func() { mover <- n }()
+		for ctx.Err() == nil {
+			err := e.store.InTx(ctx, func(tx *eventstore.Tx) error {
+				a, err := accounts.LoadForUpdate(ctx, tx, c.AccountID)
+				if err != nil {
+					return err
+				}
+				ev, err := a.Credit(domain.Money{AmountMicros: 1, Currency: "EUR"}, "test", time.Now())
+				if err != nil {
+					return err
+				}
+				_, err = tx.Append(ctx, eventstore.StreamAppend{Stream: domain.AccountStream(c.AccountID),
+					Expected: eventstore.Exact(a.Version), Events: []eventstore.EventData{eventstore.MustEvent(ev, eventstore.Metadata{AccountID: c.AccountID})}})
+				return err
+			})
+			if err == nil {
+				n++
+			}
+		}
+	}()
+	to := make([]string, 600)
+	for i := range to {
+		to[i] = fmt.Sprintf("+49151%08d", 20_000_000+i)
+	}
+	var wg sync.WaitGroup
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 2 {
+				r := e.do("POST", "/v1/orders", c.APIKey, map[string]any{"to": to, "body": "x"})
+				if r.status != 202 {
+					t.Errorf("status %d: %.200s", r.status, r.raw)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	stop()
+	credits := <-mover
+	require.Positive(t, credits, "the account moved during the orders")
+	a := e.balance(c.AccountID)
+	require.Equal(t, int64(12*600*75000), a.Reserved)
+	require.Equal(t, int64(1_000_000_000+credits-12*600*75000), a.Balance)
+	require.NoError(t, eventstore.VerifyOK(context.Background(), e.db.Pool))
+}

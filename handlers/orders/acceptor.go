@@ -268,12 +268,14 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 	// The commit must not die with the request that happened to be first.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	for tries := 0; len(batch) > 0; tries++ {
-		lost, err := a.commitOnce(ctx, account, batch)
+	lockFirst := false
+	for len(batch) > 0 {
+		lost, err := a.commitOnce(ctx, account, batch, lockFirst)
 		if err == nil {
 			break
 		}
-		if errors.Is(err, errBalanceMoved) && tries < 5 {
+		if errors.Is(err, errBalanceMoved) && !lockFirst {
+			lockFirst = true // decide under the lock this time: the answer is final
 			continue
 		}
 		if lost == nil {
@@ -320,7 +322,7 @@ ON CONFLICT (account_id, key) DO UPDATE
    WHERE idempotency_keys.expires_at <= $2
 RETURNING key`
 
-func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pending) (map[*pending]bool, error) {
+func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pending, lockFirst bool) (map[*pending]bool, error) {
 	var lost map[*pending]bool
 	err := a.store.InTx(ctx, func(tx *eventstore.Tx) error {
 		// Small batches lock the account first and decide under the lock.
@@ -332,7 +334,7 @@ func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pend
 		for _, p := range batch {
 			messages += len(p.accepted.Messages)
 		}
-		lockLate := messages > lockLateFrom
+		lockLate := messages > lockLateFrom && !lockFirst
 		var acct domain.Account
 		var err error
 		if lockLate {
@@ -373,8 +375,19 @@ func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pend
 			if err != nil {
 				return err
 			}
-			if locked.Version != version {
-				return errBalanceMoved // another writer moved the account since the unlocked read
+			// Settlements may have moved the account since the unlocked read
+			// (they never lower the balance, but other writers could): the
+			// reservations are made again from the locked position.
+			version, reserved = locked.Version, reserved[:0]
+			for _, p := range ok {
+				ev, err := locked.Reserve(p.accepted.OrderID, p.accepted.Price, len(p.accepted.Messages), now)
+				if err != nil {
+					return errBalanceMoved
+				}
+				if err := locked.Apply(ev); err != nil {
+					return err
+				}
+				reserved = append(reserved, withID(eventstore.MustEvent(ev, p.md)))
 			}
 			appends = nil
 		}
