@@ -68,7 +68,12 @@ func (w *Worker) deadLetter(ctx context.Context, seq uint64, deliveries int) err
 	if err != nil {
 		return err
 	}
-	if !m.State.Final() && m.Attempt == job.Attempt {
+	waiting := (m.State == domain.StateAccepted && job.Attempt == 1) ||
+		(m.State == domain.StateRetried && job.Attempt == m.NextAttempt)
+	if !m.State.Final() && (m.Attempt == job.Attempt || waiting) {
+		// The job's attempt never got done (or never started: the message is
+		// still waiting for it): say so in the message's history rather
+		// than leave it waiting for a job that is gone.
 		ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeDeadLettered, Stage: domain.StageSubmit,
 			Reason:   fmt.Sprintf("the dispatch job failed %d deliveries (queue limit); see the worker log for why", deliveries),
 			Provider: m.Provider}, nil, w.cfg.Now().UTC())

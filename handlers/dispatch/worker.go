@@ -305,9 +305,21 @@ func (w *Worker) triage(t *task) {
 		t.ack = true // a stale or finished attempt
 	case m.State == domain.StateAccepted || m.State == domain.StateRetried || j.Attempt > m.Attempt:
 		// The job is stored but the scheduler has not recorded it as queued
-		// yet (it does so right after the stream acknowledged it).
-		t.nakFor = 250 * time.Millisecond
+		// yet (it does so right after the stream acknowledged it, which
+		// under load can take seconds). Back off by delivery count, so that
+		// the wait does not use up the job's deliveries: 0.25 s doubling to
+		// 15 s gives the record about a minute before MaxDeliver.
+		t.nakFor = notYetQueuedDelay(t.msg)
 	}
+}
+
+func notYetQueuedDelay(msg jetstream.Msg) time.Duration {
+	n := uint64(1)
+	if md, err := msg.Metadata(); err == nil && md.NumDelivered > 0 {
+		n = md.NumDelivered
+	}
+	d := 250 * time.Millisecond << min(n-1, 6)
+	return min(d, 15*time.Second)
 }
 
 // decide routes one queued attempt. It returns the event to record and
