@@ -7,7 +7,7 @@ BIN := bin/afterok
 TESTFLAGS ?= -count=1 -timeout 20m -p 2
 FUZZTIME ?= 10s
 # Tests that talk to JetStream, run a second time against an external NATS.
-NATS_TESTS ?= EndToEnd|Crash|Postgres|Relay|Streams|Queues|Lapsed|DeliveryLimit
+NATS_TESTS ?= EndToEnd|Crash|Postgres|Relay|Streams|Queues|Republish|DeliveryLimit
 
 .PHONY: run test build services vet unit race fuzz bench clean
 

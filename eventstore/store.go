@@ -232,3 +232,23 @@ func (s *Store) wake() {
 
 // metadataJSON encodes metadata for the metadata column.
 func metadataJSON(md Metadata) ([]byte, error) { return json.Marshal(md) }
+
+// Savepoint runs fn inside a savepoint of tx: if fn fails, only what fn
+// did is rolled back and the transaction can go on (a failed statement
+// otherwise aborts the whole transaction).
+func (tx *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
+	sp, err := tx.Tx.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	inner := &Tx{Tx: sp, store: tx.store}
+	if err := fn(inner); err != nil {
+		_ = sp.Rollback(context.WithoutCancel(ctx))
+		return err
+	}
+	if err := sp.Commit(ctx); err != nil {
+		return err
+	}
+	tx.appended = tx.appended || inner.appended
+	return nil
+}

@@ -52,9 +52,6 @@ type Config struct {
 	// Poll is how often the queuer and expirer look for due rows when
 	// nothing woke them (default 100 ms).
 	Poll time.Duration
-	// Lease is how long a claimed row waits before it is queued again if
-	// the claimer died between publishing and recording (default 30 s).
-	Lease time.Duration
 }
 
 // Scheduler runs the tail follower, the queuer and the expirer.
@@ -79,9 +76,6 @@ func New(cfg Config) *Scheduler {
 	}
 	if cfg.Poll <= 0 {
 		cfg.Poll = 100 * time.Millisecond
-	}
-	if cfg.Lease <= 0 {
-		cfg.Lease = 30 * time.Second
 	}
 	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("role", "scheduler"),
 		queued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_jobs_queued_total", Help: "Dispatch jobs queued (MessageQueued appended)."}),
@@ -247,13 +241,11 @@ func (s *Scheduler) loop(ctx context.Context, round func(context.Context) (int, 
 	return ctx.Err()
 }
 
-const claimDueSQL = `UPDATE message_schedule SET due_at = $2
-WHERE message_id IN (
-    SELECT message_id FROM message_schedule WHERE due_at <= $1
-    ORDER BY due_at LIMIT $3 FOR UPDATE SKIP LOCKED)
-RETURNING message_id, account_id, attempt, version, last_type, caused_by, order_id, trace_id`
+const claimDueSQL = `SELECT message_id, account_id, attempt, version, last_type, caused_by, order_id, trace_id
+FROM message_schedule WHERE due_at <= $1
+ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED`
 
-// claimed is a due row, leased by this round.
+// claimed is a due row, locked by this round.
 type claimed struct {
 	Job
 	version  int
@@ -263,50 +255,56 @@ type claimed struct {
 	trace    string
 }
 
-// queueRound claims due rows (a lease, committed at once so that no
-// transaction stays open while talking to NATS), publishes their jobs,
-// waits for JetStream's acknowledgements, then appends MessageQueued and
-// clears the rows' due time in one transaction.
+// queueRound claims due rows, publishes their jobs, waits for JetStream's
+// acknowledgements, then appends MessageQueued and clears the rows' due
+// time, all in one transaction. The rows stay locked (not leased by an
+// update: that doubled the table's churn) while the jobs are published; a
+// round that dies before committing leaves them due, and the next one
+// publishes again, deduplicated by the stream.
 func (s *Scheduler) queueRound(ctx context.Context) (int, error) {
-	now := s.cfg.Now()
-	rows, err := s.cfg.Store.Pool().Query(ctx, claimDueSQL, now, now.Add(s.cfg.Lease), s.cfg.BatchSize)
-	if err != nil {
-		return 0, fmt.Errorf("claim due rows: %w", err)
-	}
-	var due []claimed
-	for rows.Next() {
-		var c claimed
-		if err := rows.Scan(&c.MessageID, &c.AccountID, &c.Attempt, &c.version, &c.lastType, &c.causedBy, &c.order, &c.trace); err != nil {
-			rows.Close()
-			return 0, err
+	n := 0
+	err := s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error {
+		rows, err := tx.Query(ctx, claimDueSQL, s.cfg.Now(), s.cfg.BatchSize)
+		if err != nil {
+			return fmt.Errorf("claim due rows: %w", err)
 		}
-		due = append(due, c)
-	}
-	if err := rows.Err(); err != nil {
-		return 0, fmt.Errorf("claim due rows: %w", err)
-	}
-	s.due.Set(float64(len(due)))
-	if len(due) == 0 {
-		return 0, nil
-	}
-	jobs := make([]Job, len(due))
-	for i, c := range due {
-		jobs[i] = c.Job
-	}
-	seqs, err := s.publish(ctx, jobs)
-	if err != nil {
-		return 0, err // the lease lapses and the rows are claimed again
-	}
-	// Record them from what the rows say (the version each became due at);
-	// only if a message moved on meanwhile, read the streams and fold.
-	err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error { return s.recordQueued(ctx, tx, due, seqs, false) })
-	if errors.Is(err, eventstore.ErrWrongExpectedVersion) || errors.Is(err, errNeedHistory) {
-		err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error { return s.recordQueued(ctx, tx, due, seqs, true) })
-	}
-	if err != nil {
-		return 0, fmt.Errorf("record queued: %w", err)
-	}
-	return len(due), nil
+		var due []claimed
+		for rows.Next() {
+			var c claimed
+			if err := rows.Scan(&c.MessageID, &c.AccountID, &c.Attempt, &c.version, &c.lastType, &c.causedBy, &c.order, &c.trace); err != nil {
+				rows.Close()
+				return err
+			}
+			due = append(due, c)
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("claim due rows: %w", err)
+		}
+		n = len(due)
+		s.due.Set(float64(n))
+		if n == 0 {
+			return nil
+		}
+		jobs := make([]Job, n)
+		for i, c := range due {
+			jobs[i] = c.Job
+		}
+		seqs, err := s.publish(ctx, jobs)
+		if err != nil {
+			return err
+		}
+		// Record them from what the rows say (the version each became due
+		// at); only if a message moved on meanwhile, read the streams.
+		err = tx.Savepoint(ctx, func(tx *eventstore.Tx) error { return s.recordQueued(ctx, tx, due, seqs, false) })
+		if errors.Is(err, eventstore.ErrWrongExpectedVersion) || errors.Is(err, errNeedHistory) {
+			err = s.recordQueued(ctx, tx, due, seqs, true)
+		}
+		if err != nil {
+			return fmt.Errorf("record queued: %w", err)
+		}
+		return nil
+	})
+	return n, err
 }
 
 var errNeedHistory = errors.New("a claimed row does not say where its message stands")
@@ -344,7 +342,7 @@ func (s *Scheduler) recordQueued(ctx context.Context, tx *eventstore.Tx, due []c
 			}
 			if ev, err = m.Queue(jobID, now); err != nil || ev.Attempt != c.Attempt {
 				// Final, or already queued for this attempt (a previous round
-				// recorded it and then lost its lease): nothing to record.
+				// recorded it, then failed before its commit was seen): nothing to record.
 				continue
 			}
 			version, md = m.Version, eventstore.FollowUp(recs, "scheduler")

@@ -81,12 +81,12 @@ func TestQueuesDurablyAndExpires(t *testing.T) {
 	require.NoError(t, eventstore.VerifyOK(context.Background(), db.Pool))
 }
 
-// TestLapsedLeaseRepublishesWithoutDuplicates starts from what a scheduler
+// TestRepublishAfterACrashIsDeduplicated starts from what a scheduler
 // that published a job and died before recording MessageQueued leaves
 // behind: the job on the stream, the row still due. The next round
 // publishes again (the stream drops the duplicate by Nats-Msg-Id) and
 // records MessageQueued once.
-func TestLapsedLeaseRepublishesWithoutDuplicates(t *testing.T) {
+func TestRepublishAfterACrashIsDeduplicated(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	db := storetest.NewDB(t)
@@ -97,7 +97,7 @@ func TestLapsedLeaseRepublishesWithoutDuplicates(t *testing.T) {
 	_, err := n.JS.Publish(ctx, n.Names.DispatchSubject(id), []byte(`{"message_id":"`+id+`","attempt":1}`),
 		jetstream.WithMsgID(id+":1"))
 	require.NoError(t, err)
-	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond, Lease: 100 * time.Millisecond})
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond})
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 	require.Eventually(t, func() bool { return len(types(t, s, id)) == 2 }, 20*time.Second, 20*time.Millisecond)
