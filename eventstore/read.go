@@ -146,6 +146,12 @@ func ParseCursor(s string) (Cursor, error) {
 type Filter struct {
 	AccountID string   // only this tenant's events (uses events_account_tail)
 	Types     []string // only these event types
+	// Sparse says the types are a small share of all events (final message
+	// events, money events): they are then read through events_type_tail,
+	// touching only their own rows. A broad type filter is better served by
+	// walking the tail and dropping the few others here: sorting most of
+	// the table's recent rows by type index would cost more.
+	Sparse bool
 }
 
 // The gap-safe tail.
@@ -206,8 +212,15 @@ func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) 
 // ReadAll is Store.ReadAll through q.
 func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) ([]RecordedEvent, Cursor, error) {
 	var types []string
-	if len(f.Types) > 0 {
+	var keep map[string]bool
+	switch {
+	case len(f.Types) > 0 && f.Sparse:
 		types = f.Types
+	case len(f.Types) > 0:
+		keep = make(map[string]bool, len(f.Types))
+		for _, t := range f.Types {
+			keep[t] = true
+		}
 	}
 	var rows pgx.Rows
 	var err error
@@ -222,6 +235,7 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 	defer rows.Close()
 	var out []RecordedEvent
 	var horizon *Cursor
+	scanned, last := 0, after
 	for rows.Next() {
 		var inPage bool
 		var e RecordedEvent
@@ -235,6 +249,10 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 			horizon = &c
 			continue
 		}
+		scanned, last = scanned+1, e.Cursor()
+		if keep != nil && !keep[e.Type] {
+			continue
+		}
 		if err := jsonv2.Unmarshal(meta, &e.Metadata); err != nil {
 			return nil, after, fmt.Errorf("metadata of %s v%d: %w", e.StreamID, e.Version, err)
 		}
@@ -243,11 +261,10 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 	if err := rows.Err(); err != nil {
 		return nil, after, fmt.Errorf("read tail: %w", err)
 	}
-	next := after
-	if len(out) > 0 {
-		next = out[len(out)-1].Cursor()
-	}
-	if len(out) < limit && horizon != nil && next.Less(*horizon) {
+	// Continue after the last row read (kept or not); a short page has
+	// read everything up to the horizon.
+	next := last
+	if scanned < limit && horizon != nil && next.Less(*horizon) {
 		next = *horizon
 	}
 	return out, next, nil

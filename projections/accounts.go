@@ -35,7 +35,8 @@ func accountsProjection() Projection {
 		Tables: []string{"read_accounts"},
 		Types: []string{"AccountOpened", "AccountCredited", "BalanceReserved", "BalanceCharged",
 			"BalanceReleased", "APIKeyIssued"},
-		apply: applyAccounts,
+		Sparse: true,
+		apply:  applyAccounts,
 	}
 }
 

@@ -21,6 +21,8 @@ type Projection struct {
 	Name   string
 	Tables []string
 	Types  []string
+	// Sparse: Types are a small share of all events (see eventstore.Filter).
+	Sparse bool
 	apply  func(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEvent) (result, error)
 }
 

@@ -235,7 +235,7 @@ func (rb *rebuild) catchUp(ctx context.Context, q interface {
 	Begin(context.Context) (pgx.Tx, error)
 }, phase string) error {
 	for {
-		batch, next, err := eventstore.ReadAll(ctx, q, rb.cursor, RebuildBatch, eventstore.Filter{Types: rb.p.Types})
+		batch, next, err := eventstore.ReadAll(ctx, q, rb.cursor, RebuildBatch, eventstore.Filter{Types: rb.p.Types, Sparse: rb.p.Sparse})
 		if err != nil {
 			return err
 		}

@@ -99,7 +99,7 @@ func (r *Runner) follow(ctx context.Context, p Projection) {
 	var applied result
 	var recorded []time.Time
 	c := eventstore.Consumer{
-		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types},
+		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types, Sparse: p.Sparse},
 		BatchSize: r.cfg.BatchSize, Poll: r.cfg.Poll, Logger: log,
 		Handle: func(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
 			res, err := p.applyLocked(ctx, tx.Tx, batch)

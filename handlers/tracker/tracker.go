@@ -66,7 +66,7 @@ func New(cfg Config) *Tracker {
 func (t *Tracker) Run(ctx context.Context) error {
 	return t.cfg.Store.Run(ctx, eventstore.Consumer{
 		Name: "tracker", BatchSize: t.cfg.BatchSize, Logger: t.log, Handle: t.apply,
-		Filter: eventstore.Filter{Types: []string{"MessageDelivered", "MessageFailed"}},
+		Filter: eventstore.Filter{Types: []string{"MessageDelivered", "MessageFailed"}, Sparse: true},
 	})
 }
 
