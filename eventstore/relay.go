@@ -38,7 +38,7 @@ import (
 //     one needs no such guard: everything before it was acknowledged. The
 //     server checks Nats-Msg-Id before the expectation, so re-published
 //     duplicates are acknowledged as duplicates whatever they expect.
-//   - The duplicate window (bus.StreamConfig.Duplicates, 10 min) bounds the
+//   - The duplicate window (bus.StreamConfig.Duplicates, 2 min) bounds the
 //     deduplication: a relay that crashed after publishing and restarts
 //     later than that stores those events a second time. Subscribers
 //     deduplicate by event id (docs/events.md).

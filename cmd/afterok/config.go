@@ -10,6 +10,7 @@ import (
 
 	"github.com/afterok/afterok/domain/pricing"
 	"github.com/afterok/afterok/domain/routing"
+	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
@@ -32,6 +33,9 @@ type Config struct {
 	Prefix  string // AFTEROK_PREFIX: JetStream stream and subject prefix
 	// NATSSyncAlways fsyncs every JetStream write (AFTEROK_NATS_SYNC_ALWAYS).
 	NATSSyncAlways bool
+	// NATSDuplicates is the streams' Nats-Msg-Id deduplication window
+	// (AFTEROK_NATS_DUPLICATE_WINDOW).
+	NATSDuplicates time.Duration
 
 	MaxMessages    int           // AFTEROK_MAX_MESSAGES: per order
 	RateLimit      float64       // AFTEROK_RATE_LIMIT: requests/s per account
@@ -96,6 +100,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		RateBurst:        200,
 		IdempotencyTTL:   24 * time.Hour,
 		Retry:            routing.DefaultRetryPolicy(),
+		NATSDuplicates:   bus.DefaultDuplicates,
 		DispatchBatch:    200,
 		DispatchFetchers: 2,
 		DispatchAckWait:  30 * time.Second,
@@ -121,6 +126,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.str("AFTEROK_PREFIX", &c.Prefix)
 	p.str("AFTEROK_PPROF_ADDR", &c.PprofAddr)
 	p.boolean("AFTEROK_NATS_SYNC_ALWAYS", &c.NATSSyncAlways)
+	p.dur("AFTEROK_NATS_DUPLICATE_WINDOW", &c.NATSDuplicates)
 	p.int("AFTEROK_MAX_MESSAGES", &c.MaxMessages, 1, 1_000_000)
 	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)
 	p.int("AFTEROK_RATE_BURST", &c.RateBurst, 1, 1_000_000)

@@ -173,7 +173,7 @@ func (s *system) connectNATS(ctx context.Context) error {
 		return err
 	}
 	s.nc, s.js = nc, js
-	return bus.EnsureStreams(ctx, js, s.names, bus.StreamConfig{SyncAlways: s.cfg.NATSSyncAlways})
+	return bus.EnsureStreams(ctx, js, s.names, bus.StreamConfig{SyncAlways: s.cfg.NATSSyncAlways, Duplicates: s.cfg.NATSDuplicates})
 }
 
 func (s *system) buildAPI() error {
