@@ -104,7 +104,7 @@ func (s *Store) Run(ctx context.Context, c Consumer) error {
 				log.Error("consumer batch failed, retrying", "err", err, "backoff", backoff)
 			}
 			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
-			sleep(ctx, backoff)
+			Sleep(ctx, backoff)
 			if cursor, err = Checkpoint(ctx, s.pool, c.Name); err != nil {
 				continue
 			}
@@ -149,7 +149,7 @@ func (s *Store) Step(ctx context.Context, c Consumer, cursor Cursor) (Cursor, in
 			if linger == 0 {
 				linger = 10 * time.Millisecond
 			}
-			sleep(ctx, linger)
+			Sleep(ctx, linger)
 		case <-t.C:
 		}
 		return cursor, 0, nil
@@ -166,7 +166,9 @@ func (s *Store) Step(ctx context.Context, c Consumer, cursor Cursor) (Cursor, in
 	return next, len(batch), nil
 }
 
-func sleep(ctx context.Context, d time.Duration) {
+// Sleep waits for d, or until ctx ends, whichever comes first: the pause
+// between polls and retries of every loop that follows the store.
+func Sleep(ctx context.Context, d time.Duration) {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {

@@ -190,7 +190,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		backoff = nextBackoff(backoff)
 		r.log.Warn("relay: publishing interrupted, resuming from the last acknowledged event",
 			"err", err, "reason", publishErrorReason(err), "cursor", r.ackedCursor().String(), "backoff", backoff)
-		sleep(runCtx, backoff)
+		Sleep(runCtx, backoff)
 	}
 	stop()
 	wg.Wait()
@@ -223,7 +223,7 @@ func (r *Relay) loadCheckpoint(ctx context.Context) (Cursor, error) {
 		backoff = nextBackoff(backoff)
 		r.metrics.storeErrors.WithLabelValues("checkpoint").Inc()
 		r.log.Warn("relay: reading the checkpoint failed, retrying", "err", err, "backoff", backoff)
-		sleep(ctx, backoff)
+		Sleep(ctx, backoff)
 	}
 }
 
@@ -305,7 +305,7 @@ func (r *Relay) read(ctx context.Context, cursor Cursor, out chan<- []RecordedEv
 			backoff = nextBackoff(backoff)
 			r.metrics.storeErrors.WithLabelValues("read").Inc()
 			r.log.Warn("relay: reading the tail failed, retrying", "err", err, "cursor", cursor.String(), "backoff", backoff)
-			sleep(ctx, backoff)
+			Sleep(ctx, backoff)
 			continue
 		}
 		backoff = 0

@@ -119,7 +119,7 @@ func (r *Runner) follow(ctx context.Context, p Projection) {
 				log.Error("projection batch failed, retrying", "err", err, "backoff", backoff)
 			}
 			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
-			sleep(ctx, backoff)
+			eventstore.Sleep(ctx, backoff)
 			cursor, err = eventstore.Checkpoint(ctx, pool, c.Name)
 			continue
 		}
@@ -196,13 +196,4 @@ func newRunnerMetrics(reg prometheus.Registerer) (*runnerMetrics, error) {
 		}
 	}
 	return m, nil
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

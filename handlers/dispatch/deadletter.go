@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -88,13 +87,4 @@ func (w *Worker) deadLetter(ctx context.Context, seq uint64, deliveries int) err
 		w.log.Error("job dead-lettered; message failed", "message_id", job.MessageID, "attempt", job.Attempt, "deliveries", deliveries)
 	}
 	return stream.DeleteMsg(ctx, seq)
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

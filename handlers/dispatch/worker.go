@@ -122,7 +122,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			break
 		}
 		w.log.Warn("dispatch consumer not ready, retrying", "err", err)
-		if sleep(ctx, time.Second); ctx.Err() != nil {
+		if eventstore.Sleep(ctx, time.Second); ctx.Err() != nil {
 			return ctx.Err()
 		}
 	}
@@ -149,7 +149,7 @@ func (w *Worker) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 		if err != nil {
 			if ctx.Err() == nil {
 				w.log.Warn("fetch jobs", "err", err)
-				sleep(ctx, 500*time.Millisecond)
+				eventstore.Sleep(ctx, 500*time.Millisecond)
 			}
 			continue
 		}

@@ -230,10 +230,10 @@ func (s *Scheduler) loop(ctx context.Context, round func(context.Context) (int, 
 		case err != nil && ctx.Err() == nil:
 			backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
 			s.log.Warn("scheduler round failed, retrying", "err", err, "backoff", backoff)
-			sleep(ctx, backoff)
+			eventstore.Sleep(ctx, backoff)
 		case n == 0:
 			backoff = 0
-			sleep(ctx, s.cfg.Poll)
+			eventstore.Sleep(ctx, s.cfg.Poll)
 		default:
 			backoff = 0
 		}
@@ -469,13 +469,4 @@ func (s *Scheduler) expireRound(ctx context.Context) (int, error) {
 		return err
 	})
 	return n, err
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }
