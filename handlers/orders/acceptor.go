@@ -118,22 +118,35 @@ func RequestHash(body []byte) [32]byte { return sha256.Sum256(body) }
 // Accept accepts the order or returns why not: an *domain.InsufficientBalanceError,
 // ErrIdempotencyConflict, ErrShuttingDown, or a storage error.
 func (a *Acceptor) Accept(ctx context.Context, req Request) (Result, error) {
-	if req.IdempotencyKey != "" {
-		if res, found, err := a.lookup(ctx, req); err != nil || found {
-			return res, err
+	var p *pending
+	for round := 1; ; round++ {
+		if req.IdempotencyKey != "" {
+			if res, found, err := a.lookup(ctx, req); err != nil || found {
+				return res, err
+			}
 		}
-	}
-	p := a.build(req)
-	if err := a.enqueue(p); err != nil {
-		return Result{}, err
-	}
-	select {
-	case <-p.done:
-	case <-ctx.Done():
-		// The order is already with its lane and will be committed or not
-		// regardless; the client that left can learn which by replaying
-		// its Idempotency-Key.
-		return Result{}, ctx.Err()
+		p = a.build(req)
+		if err := a.enqueue(p); err != nil {
+			return Result{}, err
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			// The order is already with its lane and will be committed or
+			// not regardless; the client that left can learn which by
+			// replaying its Idempotency-Key.
+			return Result{}, ctx.Err()
+		}
+		// A request that shared its commit with another holding the same
+		// key starts again once that one is decided: it then finds its
+		// record, or (the other was refused) is decided on its own. Every
+		// round decides at least one request of the key, so this ends.
+		if !p.again {
+			break
+		}
+		if round == maxKeyRounds {
+			return Result{}, fmt.Errorf("idempotency key %q: still contended after %d rounds", req.IdempotencyKey, round)
+		}
 	}
 	if p.recheck {
 		res, found, err := a.lookup(ctx, req)
@@ -176,6 +189,7 @@ type pending struct {
 	body     []byte
 	err      error
 	recheck  bool // lost an idempotency race: answer from the winner's record
+	again    bool // its key was taken by another order of the same commit: start again
 	done     chan struct{}
 }
 
@@ -268,6 +282,14 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 	// The commit must not die with the request that happened to be first.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	batch, repeats := withoutRepeatedKeys(batch)
+	defer func() {
+		// After the firsts are answered, so their records are committed.
+		for _, p := range repeats {
+			p.again = true
+			close(p.done)
+		}
+	}()
 	lockFirst := false
 	for len(batch) > 0 {
 		lost, err := a.commitOnce(ctx, account, batch, lockFirst)
@@ -305,6 +327,31 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 }
 
 var errKeyRace = errors.New("idempotency key race")
+
+// maxKeyRounds bounds how often a request whose Idempotency-Key another
+// request of the same commit held starts again.
+const maxKeyRounds = 32
+
+// withoutRepeatedKeys keeps the first order of each Idempotency-Key in
+// batch and returns the later ones apart: one statement cannot store a key
+// twice, and the later ones are replays of the first or conflicts with it,
+// which only its committed record can tell.
+func withoutRepeatedKeys(batch []*pending) (firsts, repeats []*pending) {
+	seen := map[string]bool{}
+	firsts = batch[:0:0]
+	for _, p := range batch {
+		k := p.req.IdempotencyKey
+		if k != "" && seen[k] {
+			repeats = append(repeats, p)
+			continue
+		}
+		if k != "" {
+			seen[k] = true
+		}
+		firsts = append(firsts, p)
+	}
+	return firsts, repeats
+}
 
 // lockLateFrom is the batch size (in messages) from which the account is
 // locked after the orders are written rather than before.
