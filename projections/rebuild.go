@@ -70,6 +70,18 @@ type RebuildReport struct {
 // RebuildBatch is how many events the rebuild applies per transaction.
 const RebuildBatch = 5000
 
+// RebuildHeadWait bounds how long a rebuild waits, before it swaps, for the
+// tail to show every event committed before it began. The tail holds back
+// events behind any open writing transaction; a rebuild that swapped without
+// them would still be consistent (the live projector goes on from its
+// checkpoint) but behind what its caller had already seen committed.
+var RebuildHeadWait = 30 * time.Second
+
+// coveredSQL: no event at or below the head the rebuild started from lies
+// beyond its cursor in tail order.
+const coveredSQL = `SELECT NOT EXISTS (SELECT 1 FROM events
+WHERE (xid, global_position) > ($1::xid8, $2::bigint) AND global_position <= $3)`
+
 const (
 	currentSchemaSQL = `SELECT current_schema()`
 	tryRebuildLock   = `SELECT pg_try_advisory_lock($1)`
@@ -115,6 +127,7 @@ type rebuild struct {
 	conn        *pgx.Conn
 	progress    func(RebuildProgress)
 	start       time.Time
+	startHead   int64 // the highest position committed when the rebuild began
 	lastReport  time.Time
 	indexes     []string // CREATE INDEX statements for the aside tables
 	cursor      eventstore.Cursor
@@ -129,6 +142,9 @@ func (rb *rebuild) run(ctx context.Context) (RebuildReport, error) {
 	}
 	if !ok {
 		return RebuildReport{}, fmt.Errorf("%w: %s", ErrRebuildRunning, rb.p.Name)
+	}
+	if err := rb.conn.QueryRow(ctx, `SELECT coalesce(max(global_position), 0) FROM events`).Scan(&rb.startHead); err != nil {
+		return RebuildReport{}, err
 	}
 	if err := rb.prepare(ctx); err != nil {
 		return RebuildReport{}, fmt.Errorf("rebuild %s: prepare: %w", rb.p.Name, err)
@@ -148,8 +164,9 @@ func (rb *rebuild) run(ctx context.Context) (RebuildReport, error) {
 		}
 	}
 	// What arrived while the indexes were built, outside the lock, so the
-	// swap itself has little left to do.
-	if err := rb.catchUp(ctx, rb.conn, "build"); err != nil {
+	// swap itself has little left to do; and at least everything committed
+	// before the rebuild began.
+	if err := rb.reachStartHead(ctx); err != nil {
 		return RebuildReport{}, fmt.Errorf("rebuild %s: %w", rb.p.Name, err)
 	}
 	rb.report(ctx, "swap", true)
@@ -257,6 +274,29 @@ func (rb *rebuild) catchUp(ctx context.Context, q interface {
 		rb.cursor = next
 		rb.events += int64(len(batch))
 		rb.report(ctx, phase, false)
+	}
+}
+
+// reachStartHead catches up until the cursor covers every event committed
+// when the rebuild began, waiting up to RebuildHeadWait for the tail's
+// horizon to pass them; after that it goes on with what it has.
+func (rb *rebuild) reachStartHead(ctx context.Context) error {
+	deadline := time.Now().Add(RebuildHeadWait)
+	for {
+		if err := rb.catchUp(ctx, rb.conn, "build"); err != nil {
+			return err
+		}
+		var covered bool
+		if err := rb.conn.QueryRow(ctx, coveredSQL, rb.cursor.XID, rb.cursor.Position, rb.startHead).Scan(&covered); err != nil {
+			return err
+		}
+		if covered || time.Now().After(deadline) {
+			return nil
+		}
+		eventstore.Sleep(ctx, 20*time.Millisecond)
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 	}
 }
 

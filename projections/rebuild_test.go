@@ -221,3 +221,37 @@ func TestRebuildRefusesASecondRebuild(t *testing.T) {
 	_, err = projections.Rebuild(f.ctx, f.db.Pool, "nope", nil)
 	require.ErrorIs(t, err, projections.ErrUnknownProjection)
 }
+
+// TestRebuildWaitsForWhatWasCommittedBeforeIt: events committed before a
+// rebuild began but held back from the tail by an older open transaction
+// are in the rebuilt model; the rebuild waits for the horizon rather than
+// swap in a model behind what its caller had seen committed.
+func TestRebuildWaitsForWhatWasCommittedBeforeIt(t *testing.T) {
+	f := newFixture(t)
+	acct := f.openAccount(100_000_000)
+	// An older writer, still open: it holds the tail's horizon back.
+	older, err := f.db.Pool.Begin(f.ctx)
+	require.NoError(t, err)
+	defer func() { _ = older.Rollback(f.ctx) }()
+	_, err = older.Exec(f.ctx, `SELECT pg_current_xact_id()`)
+	require.NoError(t, err)
+	_, ids := f.placeOrder(acct, "+4915100000001", "+4915100000002")
+
+	released := make(chan struct{})
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = older.Rollback(f.ctx)
+		close(released)
+	}()
+	rep, err := projections.Rebuild(f.ctx, f.db.Pool, "messages", nil)
+	require.NoError(t, err)
+	select {
+	case <-released:
+	default:
+		t.Fatal("the rebuild swapped while events committed before it were still held back")
+	}
+	var rows int
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM read_messages WHERE message_id = ANY($1)`, ids).Scan(&rows))
+	require.Equal(t, len(ids), rows)
+	require.Positive(t, rep.Events)
+}
