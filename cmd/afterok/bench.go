@@ -18,6 +18,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
+	"golang.org/x/time/rate"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
@@ -38,11 +39,17 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	clients := fs.Int("clients", 8, "concurrent clients")
 	drainFor := fs.Duration("timeout", 10*time.Minute, "give up waiting for final states after this")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
+	offered := fs.Float64("rate", 0, "offer at most this many messages/s (0: as fast as the clients go); "+
+		"below what the system executes, it measures the steady state instead of a backlog")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *total < 1 || *size < 1 || *clients < 1 {
-		return fmt.Errorf("%w: --messages, --order-size and --clients must be positive", errUsage)
+	if *total < 1 || *size < 1 || *clients < 1 || *offered < 0 {
+		return fmt.Errorf("%w: --messages, --order-size and --clients must be positive, --rate not negative", errUsage)
+	}
+	pace := rate.NewLimiter(rate.Inf, *size)
+	if *offered > 0 {
+		pace = rate.NewLimiter(rate.Limit(*offered), *size)
 	}
 	if *key == "" {
 		pool, err := connect(ctx, env, "bench")
@@ -88,6 +95,9 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 					return
 				}
 				n := min(*size, *total-i**size)
+				if pace.WaitN(ctx, n) != nil {
+					return
+				}
 				d, err := b.post(ctx, i, n)
 				mu.Lock()
 				if err != nil {
@@ -129,7 +139,7 @@ wait:
 	_ = bar.Finish()
 	stopFollow()
 	slices.Sort(latencies)
-	r := benchReport{Messages: *total, OrderSize: *size, Clients: *clients, Orders: orders, Final: done,
+	r := benchReport{Messages: *total, OrderSize: *size, Clients: *clients, OfferedRate: *offered, Orders: orders, Final: done,
 		RefusedOrders: len(failed), CPUs: runtime.NumCPU(), Host: hostname()}
 	if len(latencies) > 0 {
 		r.AcceptP50 = ms(pct(latencies, 0.5))
@@ -255,6 +265,7 @@ type benchReport struct {
 	Messages          int     `json:"messages"`
 	OrderSize         int     `json:"order_size"`
 	Clients           int     `json:"clients"`
+	OfferedRate       float64 `json:"offered_rate,omitempty"` // messages/s, 0 = unpaced
 	Orders            int     `json:"orders"`
 	RefusedOrders     int     `json:"refused_orders"`
 	FirstError        string  `json:"first_error,omitempty"`
@@ -280,6 +291,9 @@ func (r benchReport) String() string {
   drain            %.2f s after the last 202
 `, r.Messages, r.Orders, r.OrderSize, r.Clients, r.CPUs, r.Host, r.AcceptP50, r.AcceptP90, r.AcceptP99, r.AcceptMax,
 		r.AcceptedPerSecond, r.AcceptSeconds, r.Final, r.EndToEndSeconds, r.EndToEndPerSecond, r.DrainSeconds)
+	if r.OfferedRate > 0 {
+		s += fmt.Sprintf("  offered          %.0f messages/s (paced)\n", r.OfferedRate)
+	}
 	if r.RefusedOrders > 0 {
 		s += fmt.Sprintf("  refused orders   %d (first: %s)\n", r.RefusedOrders, r.FirstError)
 	}
