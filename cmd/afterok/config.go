@@ -36,6 +36,8 @@ type Config struct {
 	// NATSDuplicates is the streams' Nats-Msg-Id deduplication window
 	// (AFTEROK_NATS_DUPLICATE_WINDOW).
 	NATSDuplicates time.Duration
+	// NATSEventsMaxBytes bounds the events stream (AFTEROK_NATS_EVENTS_MAX_BYTES).
+	NATSEventsMaxBytes int64
 
 	MaxMessages    int           // AFTEROK_MAX_MESSAGES: per order
 	RateLimit      float64       // AFTEROK_RATE_LIMIT: requests/s per account
@@ -86,28 +88,29 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 // LoadConfig reads the configuration through getenv.
 func LoadConfig(getenv func(string) string) (Config, error) {
 	c := Config{
-		DatabaseURL:      "postgres://localhost:5432/afterok?sslmode=disable",
-		DBMaxConns:       32,
-		LogLevel:         slog.LevelInfo,
-		StatementTimeout: 60 * time.Second,
-		IdleInTxTimeout:  15 * time.Second,
-		Addr:             "127.0.0.1:8080",
-		SimAddr:          "127.0.0.1:8090",
-		DataDir:          "./var",
-		Prefix:           "afterok",
-		MaxMessages:      100_000,
-		RateLimit:        100,
-		RateBurst:        200,
-		IdempotencyTTL:   24 * time.Hour,
-		Retry:            routing.DefaultRetryPolicy(),
-		NATSDuplicates:   bus.DefaultDuplicates,
-		DispatchBatch:    200,
-		DispatchFetchers: 2,
-		DispatchAckWait:  30 * time.Second,
-		Prices:           pricing.Default(),
-		Routes:           routing.DefaultTable(),
-		SimSubmitLatency: 20 * time.Millisecond,
-		SimReceiptDelay:  200 * time.Millisecond,
+		DatabaseURL:        "postgres://localhost:5432/afterok?sslmode=disable",
+		DBMaxConns:         32,
+		LogLevel:           slog.LevelInfo,
+		StatementTimeout:   60 * time.Second,
+		IdleInTxTimeout:    15 * time.Second,
+		Addr:               "127.0.0.1:8080",
+		SimAddr:            "127.0.0.1:8090",
+		DataDir:            "./var",
+		Prefix:             "afterok",
+		MaxMessages:        100_000,
+		RateLimit:          100,
+		RateBurst:          200,
+		IdempotencyTTL:     24 * time.Hour,
+		Retry:              routing.DefaultRetryPolicy(),
+		NATSDuplicates:     bus.DefaultDuplicates,
+		NATSEventsMaxBytes: bus.DefaultEventsMaxBytes,
+		DispatchBatch:      200,
+		DispatchFetchers:   2,
+		DispatchAckWait:    30 * time.Second,
+		Prices:             pricing.Default(),
+		Routes:             routing.DefaultTable(),
+		SimSubmitLatency:   20 * time.Millisecond,
+		SimReceiptDelay:    200 * time.Millisecond,
 	}
 	p := parser{getenv: getenv}
 	p.str("DATABASE_URL", &c.DatabaseURL)
@@ -127,6 +130,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.str("AFTEROK_PPROF_ADDR", &c.PprofAddr)
 	p.boolean("AFTEROK_NATS_SYNC_ALWAYS", &c.NATSSyncAlways)
 	p.dur("AFTEROK_NATS_DUPLICATE_WINDOW", &c.NATSDuplicates)
+	p.int64("AFTEROK_NATS_EVENTS_MAX_BYTES", &c.NATSEventsMaxBytes, 1<<20, 1<<50)
 	p.int("AFTEROK_MAX_MESSAGES", &c.MaxMessages, 1, 1_000_000)
 	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)
 	p.int("AFTEROK_RATE_BURST", &c.RateBurst, 1, 1_000_000)
@@ -194,6 +198,17 @@ func (p *parser) dur(key string, dst *time.Duration) {
 			return
 		}
 		*dst = d
+	}
+}
+
+func (p *parser) int64(key string, dst *int64, lo, hi int64) {
+	if v := p.getenv(key); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < lo || n > hi {
+			p.errs = append(p.errs, fmt.Errorf("%s=%q: want a number from %d to %d", key, v, lo, hi))
+			return
+		}
+		*dst = n
 	}
 }
 

@@ -62,6 +62,7 @@ func newHarness(t *testing.T) *harness {
 	cfg.RateLimit, cfg.RateBurst = 10_000, 10_000
 	cfg.Retry.Base, cfg.Retry.Max = 50*time.Millisecond, 200*time.Millisecond
 	cfg.DispatchAckWait = 3 * time.Second // a crashed worker's jobs come back quickly
+	cfg.NATSEventsMaxBytes = storetest.TestEventsMaxBytes
 	cfg.Providers = simProviders("http://" + cfg.SimAddr)
 	h.cfg = cfg
 

@@ -84,6 +84,11 @@ func token(s string) string {
 // window needs to cover the restart, not the run.
 const DefaultDuplicates = 2 * time.Minute
 
+// DefaultEventsMaxBytes is the events stream's default size limit, 8 GiB:
+// about eight million events. A subscriber that falls further behind
+// catches up from the store (GET /v1/events), which keeps every event.
+const DefaultEventsMaxBytes = 8 << 30
+
 // StreamConfig tunes the streams EnsureStreams creates.
 type StreamConfig struct {
 	// Replicas of each stream (1 on a single server).
@@ -92,6 +97,10 @@ type StreamConfig struct {
 	// subscribers that fell behind (default 7 days); the store keeps them
 	// for ever.
 	EventsMaxAge time.Duration
+	// EventsMaxBytes bounds the events stream's size (default
+	// DefaultEventsMaxBytes); the oldest events go first. Every event takes
+	// about 1 KB there, so 7 days at full load would fill any disk.
+	EventsMaxBytes int64
 	// Duplicates is the deduplication window for Nats-Msg-Id (default
 	// DefaultDuplicates): a relay or scheduler that crashes and re-publishes
 	// within it produces no duplicate. The server keeps every id of the
@@ -118,9 +127,13 @@ func EnsureStreams(ctx context.Context, js jetstream.JetStream, n Names, c Strea
 	if c.Duplicates <= 0 {
 		c.Duplicates = DefaultDuplicates
 	}
+	if c.EventsMaxBytes <= 0 {
+		c.EventsMaxBytes = DefaultEventsMaxBytes
+	}
 	streams := []jetstream.StreamConfig{
 		{Name: n.EventsStream(), Subjects: []string{n.Prefix + ".events.>"}, Storage: jetstream.FileStorage,
-			Retention: jetstream.LimitsPolicy, MaxAge: c.EventsMaxAge, Duplicates: c.Duplicates, Replicas: c.Replicas,
+			Retention: jetstream.LimitsPolicy, MaxAge: c.EventsMaxAge, MaxBytes: c.EventsMaxBytes, Discard: jetstream.DiscardOld,
+			Duplicates: c.Duplicates, Replicas: c.Replicas,
 			Description: "every afterok event, in store order, for downstream subscribers"},
 		{Name: n.DispatchStream(), Subjects: []string{n.Prefix + ".dispatch.>"}, Storage: jetstream.FileStorage,
 			Retention: jetstream.WorkQueuePolicy, Duplicates: c.Duplicates, Replicas: c.Replicas,

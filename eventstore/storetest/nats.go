@@ -28,6 +28,9 @@ type NATS struct {
 // External reports whether tests run against the NATS at NATS_URL.
 func External() bool { return os.Getenv("NATS_URL") != "" }
 
+// TestEventsMaxBytes is the events stream's size limit in tests.
+const TestEventsMaxBytes = 256 << 20
+
 // NewNATS connects to the NATS at NATS_URL, or starts an embedded JetStream
 // server for the test, creates the afterok streams under a random prefix,
 // and deletes them when the test ends.
@@ -51,7 +54,9 @@ func NewNATS(t testing.TB) *NATS {
 	n.Conn, n.JS = nc, js
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := bus.EnsureStreams(ctx, js, n.Names, bus.StreamConfig{}); err != nil {
+	// A small size limit: JetStream reserves a stream's MaxBytes against
+	// the server's storage, and test runs share the machine's NATS.
+	if err := bus.EnsureStreams(ctx, js, n.Names, bus.StreamConfig{EventsMaxBytes: TestEventsMaxBytes}); err != nil {
 		t.Fatalf("storetest: %v", err)
 	}
 	t.Cleanup(func() {
