@@ -3,6 +3,7 @@ package phone
 import (
 	"regexp"
 	"slices"
+	"strconv"
 	"sync"
 
 	"github.com/nyaruka/phonenumbers"
@@ -57,6 +58,12 @@ type regionRules struct {
 	general       numberDesc
 	// types are the number types that make a number valid, mobile first.
 	types []numberDesc
+	// trunkPrefix matches a national number that starts the way the
+	// region's national (trunk) prefix does. The library strips such a
+	// prefix even from international input when what is left is still a
+	// possible number, and then judges a different number than the one
+	// given; numbers it matches are left to the library (see trunkCheck).
+	trunkPrefix *regexp.Regexp
 }
 
 func (r *regionRules) valid(nsn string) bool {
@@ -83,6 +90,13 @@ func compileRules(md *phonenumbers.PhoneMetadata) *regionRules {
 	r := &regionRules{countryCode: int(md.GetCountryCode()), general: desc(md.GetGeneralDesc())}
 	if ld := md.GetLeadingDigits(); ld != "" {
 		r.leadingDigits = regexp.MustCompile("^(?:" + ld + ")")
+	}
+	prefix := md.GetNationalPrefixForParsing()
+	if prefix == "" {
+		prefix = md.GetNationalPrefix()
+	}
+	if prefix != "" {
+		r.trunkPrefix = regexp.MustCompile("^(?:" + prefix + ")")
 	}
 	// With the same pattern for both, the library only ever asks the fixed
 	// line description, so the mobile one must not be asked here either:
@@ -155,6 +169,27 @@ func validate(cc int, nsn string) (string, error) {
 	region, rules := resolveRegion(regions, nsn)
 	if rules == nil || rules.countryCode != cc || !rules.valid(nsn) {
 		return "", invalid("no such number in its country's numbering plan")
+	}
+	if rules.trunkPrefix != nil && rules.trunkPrefix.MatchString(nsn) {
+		return trunkCheck(cc, nsn)
+	}
+	return region, nil
+}
+
+// trunkCheck answers, through the library itself, for a valid national
+// number that starts like its region's trunk prefix (rare for E.164 input:
+// a Belarusian +375 8…, say). The library may read such a number as the
+// prefix plus a shorter number; the input is then not the number it
+// validates, and it is refused, as the library's own reading would be.
+func trunkCheck(cc int, nsn string) (string, error) {
+	raw := "+" + strconv.Itoa(cc) + nsn
+	n, err := phonenumbers.Parse(raw, "")
+	if err != nil || !phonenumbers.IsValidNumber(n) || phonenumbers.Format(n, phonenumbers.E164) != raw {
+		return "", invalid("no such number in its country's numbering plan (it reads as a trunk prefix and a shorter number)")
+	}
+	region := phonenumbers.GetRegionCodeForNumber(n)
+	if !isAlpha2(region) {
+		return "", invalid("non-geographic numbers have no region to price or route by")
 	}
 	return region, nil
 }
