@@ -14,6 +14,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/projections"
 )
 
@@ -166,7 +167,7 @@ func BenchmarkProjectionThroughput(b *testing.B) {
 		total += n
 	}
 	p, _ := projections.Lookup("messages")
-	waitFor(b, time.Minute, func() (bool, string) { // visible to the tail
+	storetest.Poll(b, time.Minute, func() (bool, string) { // visible to the tail
 		evs, _, _ := f.store.ReadAll(ctx, eventstore.Cursor{}, total+100, eventstore.Filter{})
 		return len(evs) >= total, "waiting for the tail"
 	})

@@ -259,28 +259,11 @@ func (f *fixture) start(cfg projections.Config) (stop func()) {
 	return func() { cancel(); <-done }
 }
 
-// waitFor polls cond until it holds, failing the test with cond's last
-// explanation when the deadline passes.
-func waitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s: %s", timeout, why)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for a result
-	}
-}
-
 // caughtUp waits until the named projections (default: all) have applied
 // every committed event of their types.
 func (f *fixture) caughtUp(names ...string) {
 	f.t.Helper()
-	waitFor(f.t, 60*time.Second, func() (bool, string) {
+	storetest.Poll(f.t, 60*time.Second, func() (bool, string) {
 		st, err := projections.Statuses(f.ctx, f.db.Pool, time.Now())
 		if err != nil {
 			return false, err.Error()

@@ -13,6 +13,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/projections"
 )
 
@@ -288,7 +289,7 @@ func TestTailDeliversAStreamOutOfVersionOrder(t *testing.T) {
 	// Committed, but the tail shows them only once no older transaction
 	// anywhere on the server is open.
 	var tail []eventstore.RecordedEvent
-	waitFor(t, 30*time.Second, func() (bool, string) {
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		tail, _, err = f.store.ReadAll(f.ctx, eventstore.Cursor{}, 100, eventstore.Filter{Types: []string{"MessageQueued", "MessageRouted"}})
 		return err == nil && len(tail) == 2, fmt.Sprintf("tail %d events, err %v", len(tail), err)
 	})

@@ -13,6 +13,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/projections"
 )
 
@@ -48,7 +49,7 @@ func referenceProjector(t *testing.T, f *fixture) *pgxpool.Pool {
 
 func (f *fixture) referenceCaughtUp(refPool *pgxpool.Pool) {
 	f.t.Helper()
-	waitFor(f.t, 60*time.Second, func() (bool, string) {
+	storetest.Poll(f.t, 60*time.Second, func() (bool, string) {
 		st, err := projections.Statuses(f.ctx, refPool, time.Now())
 		if err != nil {
 			return false, err.Error()
@@ -156,7 +157,7 @@ func TestRebuildWhileEventsArrive(t *testing.T) {
 	// A few more orders after the swaps, for the live projector to apply on
 	// top of the rebuilt tables.
 	target := orders.Load() + 3
-	waitFor(t, 60*time.Second, func() (bool, string) { return orders.Load() >= target, "writers stalled" })
+	storetest.Poll(t, 60*time.Second, func() (bool, string) { return orders.Load() >= target, "writers stalled" })
 	close(stopWriting)
 	writers.Wait()
 	close(stopReading)

@@ -165,7 +165,7 @@ func TestAcceptOrder(t *testing.T) {
 	// One transaction: OrderAccepted, BalanceReserved, MessageAccepted × 2.
 	// The tail shows them once no older transaction on the server is open.
 	var evs []eventstore.RecordedEvent
-	poll(t, 30*time.Second, func() (bool, string) {
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		var err error
 		evs, _, err = e.store.ReadAll(context.Background(), eventstore.Cursor{}, 100, eventstore.Filter{AccountID: c.AccountID})
 		return err == nil && len(evs) >= 7, fmt.Sprintf("%d events in the tail (err %v)", len(evs), err)

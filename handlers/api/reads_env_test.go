@@ -13,6 +13,7 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/api"
 	"github.com/afterok/afterok/projections"
 )
@@ -111,7 +112,7 @@ func retryWith(code string, stage domain.Stage) command {
 // caughtUp waits until the projections have applied every committed event.
 func (e *readEnv) caughtUp() {
 	e.t.Helper()
-	poll(e.t, 60*time.Second, func() (bool, string) {
+	storetest.Poll(e.t, 60*time.Second, func() (bool, string) {
 		st, err := projections.Statuses(context.Background(), e.db.Pool, time.Now())
 		if err != nil {
 			return false, err.Error()
@@ -123,22 +124,6 @@ func (e *readEnv) caughtUp() {
 		}
 		return true, ""
 	})
-}
-
-// poll retries cond until it holds or the deadline passes.
-func poll(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		ok, why := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up after %s: %s", timeout, why)
-		}
-		time.Sleep(10 * time.Millisecond) // polling interval, not a wait for a result
-	}
 }
 
 // get is e.do for a GET that must succeed.

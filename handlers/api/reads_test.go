@@ -13,6 +13,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/phone"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 )
 
@@ -235,7 +236,7 @@ func TestReadyzShowsProjectionLag(t *testing.T) {
 	lag = e.get("/readyz", "").body["projections"].(map[string]any)["messages"].(map[string]any)
 	require.EqualValues(t, 0, lag["events_behind"])
 	require.EqualValues(t, 0, lag["seconds_behind"])
-	poll(t, 10*time.Second, func() (bool, string) {
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
 		families, err := e.registry.Gather()
 		require.NoError(t, err)
 		var seen []string
