@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts what `make test` and `make run` need when it is not already running:
 # PostgreSQL on 127.0.0.1:5432 and (when available) NATS with JetStream on
-# 127.0.0.1:4222. Idempotent; prints what it did. See DESIGN.md section 6.
+# 127.0.0.1:4222. Idempotent; prints what it did. Defaults: README.md, Configuration.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

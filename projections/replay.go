@@ -44,8 +44,9 @@ func ReplayMessage(ctx context.Context, q eventstore.Querier, t Tenant, id strin
 
 const (
 	// The order's messages were accepted in the order's own transaction
-	// (DESIGN.md section 1), so they are the MessageAccepted events that
-	// share its transaction id: an index range, not a search.
+	// (handlers/orders; docs/architecture.md section 1), so they are the
+	// MessageAccepted events that share its transaction id: an index
+	// range, not a search.
 	orderMessageStreamsSQL = `SELECT stream_id FROM events
 WHERE xid = $1 AND type = 'MessageAccepted' AND data->>'order_id' = $2 ORDER BY global_position`
 	// The account's money events for the order, from its acceptance on.
