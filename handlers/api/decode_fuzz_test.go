@@ -23,6 +23,8 @@ func FuzzDecodeOrder(f *testing.F) {
 		`{"body":"x"}`,
 		`[1,2]`, `{`, `null`, `{"validity_seconds":1e99}`, `{"metadata":"x"}`,
 		"{\"messages\":[{\"to\":\"+4915112345678\",\"body\":\"\xff\xfe\"}]}",
+		`{"messages":[{"to":"+4915112345678","body":"\u0000\ud800"}],"metadata":{"\u0000":"\udc00"}}`,
+		`{"to":["+4915112345678"],"body":"x","body":"y","validity_seconds":"60"}`,
 	} {
 		f.Add([]byte(seed))
 	}
