@@ -296,4 +296,3 @@ func (a *Acceptor) commitOnce(ctx context.Context, account string, batch []*pend
 	})
 	return lost, err
 }
-
