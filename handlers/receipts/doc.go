@@ -31,9 +31,14 @@
 //     already retried), unknown_message (no such message: message streams
 //     exist from acceptance on, so nothing could ever make such a receipt
 //     applicable; it is kept for support rather than parked forever),
-//     duplicate (the same attempt, part and status is already applied or
-//     parked), provider_mismatch (not the provider, or not the provider
-//     message id, the attempt was submitted with).
+//     duplicate (the same provider, attempt, part and status is already
+//     applied or parked), provider_mismatch (not the provider the attempt
+//     was routed to, or not the provider message id it was submitted
+//     with). A receipt from another provider than the attempt's is refused
+//     as soon as the attempt is routed, never parked; one for an attempt
+//     not routed yet is parked apart (duplicates are per provider) and
+//     refused once the attempt's provider is known, so a provider can never
+//     shadow, change or suppress another provider's receipts.
 //
 // The raw receipt is kept in the row and in the event it causes.
 //

@@ -317,3 +317,62 @@ func TestLogsNameTheMessage(t *testing.T) {
 	require.Equal(t, "sim-a", warned["provider"])
 	require.Equal(t, "stale_attempt", warned["reason"])
 }
+
+// TestAnotherProvidersReceiptCannotShadow: a provider may sign receipts
+// for any message id with its own valid secret. Such a receipt for a
+// message routed to another provider must never be parked where it would
+// make the genuine receipt a "duplicate": that suppressed sim-a's
+// delivered receipt and the message ended failed{expired}.
+func TestAnotherProvidersReceiptCannotShadow(t *testing.T) {
+	e := newEnv(t)
+	postB := func(w wire) receipts.Summary {
+		t.Helper()
+		b := body(w)
+		r := e.postRaw("sim-b", sign(secretB, e.clock.Now(), b), b)
+		require.Equal(t, http.StatusOK, r.status, "%v", r.problem)
+		return r.summary
+	}
+
+	t.Run("routed: refused at once, never parked", func(t *testing.T) {
+		id := e.newMessage(1, domain.StateRouted) // routed to sim-a, not yet submitted
+		require.Equal(t, receipts.Summary{Received: 1, Ignored: 1}, postB(rcpt(id, "undeliverable")))
+		require.Equal(t, receipts.Summary{Received: 1, Ignored: 1}, postB(rcpt(id, "delivered")))
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered")), "sim-a's own receipt waits")
+		e.step(id, 1, domain.StateSubmitted)
+		require.NoError(t, e.intake.ApplyParked(e.ctx, []string{id}))
+		require.Equal(t, domain.StateDelivered, e.state(id))
+		require.Equal(t, []string{"provider_mismatch", "provider_mismatch", ""}, reasons(e.rows(id)))
+	})
+
+	t.Run("a later attempt: parked apart, then refused", func(t *testing.T) {
+		id := e.newMessage(1, domain.StateSubmitted)
+		// Attempt 2 has no provider yet: both are parked, neither shadows the other.
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, postB(rcpt(id, "delivered").attempt(2)))
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered").attempt(2)))
+		e.step(id, 1, domain.StateRetried)
+		e.step(id, 2, domain.StateQueued)
+		e.step(id, 2, domain.StateRouted) // to sim-a
+		e.step(id, 2, domain.StateSubmitted)
+		require.NoError(t, e.intake.ApplyParked(e.ctx, []string{id}))
+		require.Equal(t, domain.StateDelivered, e.state(id), "sim-a's genuine receipt applies")
+		delivered := e.eventsOf(id, "MessageDelivered")
+		require.Len(t, delivered, 1)
+		require.Equal(t, []row{
+			{Part: 1, Status: "delivered", Disposition: "ignored", Reason: "provider_mismatch", Resolved: true},
+			{Part: 1, Status: "delivered", Disposition: "applied", Event: delivered[0].ID.String(), Resolved: true},
+		}, e.rows(id))
+	})
+
+	t.Run("routed: the other provider first, the genuine one parked behind it", func(t *testing.T) {
+		// The reported case: sim-b's receipt arrives while the message is
+		// queued (provider unknown, so it is parked), then sim-a's.
+		id := e.newMessage(1, domain.StateQueued)
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, postB(rcpt(id, "delivered")))
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered")), "not a duplicate of sim-b's")
+		e.step(id, 1, domain.StateRouted)
+		e.step(id, 1, domain.StateSubmitted)
+		require.NoError(t, e.intake.ApplyParked(e.ctx, []string{id}))
+		require.Equal(t, domain.StateDelivered, e.state(id))
+		require.Equal(t, []string{"provider_mismatch", ""}, reasons(e.rows(id)))
+	})
+}
