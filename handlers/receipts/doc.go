@@ -42,6 +42,19 @@
 //
 // The raw receipt is kept in the row and in the event it causes.
 //
+// # Refused receipts
+//
+// A receipt that cannot be used (handlers/provider.ParseReceiptBatch: a
+// missing or mistyped field, an integer out of range, text that is not
+// valid Unicode or holds U+0000, an unknown status) is refused alone: it
+// gets a row in receipt_refusals (the bytes as sent, the field, a code),
+// a count in afterok_receipts_refused_total and a log line, and the answer
+// lists it under refusals; the callback's other receipts are settled as
+// usual and the answer is 200. Failing the whole callback instead would
+// make a provider that retries resend its good receipts forever in vain.
+// Only a body that is not a JSON object with one receipts array is refused
+// as a whole (400), and one over MaxBodyBytes is 413.
+//
 // # Multipart messages
 //
 // A message sent as N segments gets one receipt per part (part i of N).
