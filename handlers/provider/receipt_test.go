@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/afterok/afterok/domain"
 )
@@ -177,4 +180,45 @@ func TestParseReceiptBatchRefusesItemByItem(t *testing.T) {
 			t.Errorf("case %d: raw %q, want the receipt as sent %q", i, r.Raw, c.item)
 		}
 	}
+}
+
+// FuzzParseReceiptBatch: whatever a provider posts, the parser neither
+// panics nor lets through a receipt the store cannot hold (a 500 that
+// would fail the whole batch at commit).
+func FuzzParseReceiptBatch(f *testing.F) {
+	for _, seed := range []string{
+		`{"receipts":[{"id":"p1","reference":"m1","attempt":1,"status":"delivered","done_at":"2025-01-02T03:04:05Z","part":1,"parts":1}]}`,
+		`{"receipts":[{"id":"p\u0000","reference":"m1","attempt":2147483648,"status":"delivered","done_at":"2025-01-02T03:04:05Z","part":1,"parts":1,"x":"\ud800"}]}`,
+		`{"receipts":[1,{"attempt":1e3}],"receipts":[]}`, `{"receipts":[{"id":"a","id":"b"}]}`, `[]`, `{`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ok, refused, err := ParseReceiptBatch("sim-a", body)
+		if err != nil {
+			var re *ReceiptError
+			if !errors.As(err, &re) || re.Index != -1 {
+				t.Fatalf("body-level error of the wrong kind: %v", err)
+			}
+			return
+		}
+		for _, r := range ok {
+			if r.Attempt < 1 || r.Attempt > MaxReceiptAttempt || r.Parts < 1 || r.Parts > MaxReceiptParts || r.Part < 1 || r.Part > r.Parts {
+				t.Fatalf("out of range: %+v", r)
+			}
+			if !jsontext.Value(r.Raw).IsValid() || strings.Contains(string(r.Raw), `\u0000`) {
+				t.Fatalf("raw the store cannot hold: %q", r.Raw)
+			}
+			for _, s := range []string{r.ProviderMessageID, r.MessageID} {
+				if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+					t.Fatalf("text the store cannot hold: %q", s)
+				}
+			}
+		}
+		for _, r := range refused {
+			if r.Index < 0 || r.Code == "" || r.Problem == "" {
+				t.Fatalf("refusal without index, code or problem: %+v", r)
+			}
+		}
+	})
 }
