@@ -258,6 +258,11 @@ func (in *Intake) logEntry(b *book, e *entry, wasParked bool) {
 	switch {
 	case e.lostDelivery:
 		in.log.Warn("delivered receipt for an attempt already given up: the handset may get the message twice", attrs...)
+	case e.reason == ReasonProviderMismatch:
+		// An authenticated provider reporting on a message it was not given:
+		// a misrouted callback at best, an attempt to settle another
+		// provider's message at worst. Never applied; worth a look.
+		in.log.Warn("receipt from another provider than the attempt's, ignored", attrs...)
 	case e.disposition == Parked && !wasParked:
 		in.log.Info("receipt parked until its submission is recorded", attrs...)
 	case e.disposition == Ignored && e.reason != ReasonDuplicate:
