@@ -10,11 +10,17 @@
 package accept
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/phone"
@@ -31,6 +37,7 @@ const (
 	CodeOutOfRange            = "out_of_range"
 	CodeConflict              = "conflicting_fields"
 	CodeInvalidUTF8           = "invalid_utf8"
+	CodeInvalidCharacter      = "invalid_character"
 	CodeNotObject             = "not_an_object"
 	// CodeNotE164, CodeInvalidNumber and CodeNotPriced come from the phone
 	// and pricing packages.
@@ -86,7 +93,24 @@ type Input struct {
 	To   string
 	Body string
 	From string
+	// NotUnicode names the fields ("to", "body", "from") whose text, as
+	// sent, was not valid Unicode (invalid UTF-8, or an unpaired surrogate
+	// escape in JSON). The decoder cannot hand such text over faithfully,
+	// so it says which fields they were and the planner reports them.
+	NotUnicode []string
 }
+
+// notUnicode reports whether field is one of in's undecodable fields.
+func (in *Input) notUnicode(field string) bool {
+	for _, f := range in.NotUnicode {
+		if f == field {
+			return true
+		}
+	}
+	return false
+}
+
+const notUnicodeDetail = " is not valid Unicode text (invalid UTF-8 or an unpaired surrogate escape)"
 
 // Planned is one message that passed, priced.
 type Planned struct {
@@ -154,6 +178,9 @@ func (p *Planner) Add(index int, in Input) error {
 	ok := true
 	var num phone.Number
 	switch n, err := phone.Parse(in.To); {
+	case in.notUnicode("to"):
+		p.fail(index, "to", CodeInvalidUTF8, "to"+notUnicodeDetail)
+		ok = false
 	case in.To == "":
 		p.fail(index, "to", CodeRequired, "to is required: an E.164 number such as +4915112345678")
 		ok = false
@@ -172,11 +199,16 @@ func (p *Planner) Add(index int, in Input) error {
 	}
 	var info sms.Info
 	switch {
+	case in.notUnicode("body"), !utf8.ValidString(in.Body):
+		p.fail(index, "body", CodeInvalidUTF8, "body"+notUnicodeDetail)
+		ok = false
 	case in.Body == "":
 		p.fail(index, "body", CodeRequired, "body is required")
 		ok = false
-	case !utf8.ValidString(in.Body):
-		p.fail(index, "body", CodeInvalidUTF8, "body is not valid UTF-8")
+	case strings.IndexByte(in.Body, 0) >= 0:
+		// No SMS encoding carries NUL, and the store (jsonb) cannot hold
+		// it: refused here, before it can fail a commit.
+		p.fail(index, "body", CodeInvalidCharacter, "body contains U+0000 (NUL), which a message cannot carry")
 		ok = false
 	default:
 		if in.Body == p.lastBody {
@@ -191,7 +223,10 @@ func (p *Planner) Add(index int, in Input) error {
 			ok = false
 		}
 	}
-	if in.From != "" {
+	if in.notUnicode("from") {
+		p.fail(index, "from", CodeInvalidUTF8, "from"+notUnicodeDetail)
+		ok = false
+	} else if in.From != "" {
 		if err := checkSender(in.From); err != nil {
 			p.fail(index, "from", CodeInvalidSender, err.Error())
 			ok = false
@@ -239,8 +274,51 @@ func (p *Planner) SetMetadata(raw json.RawMessage) {
 	case len(raw) == 0 || raw[0] != '{':
 		p.fail(-1, "metadata", CodeNotObject, "metadata must be a JSON object")
 	default:
+		if code, detail := checkMetadataText(raw); code != "" {
+			p.fail(-1, "metadata", code, detail)
+			return
+		}
 		p.plan.ClientMetadata = raw
 	}
+}
+
+// checkMetadataText finds the first key or value of metadata, at any
+// depth, that is not valid Unicode or holds U+0000: the store's jsonb
+// refuses both, and a refusal at commit would fail every order committed
+// with this one. It returns the code and detail, or "" when all is well.
+func checkMetadataText(raw []byte) (code, detail string) {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	for {
+		tok, err := dec.ReadToken()
+		if err == io.EOF {
+			return "", ""
+		}
+		var se *jsontext.SyntacticError
+		if errors.As(err, &se) {
+			return CodeInvalidUTF8, fmt.Sprintf("metadata%s is not valid Unicode text (invalid UTF-8 or an unpaired surrogate escape)",
+				pointerPath(se.JSONPointer))
+		}
+		if err != nil {
+			return CodeNotObject, "metadata is not valid JSON: " + err.Error()
+		}
+		if tok.Kind() == '"' && strings.IndexByte(tok.String(), 0) >= 0 {
+			return CodeInvalidCharacter, fmt.Sprintf("metadata%s contains U+0000 (NUL), which cannot be stored",
+				pointerPath(dec.StackPointer()))
+		}
+	}
+}
+
+// pointerPath writes a JSON pointer as .a.b[2].c for a detail message.
+func pointerPath(ptr jsontext.Pointer) string {
+	var b strings.Builder
+	for tok := range ptr.Tokens() {
+		if _, err := strconv.Atoi(tok); err == nil {
+			b.WriteString("[" + tok + "]")
+		} else {
+			b.WriteString("." + strconv.Quote(tok))
+		}
+	}
+	return b.String()
 }
 
 // Conflict records a problem with the request's shape that is not one

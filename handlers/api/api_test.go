@@ -227,6 +227,13 @@ func TestRejectionsWriteNothing(t *testing.T) {
 		{"too many bytes", c.APIKey, map[string]any{"to": []string{phone.ExampleDelivered}, "body": strings.Repeat("x", 5000)}, nil, 413, "too_large"},
 		{"invalid", c.APIKey, order("+49", "12345", phone.ExampleDelivered), nil, 422, "validation_failed"},
 		{"empty", c.APIKey, `{"messages":[]}`, nil, 422, "validation_failed"},
+		// Text the store cannot hold is refused before the commit, not a 500 from it.
+		{"NUL in body", c.APIKey, `{"messages":[{"to":"+4915112345678","body":"a\u0000"}]}`, nil, 422, "validation_failed"},
+		{"NUL in metadata", c.APIKey, `{"to":["+4915112345678"],"body":"x","metadata":{"k":{"\u0000":1}}}`, nil, 422, "validation_failed"},
+		{"lone surrogate in metadata", c.APIKey, `{"to":["+4915112345678"],"body":"x","metadata":{"k":"\udfff"}}`, nil, 422, "validation_failed"},
+		{"invalid UTF-8 in body", c.APIKey, "{\"to\":[\"+4915112345678\"],\"body\":\"\xff\"}", nil, 422, "validation_failed"},
+		{"validity as a string", c.APIKey, `{"to":["+4915112345678"],"body":"x","validity_seconds":"60"}`, nil, 400, "invalid_request"},
+		{"repeated key", c.APIKey, `{"to":["+4915112345678"],"body":"x","body":"y"}`, nil, 400, "invalid_request"},
 		{"insufficient", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered), nil, 402, "insufficient_balance"},
 	}
 	for _, tc := range cases {

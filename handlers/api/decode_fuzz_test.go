@@ -3,7 +3,11 @@ package api
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
@@ -23,6 +27,8 @@ func FuzzDecodeOrder(f *testing.F) {
 		`{"body":"x"}`,
 		`[1,2]`, `{`, `null`, `{"validity_seconds":1e99}`, `{"metadata":"x"}`,
 		"{\"messages\":[{\"to\":\"+4915112345678\",\"body\":\"\xff\xfe\"}]}",
+		`{"messages":[{"to":"+4915112345678","body":"\u0000\ud800"}],"metadata":{"\u0000":"\udc00"}}`,
+		`{"to":["+4915112345678"],"body":"x","body":"y","validity_seconds":"60"}`,
 	} {
 		f.Add([]byte(seed))
 	}
@@ -41,7 +47,16 @@ func FuzzDecodeOrder(f *testing.F) {
 					if m.Segments < 1 || m.Price.AmountMicros <= 0 || m.To == "" {
 						t.Fatalf("accepted an unpriced or empty message: %+v", m)
 					}
+					// What the store (jsonb) cannot hold must never reach the commit.
+					for _, s := range []string{m.To, m.Body, m.From} {
+						if !utf8.ValidString(s) || strings.ContainsRune(s, 0) || strings.ContainsRune(s, utf8.RuneError) && !sendsReplacementChar(body) {
+							t.Fatalf("accepted text the store cannot hold or that was altered: %q", s)
+						}
+					}
 					sum += m.Price.AmountMicros
+				}
+				if md := plan.ClientMetadata; md != nil && (!jsontext.Value(md).IsValid() || bytes.Contains(md, []byte(`\u0000`))) {
+					t.Fatalf("accepted metadata the store cannot hold: %q", md)
 				}
 				if sum != plan.Total.AmountMicros || len(plan.Messages) == 0 {
 					t.Fatalf("total %d, messages sum to %d", plan.Total.AmountMicros, sum)
@@ -57,4 +72,10 @@ func FuzzDecodeOrder(f *testing.F) {
 			t.Fatalf("client input became a %d: %v", p.Status, err)
 		}
 	})
+}
+
+// sendsReplacementChar reports whether a body holds U+FFFD itself (raw or
+// escaped), so that finding it in a plan is not a sign of silent repair.
+func sendsReplacementChar(body []byte) bool {
+	return bytes.ContainsRune(body, utf8.RuneError) || bytes.Contains(bytes.ToLower(body), []byte(`\ufffd`))
 }

@@ -69,7 +69,9 @@ var problemKinds = []struct {
 	title  string
 }{
 	{isKind(errInvalidRequest), 400, "invalid_request", "The request is malformed"},
+	{func(err error) bool { var v *http.MaxBytesError; return errors.As(err, &v) }, 413, "too_large", "The request body is too large"},
 	{func(err error) bool { var v *provider.ReceiptError; return errors.As(err, &v) }, 400, "invalid_request", "The receipts body is malformed"},
+	{isKind(orders.ErrUnstorable), 400, "invalid_request", "The order holds a value that cannot be stored"},
 	{isKind(accounts.ErrUnauthenticated), 401, "unauthenticated", "Authentication required"},
 	{isKind(domain.ErrInsufficientBalance), 402, "insufficient_balance", "The account's balance does not cover the order"},
 	{isKind(errForbidden), 403, "forbidden", "The API key may not do this"},

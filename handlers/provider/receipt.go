@@ -3,8 +3,14 @@ package provider
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"strings"
 	"time"
+
+	jsonv2 "github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/afterok/afterok/domain"
 )
@@ -70,12 +76,19 @@ func receiptMeaning(status string) (ReceiptStatus, string, bool, bool) {
 	return "", "", false, false
 }
 
-// ReceiptError says what is wrong with a receipts body. Index is the
-// receipt's position in the body, or -1 when the body as a whole is wrong.
+// ReceiptError says what is wrong with a receipts body, or with one
+// receipt of it. Index is the receipt's position in the body, or -1 when
+// the body as a whole is wrong.
 type ReceiptError struct {
-	Index   int
-	Field   string
+	Index int
+	Field string
+	// Code is one of the Refused* codes for a refused receipt (a bounded
+	// set, fit for a metric label); empty for a body-level error.
+	Code    string
 	Problem string
+	// Raw is the refused receipt exactly as sent (it may be text that is
+	// not valid JSON for the store: kept as bytes).
+	Raw []byte
 }
 
 // Error names the receipt and field at fault.
@@ -90,95 +103,193 @@ func (e *ReceiptError) Error() string {
 	return where + ": " + e.Problem
 }
 
-// wireReceipt uses pointers and raw values so that a missing field can be
-// told from a zero one.
+// wireReceipt uses pointers so that a missing field can be told from a
+// zero one.
 type wireReceipt struct {
 	ID        *string `json:"id"`
 	Reference *string `json:"reference"`
-	Attempt   *int    `json:"attempt"`
+	Attempt   *int64  `json:"attempt"`
 	Status    *string `json:"status"`
 	ErrorCode string  `json:"error_code"`
 	DoneAt    *string `json:"done_at"`
-	Part      *int    `json:"part"`
-	Parts     *int    `json:"parts"`
+	Part      *int64  `json:"part"`
+	Parts     *int64  `json:"parts"`
 }
 
-// ParseReceipts reads a receipts body posted by provider. It is strict: a
-// receipt with a missing field, an unknown status or an impossible part
-// number fails the whole body with a *ReceiptError naming it, because an
-// intake that skipped it would answer 2xx and the provider would never resend
-// it. Unknown extra fields are allowed (providers add fields) and kept in Raw.
+// ParseReceipts reads a receipts body posted by provider and fails on the
+// first receipt that ParseReceiptBatch would refuse: for a strict reader
+// (tests, tools) that wants all or nothing.
 func ParseReceipts(provider string, body []byte) ([]Receipt, error) {
-	var envelope struct {
-		Receipts *[]json.RawMessage `json:"receipts"`
+	ok, refused, err := ParseReceiptBatch(provider, body)
+	if err != nil {
+		return nil, err
 	}
-	if err := json.Unmarshal(body, &envelope); err != nil {
-		return nil, &ReceiptError{Index: -1, Problem: "not JSON: " + err.Error()}
+	if len(refused) > 0 {
+		return nil, refused[0]
 	}
-	if envelope.Receipts == nil {
-		return nil, &ReceiptError{Index: -1, Field: "receipts", Problem: "missing"}
+	return ok, nil
+}
+
+// ParseReceiptBatch reads a receipts body posted by provider, receipt by
+// receipt. A body that is not a JSON object with a "receipts" array is an
+// error (*ReceiptError, Index -1): nothing in it can be trusted. Otherwise
+// every receipt is judged on its own: the usable ones are returned in body
+// order, each bad one as a *ReceiptError naming its index and field, so
+// that one bad receipt never holds back the good ones of the same batch (a
+// provider that retries a refused batch would never get them through).
+//
+// A receipt is refused when a field is missing or of the wrong type, an
+// integer is out of range, the status is unknown, done_at is not RFC 3339,
+// a text field is too long, or any key or value (extra fields included:
+// they are kept in Raw) is not valid Unicode or holds U+0000. Unknown
+// extra fields are otherwise allowed (providers add fields).
+func ParseReceiptBatch(provider string, body []byte) (ok []Receipt, refused []*ReceiptError, err error) {
+	raws, err := receiptItems(body)
+	if err != nil {
+		return nil, nil, err
 	}
-	raws := *envelope.Receipts
-	out := make([]Receipt, 0, len(raws))
+	ok = make([]Receipt, 0, len(raws))
 	for i, raw := range raws {
 		r, err := parseReceipt(provider, i, raw)
 		if err != nil {
-			return nil, err
+			err.Raw = raw
+			refused = append(refused, err)
+			continue
 		}
-		out = append(out, r)
+		ok = append(ok, r)
 	}
-	return out, nil
+	return ok, refused, nil
 }
 
-func parseReceipt(provider string, i int, raw json.RawMessage) (Receipt, error) {
-	bad := func(field, problem string) (Receipt, error) {
-		return Receipt{}, &ReceiptError{Index: i, Field: field, Problem: problem}
+// receiptItems splits a body into its receipts without judging them. It
+// is lenient about text and about keys repeated inside a receipt, so that
+// such a receipt is refused alone rather than the whole body with it; a
+// repeated key of the envelope itself refuses the body (which list would
+// count?).
+func receiptItems(body []byte) ([]jsontext.Value, error) {
+	bad := func(problem string) ([]jsontext.Value, error) {
+		return nil, &ReceiptError{Index: -1, Problem: problem}
 	}
-	if !bytes.HasPrefix(bytes.TrimSpace(raw), []byte("{")) {
-		return bad("", "not a JSON object")
+	dec := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowInvalidUTF8(true), jsontext.AllowDuplicateNames(true))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
+		return bad("not a JSON object with a receipts array")
+	}
+	var items []jsontext.Value
+	found := false
+	for dec.PeekKind() != '}' {
+		tok, err := dec.ReadToken()
+		if err != nil {
+			return bad("not JSON: " + err.Error())
+		}
+		if tok.String() != "receipts" {
+			if err := dec.SkipValue(); err != nil {
+				return bad("not JSON: " + err.Error())
+			}
+			continue
+		}
+		if found {
+			return nil, &ReceiptError{Index: -1, Field: "receipts", Problem: "given more than once"}
+		}
+		found = true
+		switch tok, err := dec.ReadToken(); {
+		case err != nil:
+			return bad("not JSON: " + err.Error())
+		case tok.Kind() != '[':
+			return nil, &ReceiptError{Index: -1, Field: "receipts", Problem: "not an array"}
+		}
+		for dec.PeekKind() != ']' {
+			v, err := dec.ReadValue()
+			if err != nil {
+				return bad("not JSON: " + err.Error())
+			}
+			items = append(items, v.Clone()) // v is the decoder's buffer
+		}
+		if _, err := dec.ReadToken(); err != nil {
+			return bad("not JSON: " + err.Error())
+		}
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return bad("not JSON: " + err.Error())
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return bad("unexpected data after the JSON object")
+	}
+	if !found {
+		return nil, &ReceiptError{Index: -1, Field: "receipts", Problem: "missing"}
+	}
+	return items, nil
+}
+
+func parseReceipt(provider string, i int, raw jsontext.Value) (Receipt, *ReceiptError) {
+	bad := func(field, code, problem string) (Receipt, *ReceiptError) {
+		return Receipt{}, &ReceiptError{Index: i, Field: field, Code: code, Problem: problem}
+	}
+	if raw.Kind() != '{' {
+		return bad("", RefusedNotObject, "not a JSON object")
+	}
+	if len(raw) > MaxReceiptBytes {
+		return bad("", RefusedTooLong, fmt.Sprintf("%d bytes; at most %d", len(raw), MaxReceiptBytes))
+	}
+	if field, problem := checkText(raw); problem != "" {
+		return bad(field, RefusedInvalidText, problem)
 	}
 	var w wireReceipt
-	if err := json.Unmarshal(raw, &w); err != nil {
-		return bad("", err.Error())
+	if err := jsonv2.Unmarshal(raw, &w); err != nil {
+		field := ""
+		var se *jsonv2.SemanticError
+		if errors.As(err, &se) {
+			field = strings.TrimPrefix(string(se.JSONPointer), "/")
+		}
+		code, problem := wrongType(err)
+		return bad(field, code, problem)
 	}
 	for _, f := range []struct {
 		name  string
 		value *string
-	}{{"id", w.ID}, {"reference", w.Reference}, {"status", w.Status}, {"done_at", w.DoneAt}} {
-		if f.value == nil || *f.value == "" {
-			return bad(f.name, "missing")
+		max   int
+	}{{"id", w.ID, maxIDBytes}, {"reference", w.Reference, maxIDBytes}, {"status", w.Status, maxIDBytes}, {"done_at", w.DoneAt, maxIDBytes}} {
+		switch {
+		case f.value == nil || *f.value == "":
+			return bad(f.name, RefusedMissing, "missing")
+		case len(*f.value) > f.max:
+			return bad(f.name, RefusedTooLong, fmt.Sprintf("%d bytes; at most %d", len(*f.value), f.max))
 		}
+	}
+	if len(w.ErrorCode) > maxIDBytes {
+		return bad("error_code", RefusedTooLong, fmt.Sprintf("%d bytes; at most %d", len(w.ErrorCode), maxIDBytes))
 	}
 	switch {
 	case w.Attempt == nil:
-		return bad("attempt", "missing")
-	case *w.Attempt < 1:
-		return bad("attempt", fmt.Sprintf("%d is not a valid attempt", *w.Attempt))
+		return bad("attempt", RefusedMissing, "missing")
+	case *w.Attempt < 1 || *w.Attempt > MaxReceiptAttempt:
+		return bad("attempt", RefusedOutOfRange, fmt.Sprintf("%d is not an attempt (1 to %d)", *w.Attempt, MaxReceiptAttempt))
 	case w.Part == nil:
-		return bad("part", "missing")
+		return bad("part", RefusedMissing, "missing")
 	case w.Parts == nil:
-		return bad("parts", "missing")
-	case *w.Parts < 1 || *w.Part < 1 || *w.Part > *w.Parts:
-		return bad("part", fmt.Sprintf("part %d of %d", *w.Part, *w.Parts))
+		return bad("parts", RefusedMissing, "missing")
+	case *w.Parts < 1 || *w.Parts > MaxReceiptParts:
+		return bad("parts", RefusedOutOfRange, fmt.Sprintf("%d parts; a message has 1 to %d", *w.Parts, MaxReceiptParts))
+	case *w.Part < 1 || *w.Part > *w.Parts:
+		return bad("part", RefusedOutOfRange, fmt.Sprintf("part %d of %d", *w.Part, *w.Parts))
 	}
 	doneAt, err := time.Parse(time.RFC3339Nano, *w.DoneAt)
 	if err != nil {
-		return bad("done_at", "not RFC 3339: "+err.Error())
+		return bad("done_at", RefusedInvalidTime, "not RFC 3339: "+err.Error())
 	}
 	status, code, permanent, known := receiptMeaning(*w.Status)
 	if !known {
-		return bad("status", fmt.Sprintf("unknown value %q", *w.Status))
+		return bad("status", RefusedUnknownStatus, fmt.Sprintf("unknown value %q", *w.Status))
 	}
 	r := Receipt{
 		Provider:          provider,
 		ProviderMessageID: *w.ID,
 		MessageID:         *w.Reference,
-		Attempt:           *w.Attempt,
+		Attempt:           int(*w.Attempt),
 		Status:            status,
 		DoneAt:            doneAt,
-		Part:              *w.Part,
-		Parts:             *w.Parts,
-		Raw:               raw,
+		Part:              int(*w.Part),
+		Parts:             int(*w.Parts),
+		Raw:               json.RawMessage(raw),
 	}
 	if status != ReceiptDelivered {
 		providerCode := *w.Status

@@ -5,6 +5,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/afterok/afterok/domain"
 )
@@ -81,7 +84,7 @@ func TestParseReceiptsErrors(t *testing.T) {
 		{"attempt null", `{"receipts":[` + with("attempt", `null`) + `]}`, 0, "attempt"},
 		{"empty id", `{"receipts":[` + with("id", `""`) + `]}`, 0, "id"},
 		{"part beyond parts", `{"receipts":[` + with("part", `2`) + `]}`, 0, "part"},
-		{"wrong type", `{"receipts":[` + with("attempt", `"1"`) + `]}`, 0, ""},
+		{"wrong type", `{"receipts":[` + with("attempt", `"1"`) + `]}`, 0, "attempt"},
 	}
 	for _, f := range []string{"id", "reference", "attempt", "status", "done_at", "part", "parts"} {
 		cases = append(cases, struct {
@@ -110,4 +113,112 @@ func TestParseReceiptsEmpty(t *testing.T) {
 	if err != nil || len(got) != 0 {
 		t.Fatalf("got %v, %v; want no receipts and no error", got, err)
 	}
+}
+
+// TestParseReceiptBatchRefusesItemByItem: integers out of range, NUL and
+// text that is not valid Unicode, anywhere in a receipt, refuse that
+// receipt alone; the good receipts around it come through. Each used to
+// fail the whole body, or pass and fail the commit (a 500).
+func TestParseReceiptBatchRefusesItemByItem(t *testing.T) {
+	item := func(ref, field, value string) string {
+		fields := map[string]string{"id": `"p-` + ref + `"`, "reference": `"` + ref + `"`, "attempt": `1`,
+			"status": `"delivered"`, "done_at": `"2025-01-02T03:04:05Z"`, "part": `1`, "parts": `1`}
+		extra := ""
+		if _, known := fields[field]; known {
+			fields[field] = value
+		} else if field != "" {
+			extra = `,` + field + `:` + value
+		}
+		out := "{"
+		for _, k := range []string{"id", "reference", "attempt", "status", "done_at", "part", "parts"} {
+			out += `"` + k + `":` + fields[k] + ","
+		}
+		return strings.TrimSuffix(out, ",") + extra + "}"
+	}
+	cases := []struct {
+		item  string
+		field string
+		code  string
+	}{
+		{item("b1", "attempt", `2147483648`), "attempt", RefusedOutOfRange},
+		{item("b2", "attempt", `4611686018427387904`), "attempt", RefusedOutOfRange},
+		{item("b3", "attempt", `18446744073709551616`), "attempt", RefusedOutOfRange},
+		{item("b4", "parts", `4611686018427387904`), "parts", RefusedOutOfRange},
+		{item("b5", "part", `-2147483649`), "part", RefusedOutOfRange},
+		{item("b6", "id", `"p\u0000"`), "id", RefusedInvalidText},
+		{item("b7", `"carrier\u0000"`, `1`), "carrier\\u0000", RefusedInvalidText},
+		{item("b8", `"carrier"`, `{"x":["\u0000"]}`), "carrier.x.0", RefusedInvalidText},
+		{item("b9", "reference", "\"m\xff\""), "reference", RefusedInvalidText},
+		{item("b10", `"error_code"`, `"\ud800"`), "error_code", RefusedInvalidText},
+		{item("b11", `"status"`, `"undeliverable"`), "status", RefusedInvalidText}, // a repeated key
+		{item("b12", "attempt", `1.5`), "attempt", RefusedOutOfRange},
+		{item("b13", "attempt", `"1"`), "attempt", RefusedWrongType},
+		{item("b14", "reference", `"`+strings.Repeat("m", 300)+`"`), "reference", RefusedTooLong},
+		{`"not an object"`, "", RefusedNotObject},
+	}
+	body := `{"receipts":[` + item("good1", "", "")
+	for _, c := range cases {
+		body += "," + c.item
+	}
+	body += "," + item("good2", "", "") + "]}"
+	ok, refused, err := ParseReceiptBatch("sim-a", []byte(body))
+	if err != nil {
+		t.Fatalf("the body as a whole was refused: %v", err)
+	}
+	if len(ok) != 2 || ok[0].MessageID != "good1" || ok[1].MessageID != "good2" {
+		t.Fatalf("usable receipts: %+v", ok)
+	}
+	if len(refused) != len(cases) {
+		t.Fatalf("refused %d receipts, want %d: %v", len(refused), len(cases), refused)
+	}
+	for i, c := range cases {
+		r := refused[i]
+		if r.Index != i+1 || r.Field != c.field || r.Code != c.code || r.Problem == "" {
+			t.Errorf("case %d: index %d field %q code %q (%v); want index %d field %q code %q", i, r.Index, r.Field, r.Code, r, i+1, c.field, c.code)
+		}
+		if string(r.Raw) != c.item {
+			t.Errorf("case %d: raw %q, want the receipt as sent %q", i, r.Raw, c.item)
+		}
+	}
+}
+
+// FuzzParseReceiptBatch: whatever a provider posts, the parser neither
+// panics nor lets through a receipt the store cannot hold (a 500 that
+// would fail the whole batch at commit).
+func FuzzParseReceiptBatch(f *testing.F) {
+	for _, seed := range []string{
+		`{"receipts":[{"id":"p1","reference":"m1","attempt":1,"status":"delivered","done_at":"2025-01-02T03:04:05Z","part":1,"parts":1}]}`,
+		`{"receipts":[{"id":"p\u0000","reference":"m1","attempt":2147483648,"status":"delivered","done_at":"2025-01-02T03:04:05Z","part":1,"parts":1,"x":"\ud800"}]}`,
+		`{"receipts":[1,{"attempt":1e3}],"receipts":[]}`, `{"receipts":[{"id":"a","id":"b"}]}`, `[]`, `{`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		ok, refused, err := ParseReceiptBatch("sim-a", body)
+		if err != nil {
+			var re *ReceiptError
+			if !errors.As(err, &re) || re.Index != -1 {
+				t.Fatalf("body-level error of the wrong kind: %v", err)
+			}
+			return
+		}
+		for _, r := range ok {
+			if r.Attempt < 1 || r.Attempt > MaxReceiptAttempt || r.Parts < 1 || r.Parts > MaxReceiptParts || r.Part < 1 || r.Part > r.Parts {
+				t.Fatalf("out of range: %+v", r)
+			}
+			if !jsontext.Value(r.Raw).IsValid() || strings.Contains(string(r.Raw), `\u0000`) {
+				t.Fatalf("raw the store cannot hold: %q", r.Raw)
+			}
+			for _, s := range []string{r.ProviderMessageID, r.MessageID} {
+				if !utf8.ValidString(s) || strings.ContainsRune(s, 0) {
+					t.Fatalf("text the store cannot hold: %q", s)
+				}
+			}
+		}
+		for _, r := range refused {
+			if r.Index < 0 || r.Code == "" || r.Problem == "" {
+				t.Fatalf("refusal without index, code or problem: %+v", r)
+			}
+		}
+	})
 }

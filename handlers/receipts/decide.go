@@ -67,14 +67,19 @@ type entry struct {
 	lostDelivery bool
 }
 
-// fact is what makes two receipts the same receipt.
+// fact is what makes two receipts the same receipt. The provider that
+// sent it is part of it: without it, a receipt another provider sent (and
+// signed with its own, valid secret) for the same attempt, part and status
+// would, once parked, make the genuine receipt look like its duplicate and
+// suppress it.
 type fact struct {
+	provider      string
 	attempt, part int
 	status        provider.ReceiptStatus
 }
 
 func factOf(r provider.Receipt) fact {
-	return fact{attempt: r.Attempt, part: r.Part, status: r.Status}
+	return fact{provider: r.Provider, attempt: r.Attempt, part: r.Part, status: r.Status}
 }
 
 // book is one message as the intake sees it while deciding: the aggregate
@@ -126,17 +131,24 @@ func (b *book) complete(attempt int) bool {
 //   - a receipt for a message that does not exist is ignored (unknown_message);
 //   - the same fact twice is ignored (duplicate), whatever the state: a
 //     provider that retries a callback, or two callbacks racing, must not
-//     count a part twice or park a receipt twice;
+//     count a part twice or park a receipt twice (a fact includes the
+//     provider, so one provider's receipt is never another's duplicate);
 //   - a final message ignores every other receipt (final_state);
 //   - an attempt the message has moved past is ignored (stale_attempt):
 //     an older attempt, or the current one after it was already retried;
+//   - a receipt from another provider than the one the current attempt was
+//     routed to is ignored (provider_mismatch) as soon as that provider is
+//     known, that is from MessageRouted on: it is never parked;
 //   - an attempt whose submission is not recorded yet is parked: a later
-//     attempt than the message's, or the current one while queued or routed;
-//   - a receipt from another provider than the attempt's is ignored
-//     (provider_mismatch);
+//     attempt than the message's (its provider is not chosen yet; the
+//     check above runs again when it is), or the current one while queued
+//     or routed;
+//   - a receipt with another provider message id than the submission's is
+//     ignored (provider_mismatch);
 //   - otherwise the message is submitted at this attempt: apply it.
 func classify(b *book, r provider.Receipt) (Disposition, Reason) {
 	m := &b.msg
+	routed := m.State == domain.StateRouted || m.State == domain.StateSubmitted
 	switch {
 	case !b.exists:
 		return Ignored, ReasonUnknownMessage
@@ -146,9 +158,11 @@ func classify(b *book, r provider.Receipt) (Disposition, Reason) {
 		return Ignored, ReasonFinalState
 	case r.Attempt < m.Attempt, r.Attempt == m.Attempt && m.State == domain.StateRetried:
 		return Ignored, ReasonStaleAttempt
+	case r.Attempt == m.Attempt && routed && r.Provider != m.Provider:
+		return Ignored, ReasonProviderMismatch
 	case r.Attempt > m.Attempt, m.State != domain.StateSubmitted:
 		return Parked, ""
-	case r.Provider != m.Provider, r.ProviderMessageID != m.ProviderMessageID:
+	case r.ProviderMessageID != m.ProviderMessageID:
 		return Ignored, ReasonProviderMismatch
 	}
 	return Applied, ""

@@ -31,11 +31,29 @@
 //     already retried), unknown_message (no such message: message streams
 //     exist from acceptance on, so nothing could ever make such a receipt
 //     applicable; it is kept for support rather than parked forever),
-//     duplicate (the same attempt, part and status is already applied or
-//     parked), provider_mismatch (not the provider, or not the provider
-//     message id, the attempt was submitted with).
+//     duplicate (the same provider, attempt, part and status is already
+//     applied or parked), provider_mismatch (not the provider the attempt
+//     was routed to, or not the provider message id it was submitted
+//     with). A receipt from another provider than the attempt's is refused
+//     as soon as the attempt is routed, never parked; one for an attempt
+//     not routed yet is parked apart (duplicates are per provider) and
+//     refused once the attempt's provider is known, so a provider can never
+//     shadow, change or suppress another provider's receipts.
 //
 // The raw receipt is kept in the row and in the event it causes.
+//
+// # Refused receipts
+//
+// A receipt that cannot be used (handlers/provider.ParseReceiptBatch: a
+// missing or mistyped field, an integer out of range, text that is not
+// valid Unicode or holds U+0000, an unknown status) is refused alone: it
+// gets a row in receipt_refusals (the bytes as sent, the field, a code),
+// a count in afterok_receipts_refused_total and a log line, and the answer
+// lists it under refusals; the callback's other receipts are settled as
+// usual and the answer is 200. Failing the whole callback instead would
+// make a provider that retries resend its good receipts forever in vain.
+// Only a body that is not a JSON object with one receipts array is refused
+// as a whole (400), and one over MaxBodyBytes is 413.
 //
 // # Multipart messages
 //

@@ -101,6 +101,10 @@ type Summary struct {
 	Applied  int `json:"applied"`
 	Parked   int `json:"parked"`
 	Ignored  int `json:"ignored"`
+	// Refused receipts were not usable (see Refusal); Received counts them
+	// too, and Refusals says which and why.
+	Refused  int       `json:"refused"`
+	Refusals []Refusal `json:"refusals,omitempty"`
 }
 
 // AuthError refuses a callback that does not come from a configured
@@ -156,7 +160,7 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 		in.metrics.refused.WithLabelValues(name, "unreadable_body").Inc()
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return &provider.ReceiptError{Index: -1, Problem: fmt.Sprintf("larger than %d bytes", tooLarge.Limit)}
+			return fmt.Errorf("receipts body larger than %d bytes: %w", tooLarge.Limit, err) // 413
 		}
 		return &provider.ReceiptError{Index: -1, Problem: "unreadable: " + err.Error()}
 	}
@@ -170,7 +174,7 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 		rc.Log("refused", "signature_"+problem)
 		return &AuthError{Provider: name, Problem: "signature " + problem}
 	}
-	receipts, err := provider.ParseReceipts(name, body)
+	receipts, refused, err := provider.ParseReceiptBatch(name, body)
 	if err != nil {
 		in.metrics.refused.WithLabelValues(name, "malformed").Inc()
 		rc.Log("refused", "malformed", "problem", err.Error())
@@ -178,14 +182,19 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 	}
 	var sum Summary
 	if len(receipts) > 0 {
-		s, err := in.settle(r.Context(), receipts, messageIDs(receipts), rc.ID)
+		s, err := in.settle(r.Context(), receipts, refused, messageIDs(receipts), rc.ID)
 		if err != nil {
 			return err
 		}
 		in.report(s)
 		sum = summarize(s.incoming)
+	} else if err := recordRefusals(r.Context(), in.pool, name, rc.ID, refused, in.cfg.Now().UTC()); err != nil {
+		return err
 	}
-	rc.Log("received", sum.Received, "applied", sum.Applied, "parked", sum.Parked, "ignored", sum.Ignored)
+	sum.Refusals = in.refusals(name, rc.ID, refused)
+	sum.Refused = len(refused)
+	sum.Received += sum.Refused
+	rc.Log("received", sum.Received, "applied", sum.Applied, "parked", sum.Parked, "ignored", sum.Ignored, "refused", sum.Refused)
 	w.Header().Set("Content-Type", "application/json")
 	// The receipts are committed whatever happens to the answer: a write
 	// error only means the provider left, and it will send the callback
@@ -249,6 +258,11 @@ func (in *Intake) logEntry(b *book, e *entry, wasParked bool) {
 	switch {
 	case e.lostDelivery:
 		in.log.Warn("delivered receipt for an attempt already given up: the handset may get the message twice", attrs...)
+	case e.reason == ReasonProviderMismatch:
+		// An authenticated provider reporting on a message it was not given:
+		// a misrouted callback at best, an attempt to settle another
+		// provider's message at worst. Never applied; worth a look.
+		in.log.Warn("receipt from another provider than the attempt's, ignored", attrs...)
 	case e.disposition == Parked && !wasParked:
 		in.log.Info("receipt parked until its submission is recorded", attrs...)
 	case e.disposition == Ignored && e.reason != ReasonDuplicate:

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func TestAuthentication(t *testing.T) {
 		{"garbled signature", "sim-a", "t=1,v1=zz", b, 401, "unauthenticated", "signature_malformed"},
 		{"body changed after signing", "sim-a", sign(secretA, now, b), append([]byte(" "), b...), 401, "unauthenticated", "signature_mismatch"},
 		{"unknown provider", "sim-x", sign(secretA, now, b), b, 401, "unauthenticated", "unknown_provider"},
-		{"malformed receipts", "sim-a", sign(secretA, now, []byte(`{"receipts":[{"id":"x"}]}`)), []byte(`{"receipts":[{"id":"x"}]}`), 400, "invalid_request", "malformed"},
+		{"malformed receipts", "sim-a", sign(secretA, now, []byte(`{"receipts":{"id":"x"}}`)), []byte(`{"receipts":{"id":"x"}}`), 400, "invalid_request", "malformed"},
 		{"not JSON", "sim-a", sign(secretA, now, []byte(`receipts`)), []byte(`receipts`), 400, "invalid_request", "malformed"},
 	}
 	for _, c := range cases {
@@ -75,8 +76,85 @@ func TestTooLargeBodyIsRefused(t *testing.T) {
 	e := newEnv(t, func(c *receipts.Config) { c.MaxBodyBytes = 64 })
 	id := e.newMessage(1, domain.StateSubmitted)
 	r := e.post(rcpt(id, "delivered"))
-	require.Equal(t, http.StatusBadRequest, r.status)
+	require.Equal(t, http.StatusRequestEntityTooLarge, r.status)
+	require.Equal(t, "too_large", r.problem["code"])
 	require.Zero(t, e.receiptCount())
+}
+
+// TestOneBadReceiptDoesNotHoldBackTheBatch: integers out of range and NUL
+// in a receipt used to be a 500 (the store refused them at commit), and
+// any bad receipt failed its whole callback, so a provider that retried
+// could never get the good receipts of it through. Now each bad receipt is
+// refused alone, recorded, and reported in the answer; the rest applies.
+func TestOneBadReceiptDoesNotHoldBackTheBatch(t *testing.T) {
+	e := newEnv(t)
+	a, b := e.newMessage(1, domain.StateSubmitted), e.newMessage(1, domain.StateSubmitted)
+	good := func(id string) string {
+		raw, _ := json.Marshal(rcpt(id, "delivered"))
+		return string(raw)
+	}
+	with := func(id, field, value string) string {
+		return strings.Replace(good(id), `"`+field+`":`, `"`+field+`":`+value+`,"x-`+field+`":`, 1)
+	}
+	bad := []string{
+		strings.Replace(good(b), `"attempt":1`, `"attempt":2147483648`, 1),
+		strings.Replace(good(b), `"parts":1`, `"parts":4611686018427387904`, 1),
+		strings.Replace(good(b), `"part":1`, `"part":4611686018427387904`, 1),
+		with(b, "id", `"p\u0000"`),
+		strings.Replace(good(b), `}`, `,"carrier":{"note":"\u0000"}}`, 1),
+		strings.Replace(good(b), `"status":"delivered"`, "\"status\":\"delivered\",\"error_code\":\"\xff\"", 1),
+	}
+	items := append([]string{good(a)}, bad...)
+	items = append(items, good(b))
+	raw := []byte(`{"receipts":[` + strings.Join(items, ",") + `]}`)
+	r := e.postRaw("sim-a", sign(secretA, e.clock.Now(), raw), raw)
+	require.Equal(t, http.StatusOK, r.status, "problem: %v", r.problem)
+	require.Equal(t, len(items), r.summary.Received)
+	require.Equal(t, 2, r.summary.Applied)
+	require.Equal(t, len(bad), r.summary.Refused)
+	require.Len(t, r.summary.Refusals, len(bad))
+	for i, f := range r.summary.Refusals {
+		require.Equal(t, i+1, f.Index)
+		require.NotEmpty(t, f.Code)
+		require.NotEmpty(t, f.Problem)
+	}
+	require.Equal(t, "attempt", r.summary.Refusals[0].Field)
+	require.Equal(t, "out_of_range", r.summary.Refusals[0].Code)
+	require.Equal(t, "invalid_text", r.summary.Refusals[3].Code)
+	require.Equal(t, domain.StateDelivered, e.state(a))
+	require.Equal(t, domain.StateDelivered, e.state(b))
+
+	// Recorded as sent, with the callback's request id.
+	rows, err := e.db.Pool.Query(e.ctx, `SELECT provider, item, code, raw, request_id <> '' FROM receipt_refusals ORDER BY item`)
+	require.NoError(t, err)
+	defer rows.Close()
+	i := 0
+	for rows.Next() {
+		var prov, code string
+		var item int
+		var stored []byte
+		var hasRequest bool
+		require.NoError(t, rows.Scan(&prov, &item, &code, &stored, &hasRequest))
+		require.Equal(t, "sim-a", prov)
+		require.Equal(t, i+1, item)
+		require.Equal(t, r.summary.Refusals[i].Code, code)
+		require.Equal(t, bad[i], string(stored), "kept byte for byte")
+		require.True(t, hasRequest)
+		i++
+	}
+	require.NoError(t, rows.Err())
+	require.Equal(t, len(bad), i)
+	require.Equal(t, 3.0, e.metric("afterok_receipts_refused_total", map[string]string{"provider": "sim-a", "code": "out_of_range"}))
+	require.Equal(t, 2, e.receiptCount(), "only usable receipts enter the receipts table")
+
+	// A callback of refused receipts only is answered too, and recorded.
+	raw = []byte(`{"receipts":[` + bad[0] + `]}`)
+	r = e.postRaw("sim-a", sign(secretA, e.clock.Now(), raw), raw)
+	require.Equal(t, http.StatusOK, r.status, "problem: %v", r.problem)
+	require.Equal(t, receipts.Summary{Received: 1, Refused: 1, Refusals: r.summary.Refusals}, r.summary)
+	var n int
+	require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT count(*) FROM receipt_refusals`).Scan(&n))
+	require.Equal(t, len(bad)+1, n)
 }
 
 func TestEmptyCallback(t *testing.T) {
@@ -316,4 +394,63 @@ func TestLogsNameTheMessage(t *testing.T) {
 	require.Equal(t, 1.0, warned["attempt"])
 	require.Equal(t, "sim-a", warned["provider"])
 	require.Equal(t, "stale_attempt", warned["reason"])
+}
+
+// TestAnotherProvidersReceiptCannotShadow: a provider may sign receipts
+// for any message id with its own valid secret. Such a receipt for a
+// message routed to another provider must never be parked where it would
+// make the genuine receipt a "duplicate": that suppressed sim-a's
+// delivered receipt and the message ended failed{expired}.
+func TestAnotherProvidersReceiptCannotShadow(t *testing.T) {
+	e := newEnv(t)
+	postB := func(w wire) receipts.Summary {
+		t.Helper()
+		b := body(w)
+		r := e.postRaw("sim-b", sign(secretB, e.clock.Now(), b), b)
+		require.Equal(t, http.StatusOK, r.status, "%v", r.problem)
+		return r.summary
+	}
+
+	t.Run("routed: refused at once, never parked", func(t *testing.T) {
+		id := e.newMessage(1, domain.StateRouted) // routed to sim-a, not yet submitted
+		require.Equal(t, receipts.Summary{Received: 1, Ignored: 1}, postB(rcpt(id, "undeliverable")))
+		require.Equal(t, receipts.Summary{Received: 1, Ignored: 1}, postB(rcpt(id, "delivered")))
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered")), "sim-a's own receipt waits")
+		e.step(id, 1, domain.StateSubmitted)
+		require.NoError(t, e.intake.ApplyParked(e.ctx, []string{id}))
+		require.Equal(t, domain.StateDelivered, e.state(id))
+		require.Equal(t, []string{"provider_mismatch", "provider_mismatch", ""}, reasons(e.rows(id)))
+	})
+
+	t.Run("a later attempt: parked apart, then refused", func(t *testing.T) {
+		id := e.newMessage(1, domain.StateSubmitted)
+		// Attempt 2 has no provider yet: both are parked, neither shadows the other.
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, postB(rcpt(id, "delivered").attempt(2)))
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered").attempt(2)))
+		e.step(id, 1, domain.StateRetried)
+		e.step(id, 2, domain.StateQueued)
+		e.step(id, 2, domain.StateRouted) // to sim-a
+		e.step(id, 2, domain.StateSubmitted)
+		require.NoError(t, e.intake.ApplyParked(e.ctx, []string{id}))
+		require.Equal(t, domain.StateDelivered, e.state(id), "sim-a's genuine receipt applies")
+		delivered := e.eventsOf(id, "MessageDelivered")
+		require.Len(t, delivered, 1)
+		require.Equal(t, []row{
+			{Part: 1, Status: "delivered", Disposition: "ignored", Reason: "provider_mismatch", Resolved: true},
+			{Part: 1, Status: "delivered", Disposition: "applied", Event: delivered[0].ID.String(), Resolved: true},
+		}, e.rows(id))
+	})
+
+	t.Run("routed: the other provider first, the genuine one parked behind it", func(t *testing.T) {
+		// The reported case: sim-b's receipt arrives while the message is
+		// queued (provider unknown, so it is parked), then sim-a's.
+		id := e.newMessage(1, domain.StateQueued)
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, postB(rcpt(id, "delivered")))
+		require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered")), "not a duplicate of sim-b's")
+		e.step(id, 1, domain.StateRouted)
+		e.step(id, 1, domain.StateSubmitted)
+		require.NoError(t, e.intake.ApplyParked(e.ctx, []string{id}))
+		require.Equal(t, domain.StateDelivered, e.state(id))
+		require.Equal(t, []string{"provider_mismatch", ""}, reasons(e.rows(id)))
+	})
 }

@@ -7,11 +7,14 @@ import "github.com/prometheus/client_golang/prometheus"
 // counted as "unknown"), dispositions and reasons from the fixed lists in
 // decide.go, refusal reasons from provider.SignatureProblem and a few more.
 type metrics struct {
-	receipts  *prometheus.CounterVec
-	unparked  *prometheus.CounterVec
-	refused   *prometheus.CounterVec
-	conflicts prometheus.Counter
-	parked    prometheus.Gauge
+	receipts *prometheus.CounterVec
+	unparked *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	// itemsRefused counts single receipts refused within a callback whose
+	// other receipts were settled.
+	itemsRefused *prometheus.CounterVec
+	conflicts    prometheus.Counter
+	parked       prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,12 +28,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "afterok_receipt_requests_refused_total",
 			Help: "Receipt callbacks refused before any receipt was looked at, by provider and reason."},
 			[]string{"provider", "reason"}),
+		itemsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "afterok_receipts_refused_total",
+			Help: "Single receipts refused (and recorded in receipt_refusals) while the rest of their callback was settled, by provider and code."},
+			[]string{"provider", "code"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_receipt_conflicts_total",
 			Help: "Receipt batches decided again because a message stream moved while they were decided."}),
 		parked: prometheus.NewGauge(prometheus.GaugeOpts{Name: "afterok_receipts_parked",
 			Help: "Receipts waiting for their message's submission, in the whole database (refreshed by the sweeper)."}),
 	}
-	reg.MustRegister(m.receipts, m.unparked, m.refused, m.conflicts, m.parked)
+	reg.MustRegister(m.receipts, m.unparked, m.refused, m.itemsRefused, m.conflicts, m.parked)
 	return m
 }
 

@@ -70,7 +70,7 @@ func (in *Intake) applyParked(ctx context.Context, messageIDs []string) (int, er
 	if len(ids) == 0 {
 		return 0, nil
 	}
-	s, err := in.settle(ctx, nil, ids, "")
+	s, err := in.settle(ctx, nil, nil, ids, "")
 	if err != nil {
 		return 0, err
 	}

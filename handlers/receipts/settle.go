@@ -87,9 +87,12 @@ type settlement struct {
 // settle decides incoming (this request's receipts, possibly none) and the
 // parked receipts of messageIDs, and commits the outcome, reloading and
 // deciding again after a conflict up to cfg.ConflictRetries times.
-func (in *Intake) settle(ctx context.Context, incoming []provider.Receipt, messageIDs []string, trace string) (*settlement, error) {
+//
+// refused are the receipts of the same callback that could not be used;
+// they are recorded in the same commit.
+func (in *Intake) settle(ctx context.Context, incoming []provider.Receipt, refused []*provider.ReceiptError, messageIDs []string, trace string) (*settlement, error) {
 	for try := 1; ; try++ {
-		s, err := in.settleOnce(ctx, incoming, messageIDs, trace, try)
+		s, err := in.settleOnce(ctx, incoming, refused, messageIDs, trace, try)
 		if err == nil {
 			return s, nil
 		}
@@ -104,7 +107,7 @@ func (in *Intake) settle(ctx context.Context, incoming []provider.Receipt, messa
 	}
 }
 
-func (in *Intake) settleOnce(ctx context.Context, incoming []provider.Receipt, messageIDs []string, trace string, try int) (*settlement, error) {
+func (in *Intake) settleOnce(ctx context.Context, incoming []provider.Receipt, refused []*provider.ReceiptError, messageIDs []string, trace string, try int) (*settlement, error) {
 	books, err := in.load(ctx, messageIDs)
 	if err != nil {
 		return nil, err
@@ -132,6 +135,11 @@ func (in *Intake) settleOnce(ctx context.Context, incoming []provider.Receipt, m
 		for i, r := range incoming {
 			s.incoming[i] = &entry{receipt: r}
 			if err := d.decide(books[r.MessageID], s.incoming[i]); err != nil {
+				return err
+			}
+		}
+		if len(refused) > 0 {
+			if err := recordRefusals(ctx, tx, incoming[0].Provider, trace, refused, now); err != nil {
 				return err
 			}
 		}
