@@ -56,3 +56,22 @@ func (m *QueryMetrics) TraceCopyFromEnd(ctx context.Context, _ *pgx.Conn, _ pgx.
 		m.seconds.WithLabelValues(s.sql).Observe(time.Since(s.at).Seconds())
 	}
 }
+
+// TraceBatchStart implements pgx.BatchTracer: the statements queued in a
+// batch (the append's inserts, the projectors' upserts) are the hottest
+// ones, and they never pass TraceQueryStart.
+func (m *QueryMetrics) TraceBatchStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceBatchStartData) context.Context {
+	return ctx
+}
+
+// TraceBatchQuery implements pgx.BatchTracer: each queued statement is
+// timed from when pgx asked for its result, which excludes the wait for
+// the statements before it in the pipeline.
+func (m *QueryMetrics) TraceBatchQuery(_ context.Context, _ *pgx.Conn, d pgx.TraceBatchQueryData) {
+	if !d.ReadStartTime.IsZero() {
+		m.seconds.WithLabelValues(StatementName(d.SQL)).Observe(time.Since(d.ReadStartTime).Seconds())
+	}
+}
+
+// TraceBatchEnd implements pgx.BatchTracer.
+func (m *QueryMetrics) TraceBatchEnd(context.Context, *pgx.Conn, pgx.TraceBatchEndData) {}
