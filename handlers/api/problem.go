@@ -79,7 +79,7 @@ var problemKinds = []struct {
 	{isKind(errRateLimited), 429, "rate_limited", "Too many requests"},
 	{isKind(orders.ErrShuttingDown), 503, "unavailable", "The service is shutting down"},
 	{isKind(errUnavailable), 503, "unavailable", "A dependency is unavailable"},
-	{isUnavailable, 503, "unavailable", "The database is unavailable; retry with the same Idempotency-Key"},
+	{isUnavailable, 503, "unavailable", "A dependency (the database or NATS) is unavailable; retry with the same Idempotency-Key"},
 }
 
 func isKind(kind error) func(error) bool { return func(err error) bool { return errors.Is(err, kind) } }
