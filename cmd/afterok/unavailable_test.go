@@ -32,18 +32,29 @@ import (
 type cutProxy struct {
 	l      net.Listener
 	target string
-	mu     sync.Mutex
-	cut    bool
 	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	cut   bool
+	conns map[net.Conn]bool // open client connections, closed when the test ends
 }
 
 func newCutProxy(t *testing.T, target string) *cutProxy {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	p := &cutProxy{l: l, target: target}
+	p := &cutProxy{l: l, target: target, conns: map[net.Conn]bool{}}
 	p.wg.Add(1)
 	go p.accept()
-	t.Cleanup(func() { _ = l.Close(); p.setCut(true); p.wg.Wait() })
+	t.Cleanup(func() {
+		_ = l.Close()
+		p.mu.Lock()
+		p.cut = true
+		for c := range p.conns {
+			reset(c)
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
 	return p
 }
 
@@ -72,12 +83,17 @@ func reset(c net.Conn) {
 
 func (p *cutProxy) pipe(client net.Conn) {
 	defer p.wg.Done()
+	p.mu.Lock()
+	p.conns[client] = true
+	p.mu.Unlock()
+	defer func() { p.mu.Lock(); delete(p.conns, client); p.mu.Unlock() }()
 	server, err := net.Dial("tcp", p.target)
 	if err != nil {
 		reset(client)
 		return
 	}
-	go func() { _, _ = io.Copy(client, server); reset(client) }()
+	p.wg.Add(1)
+	go func() { defer p.wg.Done(); _, _ = io.Copy(client, server); reset(client) }()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := client.Read(buf)
