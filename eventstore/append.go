@@ -31,24 +31,29 @@ import (
 //     back and the batch takes the general path, which sorts it out.
 
 const (
-	insertEventsSQL = `INSERT INTO events (stream_id, stream_version, event_id, type, schema_version,
+	insertEventsSQL = `-- name: append.insert_events
+INSERT INTO events (stream_id, stream_version, event_id, type, schema_version,
     account_id, data, metadata, recorded_at, prev_hash, hash)
 SELECT * FROM unnest($1::text[], $2::int[], $3::uuid[], $4::text[], $5::int[],
     $6::text[], $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::bytea[], $11::bytea[])`
 
-	claimStreamsSQL = `INSERT INTO streams (stream_id, version, last_hash)
+	claimStreamsSQL = `-- name: append.claim_streams
+INSERT INTO streams (stream_id, version, last_hash)
 SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[]) ORDER BY 1
 ON CONFLICT (stream_id) DO NOTHING
 RETURNING stream_id`
 
-	lockStreamsSQL = `SELECT stream_id, version, last_hash FROM streams
+	lockStreamsSQL = `-- name: append.lock_streams
+SELECT stream_id, version, last_hash FROM streams
 WHERE stream_id = ANY($1::text[]) ORDER BY stream_id FOR UPDATE`
 
-	updateStreamsSQL = `UPDATE streams s SET version = u.version, last_hash = u.last_hash
+	updateStreamsSQL = `-- name: append.update_streams
+UPDATE streams s SET version = u.version, last_hash = u.last_hash
 FROM unnest($1::text[], $2::int[], $3::bytea[]) AS u(stream_id, version, last_hash)
 WHERE s.stream_id = u.stream_id`
 
-	storedEventsSQL = `SELECT event_id, stream_id, stream_version FROM events WHERE event_id = ANY($1::uuid[])`
+	storedEventsSQL = `-- name: append.stored_events
+SELECT event_id, stream_id, stream_version FROM events WHERE event_id = ANY($1::uuid[])`
 )
 
 var eventColumns = []string{"stream_id", "stream_version", "event_id", "type", "schema_version",

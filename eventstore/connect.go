@@ -102,10 +102,23 @@ func EnsureDatabase(ctx context.Context, cfg *pgx.ConnConfig) error {
 	}
 	defer aconn.Close(ctx)
 	_, err = aconn.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{cfg.Database}.Sanitize())
-	if err != nil && !(errors.As(err, &pe) && pe.Code == "42P04") { // duplicate_database: a racing creator won
+	if err != nil && !createdByAnother(err) {
 		return fmt.Errorf("create database %s: %w", cfg.Database, err)
 	}
 	return nil
+}
+
+// createdByAnother reports that CREATE DATABASE failed because a racing
+// process created the same database: duplicate_database when the other
+// had committed before ours began, unique_violation on pg_database's name
+// index when both were inserting at once (ours waited for the other's
+// commit). Either way the database now exists, which is all we wanted.
+func createdByAnother(err error) bool {
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return pe.Code == "42P04" || (pe.Code == "23505" && (pe.ConstraintName == "" || pe.ConstraintName == "pg_database_datname_index"))
 }
 
 const migrationLockKey = 7_301_202_611 // arbitrary, constant: serialises concurrent migrators

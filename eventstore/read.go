@@ -68,7 +68,8 @@ type Querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-const readStreamSQL = `SELECT ` + recordedColumns + ` FROM events
+const readStreamSQL = `-- name: read.stream
+SELECT ` + recordedColumns + ` FROM events
 WHERE stream_id = $1 AND stream_version >= $2 ORDER BY stream_version`
 
 // ReadStream returns a stream's events from version from (1 = all).
@@ -93,7 +94,8 @@ func ReadStream(ctx context.Context, q Querier, stream string, from int) ([]Reco
 // planner then expects as many rows as ids and probes the primary key per
 // stream, instead of guessing a fraction of the table (a generic plan's
 // guess) and scanning it once the table is large.
-const readStreamsSQL = `SELECT ` + recordedColumnsE + ` FROM unnest($1::text[]) AS s(id)
+const readStreamsSQL = `-- name: read.streams
+SELECT ` + recordedColumnsE + ` FROM unnest($1::text[]) AS s(id)
 JOIN events e ON e.stream_id = s.id ORDER BY e.stream_id, e.stream_version`
 
 // ReadStreams loads several whole streams in one query (workers load a
@@ -174,7 +176,8 @@ type Filter struct {
 // statement, hence the same snapshot) and the reader may jump its cursor
 // there: a consumer that filters by type then does not rescan the same
 // stretch of other events on every poll.
-const tailSQL = `WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+const tailSQL = `-- name: tail.read
+WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
 (SELECT true, ` + recordedColumns + ` FROM events
   WHERE (xid, global_position) > ($1::xid8, $2::bigint)
     AND xid < (SELECT xmin FROM h)
@@ -187,7 +190,8 @@ UNION ALL
   ORDER BY xid DESC, global_position DESC
   LIMIT 1)`
 
-const tailAccountSQL = `WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+const tailAccountSQL = `-- name: tail.read_account
+WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
 (SELECT true, ` + recordedColumns + ` FROM events
   WHERE account_id = $5 AND (xid, global_position) > ($1::xid8, $2::bigint)
     AND xid < (SELECT xmin FROM h)

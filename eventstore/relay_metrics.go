@@ -118,7 +118,8 @@ func (r *Relay) Lag() Lag {
 const lagCountLimit = 100_000
 
 // lagSQL measures in one snapshot. It reads the events_tail index only.
-const lagSQL = `SELECT
+const lagSQL = `-- name: relay.lag
+SELECT
   (SELECT count(*) FROM (SELECT 1 FROM events WHERE (xid, global_position) > ($1::xid8, $2::bigint) LIMIT $3) behind),
   (SELECT recorded_at FROM events ORDER BY xid DESC, global_position DESC LIMIT 1),
   COALESCE((SELECT recorded_at FROM events WHERE global_position = $2),

@@ -141,7 +141,8 @@ func scanMessage(row pgx.CollectableRow) (Message, error) {
 }
 
 // stored is t as PostgreSQL keeps it: UTC, microseconds. Folding from the
-// events (nanoseconds, as written) and reading a row must agree.
+// events (nanoseconds, as written) and reading a row must agree, so every
+// time a read model keeps or computes with (elapsedMillis) goes through it.
 func stored(t time.Time) time.Time { return t.UTC().Truncate(time.Microsecond) }
 
 func deref(t *time.Time) time.Time {

@@ -244,6 +244,9 @@ func (b *messagesBatch) foldMessages(ctx context.Context, tx pgx.Tx, events []ev
 			if from == to {
 				continue
 			}
+			if agg.State.Final() {
+				b.res.finish(&agg)
+			}
 			d := deltas[agg.OrderID]
 			if d == nil {
 				d = &orderDelta{counts: map[string]int{}}

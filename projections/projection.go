@@ -47,6 +47,8 @@ type result struct {
 	// unknown type). They are skipped, logged and counted; verify reports
 	// the stream.
 	refused []refusal
+	// finished lists the messages the batch made final (outcomes.go).
+	finished []finished
 }
 
 type refusal struct {

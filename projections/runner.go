@@ -77,6 +77,9 @@ func NewRunner(store *eventstore.Store, cfg Config) (*Runner, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := cfg.Registry.Register(newStateGauge(store.Pool(), cfg.Logger, 10*time.Second)); err != nil {
+		return nil, fmt.Errorf("projection metrics: %w", err)
+	}
 	return &Runner{store: store, cfg: cfg, projections: ps, metrics: m, log: cfg.Logger}, nil
 }
 
@@ -137,6 +140,7 @@ func (r *Runner) follow(ctx context.Context, p Projection) {
 		for _, t := range recorded {
 			delay.Observe(now.Sub(t).Seconds())
 		}
+		r.metrics.outcomes.observe(applied.finished) // committed: counted once
 		if len(applied.refused) > 0 {
 			r.metrics.refused.WithLabelValues(p.Name).Add(float64(len(applied.refused)))
 			applied.log(log, p.Name)
@@ -168,6 +172,7 @@ type runnerMetrics struct {
 	applied, refused      *prometheus.CounterVec
 	batch, delay          *prometheus.HistogramVec
 	lagEvents, lagSeconds *prometheus.GaugeVec
+	outcomes              *outcomeMetrics
 }
 
 // newRunnerMetrics registers the runner's series. The only label is the
@@ -190,7 +195,8 @@ func newRunnerMetrics(reg prometheus.Registerer) (*runnerMetrics, error) {
 		lagSeconds: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "afterok_projection_lag_seconds",
 			Help: "Age of the oldest committed event a projection has yet to apply."}, []string{"projection"}),
 	}
-	for _, c := range []prometheus.Collector{m.applied, m.refused, m.batch, m.delay, m.lagEvents, m.lagSeconds} {
+	m.outcomes = newOutcomeMetrics()
+	for _, c := range append([]prometheus.Collector{m.applied, m.refused, m.batch, m.delay, m.lagEvents, m.lagSeconds}, m.outcomes.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("projection metrics: %w", err)
 		}

@@ -125,7 +125,7 @@ func (d *statsDelta) observe(prev *domain.Message, ev domain.Event) {
 			c := d.at(p, e.At)
 			c.delivered++
 			if !prev.SubmittedAt.IsZero() {
-				c.deliver.observe(e.At.Sub(prev.SubmittedAt).Milliseconds())
+				c.deliver.observe(elapsedMillis(prev.SubmittedAt, e.At))
 			}
 		}
 	case domain.MessageFailed:
@@ -145,6 +145,17 @@ func (d *statsDelta) failure(provider string, at time.Time, f domain.Failure, pe
 	k := failureKey{providerHour: providerHour{hour: at.UTC().Truncate(time.Hour), provider: provider},
 		code: f.Code, stage: string(f.Stage), permanent: permanent}
 	d.failures[k]++
+}
+
+// elapsedMillis is the time between two event times in whole
+// milliseconds, both taken as PostgreSQL stores them (stored: UTC,
+// microseconds). The projector folds onto a row it read back from the
+// database, verify folds the events afresh with their nanoseconds; a
+// latency computed from one of each would land on either side of a
+// millisecond. One rounding rule, applied to both ends, makes the two
+// agree.
+func elapsedMillis(from, to time.Time) int64 {
+	return stored(to).Sub(stored(from)).Milliseconds()
 }
 
 func or(a, b string) string {

@@ -82,9 +82,6 @@ func runVerify(ctx context.Context, env *environment, args []string) error {
 }
 
 func runAccounts(ctx context.Context, env *environment, args []string) error {
-	if len(args) == 0 || args[0] != "create" {
-		return fmt.Errorf("%w: afterok accounts create --name N --credit AMOUNT [--currency EUR] [--scopes a,b] [--countries DE,FR] [--json]", errUsage)
-	}
 	fs := newFlags("accounts create", env)
 	name := fs.String("name", "", "the account's name (required)")
 	credit := fs.String("credit", "", "opening credit in currency units, e.g. 100 or 12.50 (required)")
@@ -92,6 +89,13 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 	scopes := fs.String("scopes", strings.Join(accounts.DefaultScopes, ","), "scopes of the first API key")
 	countries := fs.String("countries", "", "allowed destination countries (ISO alpha-2, comma-separated); empty = all")
 	asJSON := fs.Bool("json", false, "print exactly one JSON object")
+	if len(args) == 0 || args[0] != "create" {
+		if len(args) > 0 && isHelp(args[0]) {
+			return parseFlags(fs, []string{"-h"})
+		}
+		fs.help(env.stderr)
+		return fmt.Errorf("%w: afterok %s", errUsage, helps["accounts"].usage)
+	}
 	if err := parseFlags(fs, args[1:]); err != nil {
 		return err
 	}

@@ -20,14 +20,17 @@ import (
 // prints.
 
 func runReplay(ctx context.Context, env *environment, args []string) error {
-	const usageLine = "afterok replay message|order <id> [--json]"
-	if len(args) < 2 || (args[0] != "message" && args[0] != "order") {
-		return fmt.Errorf("%w: %s", errUsage, usageLine)
-	}
-	kind, id := args[0], args[1]
-	fs := newFlags("replay "+kind, env)
+	fs := newFlags("replay", env)
 	asJSON := fs.Bool("json", false, "print the timeline as JSON")
-	if err := parseFlags(fs, args[2:]); err != nil {
+	if len(args) == 0 || (args[0] != "message" && args[0] != "order") {
+		if len(args) > 0 && isHelp(args[0]) {
+			return parseFlags(fs, []string{"-h"})
+		}
+		fs.help(env.stderr)
+		return fmt.Errorf("%w: afterok %s", errUsage, helps["replay"].usage)
+	}
+	kind, id := args[0], ""
+	if err := parseFlags(fs, args[1:], &id); err != nil { // the id is positional: `replay message -h` is help, not an id
 		return err
 	}
 	pool, err := connect(ctx, env, "replay")
@@ -90,16 +93,18 @@ func roundDuration(d time.Duration) string {
 }
 
 func runProjections(ctx context.Context, env *environment, args []string) error {
-	const usageLine = "afterok projections status [--json] | afterok projections rebuild <name>  (names: %s)"
-	usage := fmt.Errorf("%w: "+usageLine, errUsage, strings.Join(projections.Names(), ", "))
+	usage := fmt.Errorf("%w: afterok %s  (names: %s)", errUsage, helps["projections"].usage, strings.Join(projections.Names(), ", "))
+	status := newFlags("projections status", env)
+	asJSON := status.Bool("json", false, "status: print JSON")
 	if len(args) == 0 {
+		status.help(env.stderr)
 		return usage
 	}
 	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		return parseFlags(status, []string{"-h"})
 	case "status":
-		fs := newFlags("projections status", env)
-		asJSON := fs.Bool("json", false, "print JSON")
-		if err := parseFlags(fs, args[1:]); err != nil {
+		if err := parseFlags(status, args[1:]); err != nil {
 			return err
 		}
 		pool, err := connect(ctx, env, "projections")
@@ -109,11 +114,8 @@ func runProjections(ctx context.Context, env *environment, args []string) error 
 		defer pool.Close()
 		return printStatus(ctx, env, pool, *asJSON)
 	case "rebuild":
-		if len(args) < 2 {
-			return usage
-		}
-		name := args[1]
-		if err := parseFlags(newFlags("projections rebuild", env), args[2:]); err != nil {
+		var name string
+		if err := parseFlags(newFlags("projections rebuild", env), args[1:], &name); err != nil {
 			return err
 		}
 		if _, err := projections.Lookup(name); err != nil {
@@ -138,6 +140,7 @@ func runProjections(ctx context.Context, env *environment, args []string) error 
 		}
 		return nil
 	}
+	status.help(env.stderr)
 	return usage
 }
 

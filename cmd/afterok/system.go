@@ -288,9 +288,11 @@ func (s *system) Run(ctx context.Context, apiL, simL net.Listener) error {
 			return nil
 		})
 	}
-	goRole(&followers, followCtx, "table maintenance", func(ctx context.Context) error {
-		return eventstore.Maintain(ctx, s.pool, maintainedTables, s.env.log)
-	})
+	if s.pool != nil { // `afterok provider-sim` has no database
+		goRole(&followers, followCtx, "table maintenance", func(ctx context.Context) error {
+			return eventstore.Maintain(ctx, s.pool, maintainedTables, s.env.log)
+		})
+	}
 	if s.simulator != nil {
 		goRole(&simWG, simCtx, "sim", s.simulator.Run)
 		goRole(&simWG, simCtx, "sim http", func(context.Context) error { return serve(s.simSrv, simL) })

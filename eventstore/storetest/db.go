@@ -91,3 +91,17 @@ func dropDatabase(t testing.TB, base *pgx.ConnConfig, name string) {
 		t.Errorf("storetest: drop %s: %v", name, err)
 	}
 }
+
+// FreshDatabase names a database that does not exist yet, for tests of
+// creating one: it returns its URL on the test server and drops it (if
+// anything created it) when the test ends.
+func FreshDatabase(t testing.TB) (url, name string) {
+	t.Helper()
+	base, err := pgx.ParseConfig(ServerURL())
+	if err != nil {
+		t.Fatalf("storetest: database url: %v", err)
+	}
+	name = RandomName("afterok_test_")
+	t.Cleanup(func() { dropDatabase(t, base, name) })
+	return replaceDBName(ServerURL(), name), name
+}

@@ -59,14 +59,25 @@ type Service struct {
 	store *eventstore.Store
 	now   func() time.Time
 
-	// A short-lived cache of successful authentications: every API request
-	// authenticates, and a 30 s window on revocation is the price of not
-	// querying api_keys each time. Bounded by the number of live keys.
-	mu       sync.Mutex
-	cache    map[[32]byte]cached
-	policies map[string]cachedPolicy
-	ttl      time.Duration
+	// A short-lived cache of successful authentications (KeyCacheTTL):
+	// every API request authenticates, and a hot key costs one api_keys
+	// query a second instead of one per request. Bounded by the number of
+	// live keys. The policies change more rarely and matter less (policyTTL).
+	mu        sync.Mutex
+	cache     map[[32]byte]cached
+	policies  map[string]cachedPolicy
+	keyTTL    time.Duration
+	policyTTL time.Duration
 }
+
+// KeyCacheTTL bounds how long a key revoked in the database (revoked_at
+// set) keeps working in a process that authenticated it just before: the
+// contract refuses a revoked key everywhere within a second, and nothing
+// tells other processes about a revocation, so the cache may not be older.
+const KeyCacheTTL = time.Second
+
+// policyTTL is how long an account's validation policy is cached.
+const policyTTL = 30 * time.Second
 
 type cachedPolicy struct {
 	a       domain.Account
@@ -80,7 +91,8 @@ type cached struct {
 
 // New returns a Service.
 func New(store *eventstore.Store, now func() time.Time) *Service {
-	return &Service{store: store, now: now, cache: map[[32]byte]cached{}, policies: map[string]cachedPolicy{}, ttl: 30 * time.Second}
+	return &Service{store: store, now: now, cache: map[[32]byte]cached{}, policies: map[string]cachedPolicy{},
+		keyTTL: KeyCacheTTL, policyTTL: policyTTL}
 }
 
 // Created is what Create returns; APIKey is shown once and never stored.
@@ -192,7 +204,7 @@ WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.KeyID, &p.AccountID, 
 	if len(s.cache) > 10_000 {
 		clear(s.cache) // bounded: a flood of distinct valid keys only costs lookups
 	}
-	s.cache[h] = cached{p: p, expires: now.Add(s.ttl)}
+	s.cache[h] = cached{p: p, expires: now.Add(s.keyTTL)}
 	s.mu.Unlock()
 	return p, nil
 }
@@ -217,7 +229,7 @@ func (s *Service) Policy(ctx context.Context, accountID string) (domain.Account,
 	if len(s.policies) > 10_000 {
 		clear(s.policies)
 	}
-	s.policies[accountID] = cachedPolicy{a: a, expires: now.Add(s.ttl)}
+	s.policies[accountID] = cachedPolicy{a: a, expires: now.Add(s.policyTTL)}
 	s.mu.Unlock()
 	return a, nil
 }

@@ -1,15 +1,12 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"time"
-
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
@@ -84,27 +81,10 @@ var problemKinds = []struct {
 	{isKind(errRateLimited), 429, "rate_limited", "Too many requests"},
 	{isKind(orders.ErrShuttingDown), 503, "unavailable", "The service is shutting down"},
 	{isKind(errUnavailable), 503, "unavailable", "A dependency is unavailable"},
-	{isUnavailable, 503, "unavailable", "The database is unavailable; retry with the same Idempotency-Key"},
+	{isUnavailable, 503, "unavailable", "A dependency (the database or NATS) is unavailable; retry with the same Idempotency-Key"},
 }
 
 func isKind(kind error) func(error) bool { return func(err error) bool { return errors.Is(err, kind) } }
-
-// isUnavailable recognises storage failures that are not the request's
-// fault: a lost connection, a timeout, the server shutting down.
-func isUnavailable(err error) bool {
-	if errors.Is(err, context.DeadlineExceeded) {
-		return true
-	}
-	var pe *pgconn.PgError
-	if errors.As(err, &pe) {
-		// 08: connection exception; 57: operator intervention (shutdown,
-		// statement timeout); 53: insufficient resources.
-		c := pe.Code[:2]
-		return c == "08" || c == "57" || c == "53"
-	}
-	var ce *pgconn.ConnectError
-	return errors.As(err, &ce) || pgconn.SafeToRetry(err)
-}
 
 // problemFor builds the problem document for err.
 func problemFor(err error, requestID, instance string) (Problem, *detailed) {
@@ -146,8 +126,15 @@ func writeProblem(w http.ResponseWriter, p Problem, d *detailed) {
 	if p.Status == 401 {
 		h.Set("WWW-Authenticate", `Bearer realm="afterok"`)
 	}
-	if d != nil && d.retryAfter > 0 {
-		h.Set("Retry-After", strconv.Itoa(int((d.retryAfter+time.Second-1)/time.Second)))
+	retryAfter := time.Duration(0)
+	if d != nil {
+		retryAfter = d.retryAfter
+	}
+	if retryAfter <= 0 && p.Status == http.StatusServiceUnavailable {
+		retryAfter = unavailableRetryAfter // every 503 says when to come back
+	}
+	if retryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
 	}
 	if d != nil && d.allow != "" {
 		h.Set("Allow", d.allow)
