@@ -1,0 +1,70 @@
+package api_test
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/domain/accept"
+	"github.com/afterok/afterok/domain/phone"
+	"github.com/afterok/afterok/handlers/api"
+)
+
+// TestAcceptedNamesItsState: the 202 says state, as every other resource
+// does, and keeps status for the clients that read it.
+func TestAcceptedNamesItsState(t *testing.T) {
+	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
+	c := e.account(10_000_000)
+	r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered))
+	require.Equal(t, 202, r.status, "%s", r.raw)
+	require.Equal(t, "accepted", r.body["state"])
+	require.Equal(t, "accepted", r.body["status"])
+}
+
+// TestEmptyIdempotencyKeyIsRefused: a client that sends the header means
+// to be safe to retry; ignoring an empty one would make its retries
+// double orders.
+func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
+	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
+	c := e.account(10_000_000)
+	before := e.eventCount()
+	r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered), "Idempotency-Key", "")
+	requireProblem(t, r, 400, "invalid_request")
+	require.Contains(t, r.body["detail"], "Idempotency-Key")
+	require.Equal(t, before, e.eventCount())
+}
+
+// TestIdempotencyComparesTheOrderNotTheBytes: the same order with its
+// keys in another order and other whitespace is a replay, not a 409, and
+// the replay carries the original Location.
+func TestIdempotencyComparesTheOrderNotTheBytes(t *testing.T) {
+	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
+	c := e.account(10_000_000)
+	first := e.do("POST", "/v1/orders", c.APIKey,
+		`{"messages":[{"to":"`+phone.ExampleDelivered+`","body":"Hi","from":"Acme"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		"Idempotency-Key", "canon-1")
+	require.Equal(t, 202, first.status, "%s", first.raw)
+	location := first.header.Get("Location")
+	require.Equal(t, "/v1/orders/"+first.body["order_id"].(string), location)
+
+	again := e.do("POST", "/v1/orders", c.APIKey,
+		"{ \"metadata\": {\"b\": {\"c\": \"d\"}, \"a\": 1.0},\n  \"validity_seconds\": 600,\n"+
+			`  "messages": [ {"from": "Acme", "body": "H\u0069", "to": "`+phone.ExampleDelivered+`"} ] }`,
+		"Idempotency-Key", "canon-1")
+	require.Equal(t, 202, again.status, "%s", again.raw)
+	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
+	require.Equal(t, first.raw, again.raw)
+	require.Equal(t, location, again.header.Get("Location"), "a replay answers with the original Location")
+	require.Equal(t, int64(10_000_000-75_000), e.balance(c.AccountID).Balance, "charged once")
+
+	// A real difference anywhere is still a conflict.
+	for name, body := range map[string]string{
+		"body":     `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Ho","from":"Acme"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		"validity": `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi","from":"Acme"}],"validity_seconds":601,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		"metadata": `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi","from":"Acme"}],"validity_seconds":600,"metadata":{"a":2,"b":{"c":"d"}}}`,
+		"sender":   `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
+	} {
+		requireProblem(t, e.do("POST", "/v1/orders", c.APIKey, body, "Idempotency-Key", "canon-1"), 409, "idempotency_conflict")
+		_ = name
+	}
+}
