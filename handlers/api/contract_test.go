@@ -1,12 +1,17 @@
 package api_test
 
 import (
+	"fmt"
+	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/domain/phone"
+	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 )
 
@@ -67,4 +72,57 @@ func TestIdempotencyComparesTheOrderNotTheBytes(t *testing.T) {
 		requireProblem(t, e.do("POST", "/v1/orders", c.APIKey, body, "Idempotency-Key", "canon-1"), 409, "idempotency_conflict")
 		_ = name
 	}
+}
+
+// TestOneTimestampFormat: every time the API writes — the 202, the
+// read side, the events' envelope — is RFC 3339 UTC with exactly six
+// fractional digits, and the 202's accepted_at is the one reads show.
+// (An event's own data is shown as stored: it is hash-chained.)
+func TestOneTimestampFormat(t *testing.T) {
+	e := newReadEnv(t)
+	c := e.account(10_000_000, accounts.ScopeOrdersWrite, accounts.ScopeMessagesRead, accounts.ScopeEventsRead, accounts.ScopeAdmin)
+	accepted := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered))
+	require.Equal(t, 202, accepted.status, "%s", accepted.raw)
+	orderID := accepted.body["order_id"].(string)
+	msgID := accepted.body["messages"].([]any)[0].(map[string]any)["message_id"].(string)
+	e.advance(msgID, queue, route("sim-a"), submit, deliver)
+	e.caughtUp()
+
+	format := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$`)
+	looksLikeTime := regexp.MustCompile(`^\d{4}-\d\d-\d\dT\d\d:\d\d`)
+	var walk func(path string, v any, found *int)
+	walk = func(path string, v any, found *int) {
+		switch v := v.(type) {
+		case map[string]any:
+			for k, x := range v {
+				if k == "data" && strings.Contains(path, "events") {
+					continue // the event's own payload, as stored
+				}
+				walk(path+"."+k, x, found)
+			}
+		case []any:
+			for i, x := range v {
+				walk(fmt.Sprintf("%s[%d]", path, i), x, found)
+			}
+		case string:
+			if looksLikeTime.MatchString(v) {
+				*found++
+				require.Regexp(t, format, v, "%s", path)
+			}
+		}
+	}
+	for _, path := range []string{"/v1/orders/" + orderID, "/v1/orders/" + orderID + "/messages", "/v1/messages/" + msgID,
+		"/v1/messages/" + msgID + "?as_of=" + time.Now().UTC().Format(time.RFC3339Nano), "/v1/messages?to=" + phone.ExampleDelivered[1:],
+		"/v1/messages/" + msgID + "/events", "/v1/events", "/v1/accounts/" + c.AccountID, "/v1/providers/stats"} {
+		found := 0
+		walk(path, e.get(path, c.APIKey).body, &found)
+		require.NotZero(t, found, "%s shows no time at all", path)
+	}
+	found := 0
+	walk("202", accepted.body, &found)
+	require.Equal(t, 2, found, "accepted_at and expires_at")
+
+	o := e.get("/v1/orders/"+orderID, c.APIKey).body
+	require.Equal(t, accepted.body["accepted_at"], o["timestamps"].(map[string]any)["accepted_at"], "the 202 and the read side agree")
+	require.Equal(t, accepted.body["expires_at"], o["expires_at"])
 }

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
@@ -117,9 +116,9 @@ func renderAccepted(a *orders.Accepted) ([]byte, error) {
 	b = append(b, `,"price":`...)
 	b = appendMoney(b, a.Price)
 	b = append(b, `,"accepted_at":"`...)
-	b = a.AcceptedAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTimestamp(b, a.AcceptedAt)
 	b = append(b, `","expires_at":"`...)
-	b = a.ExpiresAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTimestamp(b, a.ExpiresAt)
 	b = append(b, `","messages":[`...)
 	for i, m := range a.Messages {
 		if i > 0 {

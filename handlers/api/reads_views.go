@@ -28,9 +28,9 @@ type messageView struct {
 	ProviderMessageID *string        `json:"provider_message_id"`
 	Failure           *failureView   `json:"failure"`
 	Timestamps        messageTimes   `json:"timestamps"`
-	ExpiresAt         time.Time      `json:"expires_at"`
+	ExpiresAt         timestamp      `json:"expires_at"`
 	Version           int            `json:"version"`
-	AsOf              *time.Time     `json:"as_of,omitempty"`
+	AsOf              *timestamp     `json:"as_of,omitempty"`
 	Links             map[string]any `json:"links"`
 }
 
@@ -50,20 +50,13 @@ type failureView struct {
 }
 
 type messageTimes struct {
-	AcceptedAt  *time.Time `json:"accepted_at"`
-	QueuedAt    *time.Time `json:"queued_at"`
-	RoutedAt    *time.Time `json:"routed_at"`
-	SubmittedAt *time.Time `json:"submitted_at"`
-	DeliveredAt *time.Time `json:"delivered_at"`
-	FailedAt    *time.Time `json:"failed_at"`
-	RetriedAt   *time.Time `json:"retried_at"`
-}
-
-func at(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
+	AcceptedAt  *timestamp `json:"accepted_at"`
+	QueuedAt    *timestamp `json:"queued_at"`
+	RoutedAt    *timestamp `json:"routed_at"`
+	SubmittedAt *timestamp `json:"submitted_at"`
+	DeliveredAt *timestamp `json:"delivered_at"`
+	FailedAt    *timestamp `json:"failed_at"`
+	RetriedAt   *timestamp `json:"retried_at"`
 }
 
 func messageViewOf(m *projections.Message) messageView {
@@ -71,7 +64,7 @@ func messageViewOf(m *projections.Message) messageView {
 		Country: m.Country, Encoding: m.Encoding, Segments: m.Segments, Price: m.Price, State: m.State, Attempt: m.Attempt,
 		Timestamps: messageTimes{AcceptedAt: at(m.AcceptedAt), QueuedAt: at(m.QueuedAt), RoutedAt: at(m.RoutedAt),
 			SubmittedAt: at(m.SubmittedAt), DeliveredAt: at(m.DeliveredAt), FailedAt: at(m.FailedAt), RetriedAt: at(m.RetriedAt)},
-		ExpiresAt: m.ExpiresAt, Version: m.Version,
+		ExpiresAt: timestamp(m.ExpiresAt), Version: m.Version,
 		Links: map[string]any{"events": "/v1/messages/" + m.ID + "/events", "order": "/v1/orders/" + m.OrderID}}
 	if m.Route != nil {
 		v.Route = &routeView{RouteID: m.Route.RouteID, Provider: m.Route.Provider, Reason: m.Route.Reason}
@@ -112,7 +105,7 @@ type orderView struct {
 	Charged         domain.Money   `json:"charged"`
 	Refunded        domain.Money   `json:"refunded"`
 	ValiditySeconds int            `json:"validity_seconds"`
-	ExpiresAt       *time.Time     `json:"expires_at"`
+	ExpiresAt       *timestamp     `json:"expires_at"`
 	Timestamps      orderTimes     `json:"timestamps"`
 	Links           map[string]any `json:"links"`
 }
@@ -128,9 +121,9 @@ type countsView struct {
 }
 
 type orderTimes struct {
-	AcceptedAt  *time.Time `json:"accepted_at"`
-	StartedAt   *time.Time `json:"started_at"`
-	CompletedAt *time.Time `json:"completed_at"`
+	AcceptedAt  *timestamp `json:"accepted_at"`
+	StartedAt   *timestamp `json:"started_at"`
+	CompletedAt *timestamp `json:"completed_at"`
 }
 
 func orderViewOf(o *projections.Order) orderView {
@@ -172,13 +165,13 @@ type accountSummaryView struct {
 	Credited  domain.Money `json:"credited"`
 	Spent     domain.Money `json:"spent"`
 	Refunded  domain.Money `json:"refunded"`
-	OpenedAt  time.Time    `json:"opened_at"`
+	OpenedAt  timestamp    `json:"opened_at"`
 	Version   int          `json:"version"`
 }
 
 type providerStatsView struct {
-	Since     time.Time      `json:"since"`
-	Until     time.Time      `json:"until"`
+	Since     timestamp      `json:"since"`
+	Until     timestamp      `json:"until"`
 	Providers []providerView `json:"providers"`
 }
 
