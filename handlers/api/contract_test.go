@@ -11,6 +11,7 @@ import (
 
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/domain/phone"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 )
@@ -125,4 +126,36 @@ func TestOneTimestampFormat(t *testing.T) {
 	o := e.get("/v1/orders/"+orderID, c.APIKey).body
 	require.Equal(t, accepted.body["accepted_at"], o["timestamps"].(map[string]any)["accepted_at"], "the 202 and the read side agree")
 	require.Equal(t, accepted.body["expires_at"], o["expires_at"])
+}
+
+// TestEventsTypeFilterFillsPages: ?type= narrows the events before the
+// limit, so a page holds limit matching events while there are more,
+// and paging with next_after finds every one exactly once.
+func TestEventsTypeFilterFillsPages(t *testing.T) {
+	e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
+	c := e.account(100_000_000)
+	var want []string
+	for range 5 {
+		r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered, phone.ExampleDelivered))
+		require.Equal(t, 202, r.status, "%s", r.raw)
+		want = append(want, r.body["order_id"].(string))
+	}
+	var got []string
+	after := "0"
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		r := e.do("GET", "/v1/events?type=OrderAccepted&limit=2&after="+after, c.APIKey, nil)
+		require.Equal(t, 200, r.status, "%s", r.raw)
+		evs := r.body["events"].([]any)
+		for _, ev := range evs {
+			ev := ev.(map[string]any)
+			require.Equal(t, "OrderAccepted", ev["type"])
+			got = append(got, strings.TrimPrefix(ev["stream"].(string), "order-"))
+		}
+		if len(got) < len(want) {
+			require.Len(t, evs, 2, "a page short of its limit while matching events remain (after %s)", after)
+		}
+		after = fmt.Sprint(int64(r.body["next_after"].(float64)))
+		return len(got) >= len(want), fmt.Sprint(got)
+	})
+	require.ElementsMatch(t, want, got)
 }
