@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
@@ -158,4 +159,31 @@ func TestEventsTypeFilterFillsPages(t *testing.T) {
 		return len(got) >= len(want), fmt.Sprint(got)
 	})
 	require.ElementsMatch(t, want, got)
+}
+
+// TestExpiredIsAFilterAsItIsACount: an order's counts carry expired (the
+// failed messages whose failure code is expired), so state=expired lists
+// exactly those, on every list that takes a state.
+func TestExpiredIsAFilterAsItIsACount(t *testing.T) {
+	e := newReadEnv(t)
+	c := e.account(10_000_000)
+	orderID, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered, phone.ExampleDelivered)
+	e.advance(ids[0], queue, route("sim-a"), submit, deliver)
+	e.advance(ids[1], queue, route("sim-a"), failWith(domain.CodeRejected, domain.StageSubmit))
+	e.advance(ids[2], queue, route("sim-a"), submit, failWith(domain.CodeExpired, domain.StageExpiry))
+	e.caughtUp()
+
+	counts := e.get("/v1/orders/"+orderID, c.APIKey).body["counts"].(map[string]any)
+	require.EqualValues(t, 2, counts["failed"])
+	require.EqualValues(t, 1, counts["expired"])
+	for _, path := range []string{"/v1/orders/" + orderID + "/messages?state=expired", "/v1/messages?state=expired",
+		"/v1/messages?state=expired&order_id=" + orderID} {
+		msgs := e.get(path, c.APIKey).body["messages"].([]any)
+		require.Len(t, msgs, 1, path)
+		m := msgs[0].(map[string]any)
+		require.Equal(t, ids[2], m["message_id"], path)
+		require.Equal(t, "failed", m["state"], "%s: expired is a kind of failed", path)
+		require.Equal(t, domain.CodeExpired, m["failure"].(map[string]any)["code"])
+	}
+	require.Len(t, e.get("/v1/messages?state=failed", c.APIKey).body["messages"].([]any), 2, "failed still lists both")
 }
