@@ -55,17 +55,17 @@ func TestReadQueriesUseTheirIndexes(t *testing.T) {
 		args  []any
 		index string
 	}{
-		{"search: the big account, first page", searchMessagesSQL, []any{big, none, none, noTime, noTime, noTime, none, 51}, "read_messages_account"},
-		{"search: the big account, deep page (cursor)", searchMessagesSQL, []any{big, none, none, noTime, noTime, ts(cursorAt), str(cursorID), 51}, "read_messages_account"},
-		{"search: the big account, since/until", searchMessagesSQL, []any{big, none, none, ts(mid.Add(-time.Hour)), ts(mid), noTime, none, 51}, "read_messages_account"},
-		{"search: by number", searchMessagesSQL, []any{big, str(to), none, noTime, noTime, noTime, none, 51}, "read_messages_to"},
-		{"search: failed messages", searchMessagesSQL, []any{big, none, str("failed"), noTime, noTime, noTime, none, 51}, "read_messages_state"},
-		{"search: queued messages (rare)", searchMessagesSQL, []any{big, none, str("queued"), noTime, noTime, noTime, none, 51}, "read_messages_state"},
-		{"search: delivered messages (the bulk)", searchMessagesSQL, []any{big, none, str("delivered"), noTime, noTime, noTime, none, 51}, "read_messages_account"},
-		{"search: a small account", searchMessagesSQL, []any{small, none, none, noTime, noTime, noTime, none, 51}, "read_messages_account"},
-		{"search: within an order", searchOrderMessagesSQL, []any{order, big, none, none, noTime, noTime, -1, 51}, "read_messages_order"},
-		{"order messages: page 3", orderMessagesSQL, []any{order, none, 100, false, big, 51}, "read_messages_order"},
-		{"order messages: failed only", orderMessagesSQL, []any{order, str("failed"), -1, false, big, 51}, "read_messages_order_state"},
+		{"search: the big account, first page", searchMessagesSQL, []any{big, none, none, noTime, noTime, noTime, none, 51, none}, "read_messages_account"},
+		{"search: the big account, deep page (cursor)", searchMessagesSQL, []any{big, none, none, noTime, noTime, ts(cursorAt), str(cursorID), 51, none}, "read_messages_account"},
+		{"search: the big account, since/until", searchMessagesSQL, []any{big, none, none, ts(mid.Add(-time.Hour)), ts(mid), noTime, none, 51, none}, "read_messages_account"},
+		{"search: by number", searchMessagesSQL, []any{big, str(to), none, noTime, noTime, noTime, none, 51, none}, "read_messages_to"},
+		{"search: failed messages", searchMessagesSQL, []any{big, none, str("failed"), noTime, noTime, noTime, none, 51, none}, "read_messages_state"},
+		{"search: queued messages (rare)", searchMessagesSQL, []any{big, none, str("queued"), noTime, noTime, noTime, none, 51, none}, "read_messages_state"},
+		{"search: delivered messages (the bulk)", searchMessagesSQL, []any{big, none, str("delivered"), noTime, noTime, noTime, none, 51, none}, "read_messages_account"},
+		{"search: a small account", searchMessagesSQL, []any{small, none, none, noTime, noTime, noTime, none, 51, none}, "read_messages_account"},
+		{"search: within an order", searchOrderMessagesSQL, []any{order, big, none, none, noTime, noTime, -1, 51, none}, "read_messages_order"},
+		{"order messages: page 3", orderMessagesSQL, []any{order, none, 100, false, big, 51, none}, "read_messages_order"},
+		{"order messages: failed only", orderMessagesSQL, []any{order, str("failed"), -1, false, big, 51, none}, "read_messages_order_state"},
 		{"message by id", getMessageSQL, []any{cursorID, false, big}, "read_messages_pkey"},
 	}
 	for _, c := range cases {
