@@ -21,6 +21,7 @@ type messageView struct {
 	Country           string         `json:"country"`
 	Encoding          string         `json:"encoding"`
 	Segments          int            `json:"segments"`
+	Body              string         `json:"body"`
 	Price             domain.Money   `json:"price"`
 	State             string         `json:"state"`
 	Attempt           int            `json:"attempt"`
@@ -61,7 +62,7 @@ type messageTimes struct {
 
 func messageViewOf(m *projections.Message) messageView {
 	v := messageView{MessageID: m.ID, OrderID: m.OrderID, AccountID: m.AccountID, Index: m.Index, To: m.To, From: m.From,
-		Country: m.Country, Encoding: m.Encoding, Segments: m.Segments, Price: m.Price, State: m.State, Attempt: m.Attempt,
+		Country: m.Country, Encoding: m.Encoding, Segments: m.Segments, Body: m.Body, Price: m.Price, State: m.State, Attempt: m.Attempt,
 		Timestamps: messageTimes{AcceptedAt: at(m.AcceptedAt), QueuedAt: at(m.QueuedAt), RoutedAt: at(m.RoutedAt),
 			SubmittedAt: at(m.SubmittedAt), DeliveredAt: at(m.DeliveredAt), FailedAt: at(m.FailedAt), RetriedAt: at(m.RetriedAt)},
 		ExpiresAt: timestamp(m.ExpiresAt), Version: m.Version,
@@ -96,18 +97,21 @@ func pageViewOf(p projections.MessagePage) pageView {
 }
 
 type orderView struct {
-	OrderID         string         `json:"order_id"`
-	AccountID       string         `json:"account_id"`
-	State           string         `json:"state"`
-	MessageCount    int            `json:"message_count"`
-	Counts          countsView     `json:"counts"`
-	Price           domain.Money   `json:"price"`
-	Charged         domain.Money   `json:"charged"`
-	Refunded        domain.Money   `json:"refunded"`
-	ValiditySeconds int            `json:"validity_seconds"`
-	ExpiresAt       *timestamp     `json:"expires_at"`
-	Timestamps      orderTimes     `json:"timestamps"`
-	Links           map[string]any `json:"links"`
+	OrderID         string       `json:"order_id"`
+	AccountID       string       `json:"account_id"`
+	State           string       `json:"state"`
+	MessageCount    int          `json:"message_count"`
+	Counts          countsView   `json:"counts"`
+	Price           domain.Money `json:"price"`
+	Charged         domain.Money `json:"charged"`
+	Refunded        domain.Money `json:"refunded"`
+	ValiditySeconds int          `json:"validity_seconds"`
+	ExpiresAt       *timestamp   `json:"expires_at"`
+	Timestamps      orderTimes   `json:"timestamps"`
+	// Metadata is the client's object from the order, null when it sent
+	// none.
+	Metadata json.RawMessage `json:"metadata"`
+	Links    map[string]any  `json:"links"`
 }
 
 type countsView struct {
@@ -133,6 +137,7 @@ func orderViewOf(o *projections.Order) orderView {
 			Delivered: c.Delivered, Failed: c.Failed, Expired: c.Expired},
 		Price: o.Price, Charged: o.Charged, Refunded: o.Refunded, ValiditySeconds: o.ValiditySeconds, ExpiresAt: at(o.ExpiresAt),
 		Timestamps: orderTimes{AcceptedAt: at(o.AcceptedAt), StartedAt: at(o.StartedAt), CompletedAt: at(o.CompletedAt)},
+		Metadata:   o.Metadata,
 		Links:      map[string]any{"messages": "/v1/orders/" + o.ID + "/messages"}}
 }
 
