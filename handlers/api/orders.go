@@ -38,9 +38,11 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 	if err != nil {
 		return err
 	}
-	sum, err := orders.PlanHash(plan)
-	if err != nil {
-		return err
+	var sum [32]byte
+	if key != "" { // only a key's repeat is ever compared
+		if sum, err = orders.PlanHash(plan); err != nil {
+			return err
+		}
 	}
 	res, err := s.deps.Acceptor.Accept(r.Context(), orders.Request{
 		Principal: rc.Principal, Plan: plan, IdempotencyKey: key, RequestHash: sum, RequestID: rc.ID,
