@@ -1,6 +1,7 @@
 package domain
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -34,7 +35,10 @@ type Order struct {
 	Refunded        Money
 	AcceptedAt      time.Time
 	CompletedAt     time.Time
-	Version         int
+	// ClientMetadata is the JSON object the client sent with the order,
+	// shown back on every read.
+	ClientMetadata json.RawMessage
+	Version        int
 }
 
 // Complete closes the order once every message is final. The counts must
@@ -59,6 +63,7 @@ func (o *Order) Apply(ev Event) error {
 		}
 		o.ID, o.AccountID, o.MessageCount, o.Price = e.OrderID, e.AccountID, e.MessageCount, e.Price
 		o.ValiditySeconds, o.ExpiresAt, o.AcceptedAt, o.State = e.ValiditySeconds, e.ExpiresAt, e.At, OrderStateAccepted
+		o.ClientMetadata = e.ClientMetadata
 	case OrderCompleted:
 		if o.State != OrderStateAccepted {
 			return fmt.Errorf("order %s: %w", o.ID, ErrOrderCompleted)

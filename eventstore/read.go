@@ -218,7 +218,12 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 	var types []string
 	var keep map[string]bool
 	switch {
-	case len(f.Types) > 0 && f.Sparse:
+	// A tenant's read filters in the query, before the limit: dropping
+	// rows here after LIMIT would hand a client pages of nothing (a page of
+	// 100 events with one OrderAccepted among them, shown as one event).
+	// Tail consumers without a tenant keep the cheaper walk below: they
+	// continue from the last row scanned either way.
+	case len(f.Types) > 0 && (f.Sparse || f.AccountID != ""):
 		types = f.Types
 	case len(f.Types) > 0:
 		keep = make(map[string]bool, len(f.Types))

@@ -23,6 +23,7 @@ type Message struct {
 	Encoding  string
 	Segments  int
 	Price     domain.Money
+	Body      string
 
 	// State is the public state (accepted, queued, routed, submitted,
 	// delivered, failed); Attempt is the attempt to show (a waiting retry
@@ -59,7 +60,7 @@ type Route struct {
 func messageOf(m *domain.Message) Message {
 	r := Message{
 		ID: m.ID, OrderID: m.OrderID, AccountID: m.AccountID, Index: m.Index, To: m.To, Country: m.Country,
-		From: m.From, Encoding: m.Encoding, Segments: m.Segments, Price: m.Price,
+		From: m.From, Encoding: m.Encoding, Segments: m.Segments, Price: m.Price, Body: m.Body,
 		State: m.State.PublicState(), Attempt: m.DisplayAttempt(), ProviderMessageID: m.ProviderMessageID,
 		AcceptedAt: m.AcceptedAt, QueuedAt: m.QueuedAt, RoutedAt: m.RoutedAt, SubmittedAt: m.SubmittedAt,
 		DeliveredAt: m.DeliveredAt, FailedAt: m.FailedAt, RetriedAt: m.RetriedAt, ExpiresAt: m.ExpiresAt,
@@ -86,7 +87,7 @@ func messageOf(m *domain.Message) Message {
 func (r *Message) aggregate() domain.Message {
 	m := domain.Message{
 		ID: r.ID, OrderID: r.OrderID, AccountID: r.AccountID, Index: r.Index, To: r.To, Country: r.Country,
-		From: r.From, Encoding: r.Encoding, Segments: r.Segments, Price: r.Price, ExpiresAt: r.ExpiresAt,
+		From: r.From, Encoding: r.Encoding, Segments: r.Segments, Price: r.Price, Body: r.Body, ExpiresAt: r.ExpiresAt,
 		State: r.lifecycle, Attempt: r.currentAttempt, NextAttempt: r.nextAttempt, NotBefore: r.notBefore,
 		Version: r.Version, ProviderMessageID: r.ProviderMessageID,
 		AcceptedAt: r.AcceptedAt, QueuedAt: r.QueuedAt, RoutedAt: r.RoutedAt, SubmittedAt: r.SubmittedAt,
@@ -108,7 +109,7 @@ func (r *Message) aggregate() domain.Message {
 const messageColumns = `message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure,
-    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version`
+    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body`
 
 func scanMessage(row pgx.CollectableRow) (Message, error) {
 	var m Message
@@ -119,7 +120,7 @@ func scanMessage(row pgx.CollectableRow) (Message, error) {
 	err := row.Scan(&m.ID, &m.AccountID, &m.OrderID, &m.Index, &m.To, &m.Country, &m.From, &m.Encoding, &m.Segments,
 		&m.Price.AmountMicros, &m.Price.Currency, &m.State, &m.Attempt, &lifecycle, &m.currentAttempt, &m.nextAttempt, &notBefore,
 		&routeID, &provider, &reason, &pmid, &failure,
-		&m.AcceptedAt, &queued, &routed, &submitted, &delivered, &failed, &retried, &m.ExpiresAt, &m.Version)
+		&m.AcceptedAt, &queued, &routed, &submitted, &delivered, &failed, &retried, &m.ExpiresAt, &m.Version, &m.Body)
 	if err != nil {
 		return m, err
 	}

@@ -40,16 +40,16 @@ const (
 SELECT message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure::jsonb,
-    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version
+    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
     $10::bigint[], $11::text[], $12::text[], $13::int[], $14::text[], $15::int[], $16::int[], $17::timestamptz[],
     $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
     $23::timestamptz[], $24::timestamptz[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[],
-    $28::timestamptz[], $29::timestamptz[], $30::timestamptz[], $31::int[])
+    $28::timestamptz[], $29::timestamptz[], $30::timestamptz[], $31::int[], $32::text[])
   AS u(message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure,
-    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version)
+    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body)
 ON CONFLICT (message_id) DO UPDATE SET
     state = excluded.state, attempt = excluded.attempt, lifecycle_state = excluded.lifecycle_state,
     current_attempt = excluded.current_attempt, next_attempt = excluded.next_attempt, not_before = excluded.not_before,
@@ -64,7 +64,7 @@ WHERE read_messages.version < excluded.version`
 SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::int[],
     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
     $11::int[], $12::int[], $13::int[], $14::int[], $15::int[], $16::int[], $17::int[],
-    $18::bigint[], $19::bigint[], $20::int[])
+    $18::bigint[], $19::bigint[], $20::int[], $21::jsonb[])
 ON CONFLICT (order_id) DO UPDATE SET
     account_id = excluded.account_id, message_count = excluded.message_count, price_micros = excluded.price_micros,
     currency = excluded.currency, validity_seconds = excluded.validity_seconds, expires_at = excluded.expires_at,
@@ -72,7 +72,8 @@ ON CONFLICT (order_id) DO UPDATE SET
     count_accepted = excluded.count_accepted, count_queued = excluded.count_queued, count_routed = excluded.count_routed,
     count_submitted = excluded.count_submitted, count_delivered = excluded.count_delivered,
     count_failed = excluded.count_failed, count_expired = excluded.count_expired,
-    charged_micros = excluded.charged_micros, refunded_micros = excluded.refunded_micros, version = excluded.version`
+    charged_micros = excluded.charged_micros, refunded_micros = excluded.refunded_micros, version = excluded.version,
+    metadata = excluded.metadata`
 
 	// Statistics are sums: a batch adds its deltas. Exactly-once comes from
 	// the checkpoint written in the same transaction, and from deriving the
@@ -379,6 +380,7 @@ func messageArrays(ms []Message) []any {
 		routeID, provider, reason, pmid, failure                                 = mk[*string](n), mk[*string](n), mk[*string](n), mk[*string](n), mk[*string](n)
 		notBefore, queued, routed, submitted, delivered, failed, retried         = mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n)
 		accepted, expires                                                        = mk[time.Time](n), mk[time.Time](n)
+		body                                                                     = mk[string](n)
 	)
 	for i := range ms {
 		m := &ms[i]
@@ -396,11 +398,11 @@ func messageArrays(ms []Message) []any {
 		}
 		accepted[i], queued[i], routed[i], submitted[i] = m.AcceptedAt, timeOrNil(m.QueuedAt), timeOrNil(m.RoutedAt), timeOrNil(m.SubmittedAt)
 		delivered[i], failed[i], retried[i], expires[i] = timeOrNil(m.DeliveredAt), timeOrNil(m.FailedAt), timeOrNil(m.RetriedAt), m.ExpiresAt
-		version[i] = int32(m.Version)
+		version[i], body[i] = int32(m.Version), m.Body
 	}
 	return []any{id, account, order, idx, to, country, sender, enc, segments, price, currency, state, attempt, lifecycle,
 		cur, next, notBefore, routeID, provider, reason, pmid, failure,
-		accepted, queued, routed, submitted, delivered, failed, retried, expires, version}
+		accepted, queued, routed, submitted, delivered, failed, retried, expires, version, body}
 }
 
 func orderArrays(os []*Order) []any {
@@ -409,6 +411,7 @@ func orderArrays(os []*Order) []any {
 	count, validity, version := mk[int32](n), mk[int32](n), mk[int32](n)
 	price, charged, refunded := mk[int64](n), mk[int64](n), mk[int64](n)
 	expires, accepted, started, completed := mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n)
+	metadata := mk[*string](n)
 	var counts [7][]int32
 	for k := range counts {
 		counts[k] = mk[int32](n)
@@ -421,9 +424,12 @@ func orderArrays(os []*Order) []any {
 			counts[k][i] = int32(v)
 		}
 		charged[i], refunded[i], version[i] = o.Charged.AmountMicros, o.Refunded.AmountMicros, int32(o.Version)
+		if o.Metadata != nil {
+			metadata[i] = stringOrNil(string(o.Metadata))
+		}
 	}
 	return []any{id, account, count, price, currency, validity, expires, accepted, started, completed,
-		counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], charged, refunded, version}
+		counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], charged, refunded, version, metadata}
 }
 
 func providerStatsArrays(m map[providerHour]*providerCounts) []any {

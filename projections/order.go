@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"encoding/json"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,8 @@ type Order struct {
 	// Charged and Refunded sum the account's BalanceCharged and
 	// BalanceReleased events for this order so far.
 	Charged, Refunded domain.Money
+	// Metadata is the client's JSON object from the order (nil: none).
+	Metadata json.RawMessage
 	// Version is the order stream's version folded.
 	Version int
 }
@@ -68,7 +71,7 @@ func (c *Counts) add(state string, n int) {
 func (o *Order) aggregate() domain.Order {
 	a := domain.Order{ID: o.ID, AccountID: o.AccountID, MessageCount: o.MessageCount, Price: o.Price,
 		ValiditySeconds: o.ValiditySeconds, ExpiresAt: o.ExpiresAt, AcceptedAt: o.AcceptedAt,
-		CompletedAt: o.CompletedAt, Version: o.Version}
+		CompletedAt: o.CompletedAt, ClientMetadata: o.Metadata, Version: o.Version}
 	switch {
 	case !o.CompletedAt.IsZero():
 		a.State = domain.OrderStateCompleted
@@ -84,12 +87,13 @@ func (o *Order) setFrom(a *domain.Order) {
 	o.AccountID, o.MessageCount, o.Price, o.ValiditySeconds = a.AccountID, a.MessageCount, a.Price, a.ValiditySeconds
 	o.ExpiresAt, o.AcceptedAt, o.CompletedAt, o.Version = stored(a.ExpiresAt), stored(a.AcceptedAt), stored(a.CompletedAt), a.Version
 	o.Charged.Currency, o.Refunded.Currency = a.Price.Currency, a.Price.Currency
+	o.Metadata = a.ClientMetadata
 }
 
 const orderColumns = `order_id, account_id, message_count, price_micros, currency, validity_seconds,
     expires_at, accepted_at, started_at, completed_at,
     count_accepted, count_queued, count_routed, count_submitted, count_delivered, count_failed, count_expired,
-    charged_micros, refunded_micros, version`
+    charged_micros, refunded_micros, version, metadata`
 
 func scanOrder(row pgx.CollectableRow) (Order, error) {
 	var o Order
@@ -97,7 +101,7 @@ func scanOrder(row pgx.CollectableRow) (Order, error) {
 	err := row.Scan(&o.ID, &o.AccountID, &o.MessageCount, &o.Price.AmountMicros, &o.Price.Currency, &o.ValiditySeconds,
 		&expires, &accepted, &started, &completed,
 		&o.Counts.Accepted, &o.Counts.Queued, &o.Counts.Routed, &o.Counts.Submitted, &o.Counts.Delivered,
-		&o.Counts.Failed, &o.Counts.Expired, &o.Charged.AmountMicros, &o.Refunded.AmountMicros, &o.Version)
+		&o.Counts.Failed, &o.Counts.Expired, &o.Charged.AmountMicros, &o.Refunded.AmountMicros, &o.Version, &o.Metadata)
 	o.ExpiresAt, o.AcceptedAt, o.StartedAt, o.CompletedAt = deref(expires), deref(accepted), deref(started), deref(completed)
 	o.Charged.Currency, o.Refunded.Currency = o.Price.Currency, o.Price.Currency
 	return o, err

@@ -55,17 +55,17 @@ func TestReadQueriesUseTheirIndexes(t *testing.T) {
 		args  []any
 		index string
 	}{
-		{"search: the big account, first page", searchMessagesSQL, []any{big, none, none, noTime, noTime, noTime, none, 51}, "read_messages_account"},
-		{"search: the big account, deep page (cursor)", searchMessagesSQL, []any{big, none, none, noTime, noTime, ts(cursorAt), str(cursorID), 51}, "read_messages_account"},
-		{"search: the big account, since/until", searchMessagesSQL, []any{big, none, none, ts(mid.Add(-time.Hour)), ts(mid), noTime, none, 51}, "read_messages_account"},
-		{"search: by number", searchMessagesSQL, []any{big, str(to), none, noTime, noTime, noTime, none, 51}, "read_messages_to"},
-		{"search: failed messages", searchMessagesSQL, []any{big, none, str("failed"), noTime, noTime, noTime, none, 51}, "read_messages_state"},
-		{"search: queued messages (rare)", searchMessagesSQL, []any{big, none, str("queued"), noTime, noTime, noTime, none, 51}, "read_messages_state"},
-		{"search: delivered messages (the bulk)", searchMessagesSQL, []any{big, none, str("delivered"), noTime, noTime, noTime, none, 51}, "read_messages_account"},
-		{"search: a small account", searchMessagesSQL, []any{small, none, none, noTime, noTime, noTime, none, 51}, "read_messages_account"},
-		{"search: within an order", searchOrderMessagesSQL, []any{order, big, none, none, noTime, noTime, -1, 51}, "read_messages_order"},
-		{"order messages: page 3", orderMessagesSQL, []any{order, none, 100, false, big, 51}, "read_messages_order"},
-		{"order messages: failed only", orderMessagesSQL, []any{order, str("failed"), -1, false, big, 51}, "read_messages_order_state"},
+		{"search: the big account, first page", searchMessagesSQL, []any{big, none, none, noTime, noTime, noTime, none, 51, none}, "read_messages_account"},
+		{"search: the big account, deep page (cursor)", searchMessagesSQL, []any{big, none, none, noTime, noTime, ts(cursorAt), str(cursorID), 51, none}, "read_messages_account"},
+		{"search: the big account, since/until", searchMessagesSQL, []any{big, none, none, ts(mid.Add(-time.Hour)), ts(mid), noTime, none, 51, none}, "read_messages_account"},
+		{"search: by number", searchMessagesSQL, []any{big, str(to), none, noTime, noTime, noTime, none, 51, none}, "read_messages_to"},
+		{"search: failed messages", searchMessagesSQL, []any{big, none, str("failed"), noTime, noTime, noTime, none, 51, none}, "read_messages_state"},
+		{"search: queued messages (rare)", searchMessagesSQL, []any{big, none, str("queued"), noTime, noTime, noTime, none, 51, none}, "read_messages_state"},
+		{"search: delivered messages (the bulk)", searchMessagesSQL, []any{big, none, str("delivered"), noTime, noTime, noTime, none, 51, none}, "read_messages_account"},
+		{"search: a small account", searchMessagesSQL, []any{small, none, none, noTime, noTime, noTime, none, 51, none}, "read_messages_account"},
+		{"search: within an order", searchOrderMessagesSQL, []any{order, big, none, none, noTime, noTime, -1, 51, none}, "read_messages_order"},
+		{"order messages: page 3", orderMessagesSQL, []any{order, none, 100, false, big, 51, none}, "read_messages_order"},
+		{"order messages: failed only", orderMessagesSQL, []any{order, str("failed"), -1, false, big, 51, none}, "read_messages_order_state"},
 		{"message by id", getMessageSQL, []any{cursorID, false, big}, "read_messages_pkey"},
 	}
 	for _, c := range cases {
@@ -152,7 +152,7 @@ SELECT 'M' || lpad(to_hex(g), 25, '0'),
     s, 1, s, 1, 0, NULL, 'de', 'sim-a', 'priority', 'p-' || g,
     CASE WHEN s = 'failed' THEN '{"code":"undeliverable","stage":"delivery","reason":"","permanent":true}'::jsonb END,
     at, at, at, at, CASE WHEN s = 'delivered' THEN at END, CASE WHEN s = 'failed' THEN at END, NULL,
-    at + interval '1 day', 5
+    at + interval '1 day', 5, 'Hello'
 FROM generate_series($1::int, $2::int) AS g,
     LATERAL (SELECT g / 1000 AS o) AS ord,
     LATERAL (SELECT timestamptz '2026-01-01 00:00:00+00' + (g / 1000) * interval '4 minutes' AS at,

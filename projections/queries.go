@@ -15,9 +15,25 @@ import (
 	"github.com/afterok/afterok/eventstore"
 )
 
-// States lists the public message states a filter may name.
+// States lists the public message states a filter may name. expired is
+// not a state of its own (an expired message is failed, with failure code
+// expired) but the part of failed that order counts show apart, so a
+// client can list what it counts.
 func States() []string {
-	return []string{"accepted", "queued", "routed", "submitted", "delivered", "failed"}
+	return []string{"accepted", "queued", "routed", "submitted", "delivered", "failed", StateExpired}
+}
+
+// StateExpired filters failed messages whose failure code is expired.
+const StateExpired = "expired"
+
+// stateFilter splits a state filter into the state column's value and
+// the failure code it implies (expired), each nil when absent.
+func stateFilter(state string) (*string, *string) {
+	if state == StateExpired {
+		failed, code := "failed", domain.CodeExpired
+		return &failed, &code
+	}
+	return nullable(state), nil
 }
 
 const (
@@ -36,6 +52,7 @@ WHERE account_id = $1 AND ($2::bool OR (account_id = $3::text AND $3::text <> ''
 	orderMessagesSQL = `SELECT ` + messageColumns + ` FROM read_messages
 WHERE order_id = $1 AND ($2::text IS NULL OR state = $2::text) AND idx > $3
   AND ($4::bool OR (account_id = $5::text AND $5::text <> ''))
+  AND ($7::text IS NULL OR failure->>'code' = $7::text)
 ORDER BY idx LIMIT $6`
 
 	// The support search, newest first. Each call is planned with its
@@ -48,6 +65,7 @@ WHERE account_id = $1
   AND ($4::timestamptz IS NULL OR accepted_at >= $4::timestamptz)
   AND ($5::timestamptz IS NULL OR accepted_at < $5::timestamptz)
   AND ($6::timestamptz IS NULL OR (accepted_at, message_id) < ($6::timestamptz, $7::text))
+  AND ($9::text IS NULL OR failure->>'code' = $9::text)
 ORDER BY accepted_at DESC, message_id DESC LIMIT $8`
 
 	// The support search within one order: request order, like the order's
@@ -59,6 +77,7 @@ WHERE order_id = $1 AND account_id = $2
   AND ($5::timestamptz IS NULL OR accepted_at >= $5::timestamptz)
   AND ($6::timestamptz IS NULL OR accepted_at < $6::timestamptz)
   AND idx > $7
+  AND ($9::text IS NULL OR failure->>'code' = $9::text)
 ORDER BY idx LIMIT $8`
 )
 
@@ -140,7 +159,8 @@ func OrderMessages(ctx context.Context, q eventstore.Querier, t Tenant, orderID,
 		return MessagePage{}, err
 	}
 	all, acct := t.args()
-	rows, err := q.Query(ctx, orderMessagesSQL, pgx.QueryExecModeExec, orderID, nullable(state), after, all, acct, limit+1)
+	st, code := stateFilter(state)
+	rows, err := q.Query(ctx, orderMessagesSQL, pgx.QueryExecModeExec, orderID, st, after, all, acct, limit+1, code)
 	return page(rows, err, limit, indexCursor)
 }
 
@@ -162,21 +182,22 @@ func SearchMessages(ctx context.Context, q eventstore.Querier, accountID string,
 		return MessagePage{}, err
 	}
 	since, until := nullTime(s.Since), nullTime(s.Until)
+	st, code := stateFilter(s.State)
 	if s.OrderID != "" {
 		after, err := parseIndexCursor(s.Cursor)
 		if err != nil {
 			return MessagePage{}, err
 		}
 		rows, err := q.Query(ctx, searchOrderMessagesSQL, pgx.QueryExecModeExec, s.OrderID, accountID,
-			nullable(s.To), nullable(s.State), since, until, after, s.Limit+1)
+			nullable(s.To), st, since, until, after, s.Limit+1, code)
 		return page(rows, err, s.Limit, indexCursor)
 	}
 	at, id, err := parseTimeCursor(s.Cursor)
 	if err != nil {
 		return MessagePage{}, err
 	}
-	rows, err := q.Query(ctx, searchMessagesSQL, pgx.QueryExecModeExec, accountID, nullable(s.To), nullable(s.State),
-		since, until, at, id, s.Limit+1)
+	rows, err := q.Query(ctx, searchMessagesSQL, pgx.QueryExecModeExec, accountID, nullable(s.To), st,
+		since, until, at, id, s.Limit+1, code)
 	return page(rows, err, s.Limit, timeCursor)
 }
 

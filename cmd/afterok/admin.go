@@ -85,7 +85,7 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("accounts create", env)
 	name := fs.String("name", "", "the account's name (required)")
 	credit := fs.String("credit", "", "opening credit in currency units, e.g. 100 or 12.50 (required)")
-	currency := fs.String("currency", "EUR", "ISO 4217 currency of the account")
+	currency := fs.String("currency", env.cfg.Prices.Currency(), "ISO 4217 currency of the account (one the price table serves)")
 	scopes := fs.String("scopes", strings.Join(accounts.DefaultScopes, ","), "scopes of the first API key")
 	countries := fs.String("countries", "", "allowed destination countries (ISO alpha-2, comma-separated); empty = all")
 	asJSON := fs.Bool("json", false, "print exactly one JSON object")
@@ -111,7 +111,7 @@ func runAccounts(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	svc := accounts.New(eventstore.New(pool), time.Now)
+	svc := accounts.New(eventstore.New(pool), time.Now, accounts.Currencies(env.cfg.Prices.Currency()))
 	created, err := svc.Create(ctx, accounts.NewAccount{Name: *name, Credit: amount,
 		Scopes: splitList(*scopes, false), AllowedCountries: splitList(*countries, true)})
 	if err != nil {

@@ -99,7 +99,7 @@ func (s *system) demoAccount(ctx context.Context) (demoCredentials, error) {
 			return d, nil
 		}
 	}
-	c, err := s.accounts.Create(ctx, accounts.NewAccount{Name: "Demo", Credit: domain.Money{AmountMicros: 1_000_000_000, Currency: "EUR"},
+	c, err := s.accounts.Create(ctx, accounts.NewAccount{Name: "Demo", Credit: domain.Money{AmountMicros: 1_000_000_000, Currency: s.cfg.Prices.Currency()},
 		Scopes: accounts.DefaultScopes})
 	if err != nil {
 		return d, fmt.Errorf("demo account: %w", err)

@@ -116,7 +116,7 @@ func start(ctx context.Context, env *environment, roles map[string]bool) (*syste
 		return nil, err
 	}
 	s.pool, s.store = pool, eventstore.New(pool)
-	s.accounts = accounts.New(s.store, time.Now)
+	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()))
 	if roles[roleRelay] || roles[roleScheduler] || roles[roleDispatch] {
 		if err := s.connectNATS(ctx); err != nil {
 			return nil, err

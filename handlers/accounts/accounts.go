@@ -42,6 +42,11 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 // ErrUnknownAccount is returned when an account stream does not exist.
 var ErrUnknownAccount = errors.New("unknown account")
 
+// ErrUnservedCurrency is returned by Create for an account in a currency
+// no price table of this deployment serves: every order of it would fail
+// to price, so it is refused when it is opened, not at its first order.
+var ErrUnservedCurrency = errors.New("no price table serves this currency")
+
 // Principal is the authenticated execution context of a request.
 type Principal struct {
 	AccountID string
@@ -68,6 +73,17 @@ type Service struct {
 	policies  map[string]cachedPolicy
 	keyTTL    time.Duration
 	policyTTL time.Duration
+	// currencies are those an account may be opened in; empty: any.
+	currencies []string
+}
+
+// Option configures a Service.
+type Option func(*Service)
+
+// Currencies limits the accounts Create opens to these currencies: the
+// ones the deployment's price table prices in.
+func Currencies(codes ...string) Option {
+	return func(s *Service) { s.currencies = append(s.currencies, codes...) }
 }
 
 // KeyCacheTTL bounds how long a key revoked in the database (revoked_at
@@ -90,9 +106,13 @@ type cached struct {
 }
 
 // New returns a Service.
-func New(store *eventstore.Store, now func() time.Time) *Service {
-	return &Service{store: store, now: now, cache: map[[32]byte]cached{}, policies: map[string]cachedPolicy{},
+func New(store *eventstore.Store, now func() time.Time, opts ...Option) *Service {
+	s := &Service{store: store, now: now, cache: map[[32]byte]cached{}, policies: map[string]cachedPolicy{},
 		keyTTL: KeyCacheTTL, policyTTL: policyTTL}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // Created is what Create returns; APIKey is shown once and never stored.
@@ -126,6 +146,9 @@ func (s *Service) Create(ctx context.Context, req NewAccount) (Created, error) {
 	}
 	if strings.TrimSpace(req.Name) == "" {
 		return Created{}, errors.New("an account needs a name")
+	}
+	if len(s.currencies) > 0 && !slices.Contains(s.currencies, req.Credit.Currency) {
+		return Created{}, fmt.Errorf("%w: %q (served: %s)", ErrUnservedCurrency, req.Credit.Currency, strings.Join(s.currencies, ", "))
 	}
 	now := s.now()
 	id := ulid.Make().String()

@@ -57,3 +57,21 @@ func TestCreateAuthenticateLoad(t *testing.T) {
 	require.Error(t, err)
 	require.NoError(t, eventstore.VerifyOK(ctx, db.Pool))
 }
+
+// TestCreateRefusesAnUnservedCurrency: an account in a currency no price
+// table serves could never pay for an order; it is refused when opened,
+// and nothing of it is written.
+func TestCreateRefusesAnUnservedCurrency(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.NewDB(t)
+	svc := accounts.New(eventstore.New(db.Pool), time.Now, accounts.Currencies("EUR"))
+
+	_, err := svc.Create(ctx, accounts.NewAccount{Name: "Acme", Credit: domain.Money{AmountMicros: 5_000_000, Currency: "USD"}})
+	require.ErrorIs(t, err, accounts.ErrUnservedCurrency)
+	var events, keys int
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM api_keys)`).Scan(&events, &keys))
+	require.Zero(t, events+keys, "a refused account wrote something")
+
+	_, err = svc.Create(ctx, accounts.NewAccount{Name: "Acme", Credit: domain.Money{AmountMicros: 5_000_000, Currency: "EUR"}})
+	require.NoError(t, err)
+}

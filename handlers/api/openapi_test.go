@@ -33,6 +33,30 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 		mounted[op] = true
 		require.Contains(t, doc.Paths[rt.Pattern], strings.ToLower(rt.Method), "%s is mounted but not documented", op)
 	}
+	// The key's scope is declared where a generated client reads it: every
+	// authenticated operation names the bearer scheme and its scope, every
+	// public one says it needs none.
+	var full struct {
+		Servers  []struct{ URL string } `json:"servers"`
+		Security []map[string][]string  `json:"security"`
+		Paths    map[string]map[string]struct {
+			Security *[]map[string][]string `json:"security"`
+		} `json:"paths"`
+	}
+	require.NoError(t, json.Unmarshal(raw, &full))
+	require.NotEmpty(t, full.Servers, "servers: a generated client needs a base URL")
+	for _, rt := range srv.Routes() {
+		op := full.Paths[rt.Pattern][strings.ToLower(rt.Method)]
+		name := rt.Method + " " + rt.Pattern
+		switch {
+		case rt.Public:
+			require.NotNil(t, op.Security, "%s is public: security: [] says so", name)
+			require.Empty(t, *op.Security, name)
+		default:
+			require.NotNil(t, op.Security, "%s needs a key and does not say so", name)
+			require.Equal(t, []map[string][]string{{"bearer": {rt.Scope}}}, *op.Security, name)
+		}
+	}
 	for path, ops := range doc.Paths {
 		for method := range ops {
 			if method == "parameters" {

@@ -1,14 +1,10 @@
 package api
 
 import (
-	"crypto/sha256"
 	"errors"
-	"hash"
-	"io"
 	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
@@ -20,9 +16,9 @@ const maxIdempotencyKey = 255
 // postOrder is POST /v1/orders: authenticate (done), decode and validate
 // every message, price, then reserve and append in one transaction.
 func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
-	key := r.Header.Get("Idempotency-Key")
-	if len(key) > maxIdempotencyKey || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
-		return fail(errInvalidRequest, "Idempotency-Key must be 1 to %d visible ASCII characters", maxIdempotencyKey)
+	key, err := idempotencyKey(r.Header)
+	if err != nil {
+		return err
 	}
 	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
 		return fail(errInvalidRequest, "Content-Type must be application/json")
@@ -35,8 +31,7 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 		return err
 	}
 	planner := accept.NewPlanner(s.deps.Policy, &account)
-	body := &hashingReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), h: sha256.New()}
-	if err := decodeOrder(body, planner); err != nil {
+	if err := decodeOrder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), planner); err != nil {
 		return err
 	}
 	plan, err := planner.Finish()
@@ -44,7 +39,11 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 		return err
 	}
 	var sum [32]byte
-	copy(sum[:], body.h.Sum(nil))
+	if key != "" { // only a key's repeat is ever compared
+		if sum, err = orders.PlanHash(plan); err != nil {
+			return err
+		}
+	}
 	res, err := s.deps.Acceptor.Accept(r.Context(), orders.Request{
 		Principal: rc.Principal, Plan: plan, IdempotencyKey: key, RequestHash: sum, RequestID: rc.ID,
 		Render: renderAccepted,
@@ -58,6 +57,7 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 	}
 	h := w.Header()
 	h.Set("Content-Type", "application/json")
+	h.Set("Location", "/v1/orders/"+res.OrderID)
 	if res.Replayed {
 		s.metrics.replays.Inc()
 		h.Set("Idempotent-Replayed", "true")
@@ -70,7 +70,6 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 	s.metrics.orders.Inc()
 	s.metrics.messages.Add(float64(len(acc.Messages)))
 	rc.Log("order_id", acc.OrderID, "message_count", len(acc.Messages))
-	h.Set("Location", "/v1/orders/"+acc.OrderID)
 	out := res.Body
 	if out == nil {
 		if out, err = renderAccepted(acc); err != nil {
@@ -86,17 +85,23 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 // the log line's business, not an error response's.
 func ignoreWriteError(error) error { return nil }
 
-// hashingReader hashes the body as it is read, for Idempotency-Key
-// comparison, without keeping it.
-type hashingReader struct {
-	r io.Reader
-	h hash.Hash
-}
-
-func (h *hashingReader) Read(p []byte) (int, error) {
-	n, err := h.r.Read(p)
-	h.h.Write(p[:n])
-	return n, err
+// idempotencyKey is the request's Idempotency-Key, "" when it sent none.
+// A header that is present but empty, or sent twice, is refused rather
+// than ignored: the client believes its retries are safe, and they would
+// not be.
+func idempotencyKey(h http.Header) (string, error) {
+	vs, present := h["Idempotency-Key"]
+	if !present {
+		return "", nil
+	}
+	if len(vs) != 1 {
+		return "", fail(errInvalidRequest, "send one Idempotency-Key header, not %d", len(vs))
+	}
+	key := vs[0]
+	if key == "" || len(key) > maxIdempotencyKey || strings.ContainsFunc(key, func(c rune) bool { return c < 0x21 || c > 0x7e }) {
+		return "", fail(errInvalidRequest, "Idempotency-Key must be 1 to %d visible ASCII characters", maxIdempotencyKey)
+	}
+	return key, nil
 }
 
 // renderAccepted writes the 202 body by hand: for a 100,000-message order
@@ -106,14 +111,16 @@ func renderAccepted(a *orders.Accepted) ([]byte, error) {
 	b := make([]byte, 0, 256+len(a.Messages)*130)
 	b = append(b, `{"order_id":"`...)
 	b = append(b, a.OrderID...)
-	b = append(b, `","status":"accepted","message_count":`...)
+	// status is the field's first name, kept for clients that read it;
+	// state is what every other resource calls it.
+	b = append(b, `","state":"accepted","status":"accepted","message_count":`...)
 	b = strconv.AppendInt(b, int64(len(a.Messages)), 10)
 	b = append(b, `,"price":`...)
 	b = appendMoney(b, a.Price)
 	b = append(b, `,"accepted_at":"`...)
-	b = a.AcceptedAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTimestamp(b, a.AcceptedAt)
 	b = append(b, `","expires_at":"`...)
-	b = a.ExpiresAt.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = appendTimestamp(b, a.ExpiresAt)
 	b = append(b, `","messages":[`...)
 	for i, m := range a.Messages {
 		if i > 0 {

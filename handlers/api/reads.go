@@ -143,7 +143,8 @@ func (s *Server) getMessage(w http.ResponseWriter, r *http.Request, rc *RequestC
 			return notFound(err, "message", id)
 		}
 		v := messageViewOf(&m)
-		v.AsOf = &at
+		ts := timestamp(at)
+		v.AsOf = &ts
 		return writeJSON(w, http.StatusOK, v)
 	}
 	m, err := projections.GetMessage(r.Context(), s.deps.Store.Pool(), tenant, id)
@@ -186,7 +187,7 @@ func (s *Server) getAccountSummary(w http.ResponseWriter, r *http.Request, rc *R
 	money := func(micros int64) domain.Money { return domain.Money{AmountMicros: micros, Currency: a.Currency} }
 	return writeJSON(w, http.StatusOK, accountSummaryView{AccountID: a.ID, Name: a.Name, Currency: a.Currency,
 		Balance: money(a.Balance), Reserved: money(a.Reserved), Credited: money(a.Credited), Spent: money(a.Spent),
-		Refunded: money(a.Refunded), OpenedAt: a.OpenedAt, Version: a.Version})
+		Refunded: money(a.Refunded), OpenedAt: timestamp(a.OpenedAt), Version: a.Version})
 }
 
 func (s *Server) getProviderStats(w http.ResponseWriter, r *http.Request, _ *RequestContext) error {
@@ -210,7 +211,7 @@ func (s *Server) getProviderStats(w http.ResponseWriter, r *http.Request, _ *Req
 	if err != nil {
 		return err
 	}
-	out := providerStatsView{Since: since.Truncate(time.Hour), Until: until, Providers: make([]providerView, len(stats))}
+	out := providerStatsView{Since: timestamp(since.Truncate(time.Hour)), Until: timestamp(until), Providers: make([]providerView, len(stats))}
 	for i, p := range stats {
 		out.Providers[i] = providerViewOf(p)
 	}

@@ -21,6 +21,7 @@ type messageView struct {
 	Country           string         `json:"country"`
 	Encoding          string         `json:"encoding"`
 	Segments          int            `json:"segments"`
+	Body              string         `json:"body"`
 	Price             domain.Money   `json:"price"`
 	State             string         `json:"state"`
 	Attempt           int            `json:"attempt"`
@@ -28,9 +29,9 @@ type messageView struct {
 	ProviderMessageID *string        `json:"provider_message_id"`
 	Failure           *failureView   `json:"failure"`
 	Timestamps        messageTimes   `json:"timestamps"`
-	ExpiresAt         time.Time      `json:"expires_at"`
+	ExpiresAt         timestamp      `json:"expires_at"`
 	Version           int            `json:"version"`
-	AsOf              *time.Time     `json:"as_of,omitempty"`
+	AsOf              *timestamp     `json:"as_of,omitempty"`
 	Links             map[string]any `json:"links"`
 }
 
@@ -50,28 +51,21 @@ type failureView struct {
 }
 
 type messageTimes struct {
-	AcceptedAt  *time.Time `json:"accepted_at"`
-	QueuedAt    *time.Time `json:"queued_at"`
-	RoutedAt    *time.Time `json:"routed_at"`
-	SubmittedAt *time.Time `json:"submitted_at"`
-	DeliveredAt *time.Time `json:"delivered_at"`
-	FailedAt    *time.Time `json:"failed_at"`
-	RetriedAt   *time.Time `json:"retried_at"`
-}
-
-func at(t time.Time) *time.Time {
-	if t.IsZero() {
-		return nil
-	}
-	return &t
+	AcceptedAt  *timestamp `json:"accepted_at"`
+	QueuedAt    *timestamp `json:"queued_at"`
+	RoutedAt    *timestamp `json:"routed_at"`
+	SubmittedAt *timestamp `json:"submitted_at"`
+	DeliveredAt *timestamp `json:"delivered_at"`
+	FailedAt    *timestamp `json:"failed_at"`
+	RetriedAt   *timestamp `json:"retried_at"`
 }
 
 func messageViewOf(m *projections.Message) messageView {
 	v := messageView{MessageID: m.ID, OrderID: m.OrderID, AccountID: m.AccountID, Index: m.Index, To: m.To, From: m.From,
-		Country: m.Country, Encoding: m.Encoding, Segments: m.Segments, Price: m.Price, State: m.State, Attempt: m.Attempt,
+		Country: m.Country, Encoding: m.Encoding, Segments: m.Segments, Body: m.Body, Price: m.Price, State: m.State, Attempt: m.Attempt,
 		Timestamps: messageTimes{AcceptedAt: at(m.AcceptedAt), QueuedAt: at(m.QueuedAt), RoutedAt: at(m.RoutedAt),
 			SubmittedAt: at(m.SubmittedAt), DeliveredAt: at(m.DeliveredAt), FailedAt: at(m.FailedAt), RetriedAt: at(m.RetriedAt)},
-		ExpiresAt: m.ExpiresAt, Version: m.Version,
+		ExpiresAt: timestamp(m.ExpiresAt), Version: m.Version,
 		Links: map[string]any{"events": "/v1/messages/" + m.ID + "/events", "order": "/v1/orders/" + m.OrderID}}
 	if m.Route != nil {
 		v.Route = &routeView{RouteID: m.Route.RouteID, Provider: m.Route.Provider, Reason: m.Route.Reason}
@@ -103,18 +97,21 @@ func pageViewOf(p projections.MessagePage) pageView {
 }
 
 type orderView struct {
-	OrderID         string         `json:"order_id"`
-	AccountID       string         `json:"account_id"`
-	State           string         `json:"state"`
-	MessageCount    int            `json:"message_count"`
-	Counts          countsView     `json:"counts"`
-	Price           domain.Money   `json:"price"`
-	Charged         domain.Money   `json:"charged"`
-	Refunded        domain.Money   `json:"refunded"`
-	ValiditySeconds int            `json:"validity_seconds"`
-	ExpiresAt       *time.Time     `json:"expires_at"`
-	Timestamps      orderTimes     `json:"timestamps"`
-	Links           map[string]any `json:"links"`
+	OrderID         string       `json:"order_id"`
+	AccountID       string       `json:"account_id"`
+	State           string       `json:"state"`
+	MessageCount    int          `json:"message_count"`
+	Counts          countsView   `json:"counts"`
+	Price           domain.Money `json:"price"`
+	Charged         domain.Money `json:"charged"`
+	Refunded        domain.Money `json:"refunded"`
+	ValiditySeconds int          `json:"validity_seconds"`
+	ExpiresAt       *timestamp   `json:"expires_at"`
+	Timestamps      orderTimes   `json:"timestamps"`
+	// Metadata is the client's object from the order, null when it sent
+	// none.
+	Metadata json.RawMessage `json:"metadata"`
+	Links    map[string]any  `json:"links"`
 }
 
 type countsView struct {
@@ -128,9 +125,9 @@ type countsView struct {
 }
 
 type orderTimes struct {
-	AcceptedAt  *time.Time `json:"accepted_at"`
-	StartedAt   *time.Time `json:"started_at"`
-	CompletedAt *time.Time `json:"completed_at"`
+	AcceptedAt  *timestamp `json:"accepted_at"`
+	StartedAt   *timestamp `json:"started_at"`
+	CompletedAt *timestamp `json:"completed_at"`
 }
 
 func orderViewOf(o *projections.Order) orderView {
@@ -140,6 +137,7 @@ func orderViewOf(o *projections.Order) orderView {
 			Delivered: c.Delivered, Failed: c.Failed, Expired: c.Expired},
 		Price: o.Price, Charged: o.Charged, Refunded: o.Refunded, ValiditySeconds: o.ValiditySeconds, ExpiresAt: at(o.ExpiresAt),
 		Timestamps: orderTimes{AcceptedAt: at(o.AcceptedAt), StartedAt: at(o.StartedAt), CompletedAt: at(o.CompletedAt)},
+		Metadata:   o.Metadata,
 		Links:      map[string]any{"messages": "/v1/orders/" + o.ID + "/messages"}}
 }
 
@@ -172,13 +170,13 @@ type accountSummaryView struct {
 	Credited  domain.Money `json:"credited"`
 	Spent     domain.Money `json:"spent"`
 	Refunded  domain.Money `json:"refunded"`
-	OpenedAt  time.Time    `json:"opened_at"`
+	OpenedAt  timestamp    `json:"opened_at"`
 	Version   int          `json:"version"`
 }
 
 type providerStatsView struct {
-	Since     time.Time      `json:"since"`
-	Until     time.Time      `json:"until"`
+	Since     timestamp      `json:"since"`
+	Until     timestamp      `json:"until"`
 	Providers []providerView `json:"providers"`
 }
 

@@ -76,7 +76,8 @@ func New(store *eventstore.Store, now func() time.Time, cfg Config) *Acceptor {
 type Request struct {
 	Principal accounts.Principal
 	Plan      *accept.Plan
-	// IdempotencyKey is optional; RequestHash is the SHA-256 of the body.
+	// IdempotencyKey is optional; RequestHash is what a repeat of the key
+	// is compared on (PlanHash).
 	IdempotencyKey string
 	RequestHash    [32]byte
 	RequestID      string
@@ -107,6 +108,9 @@ type AcceptedMessage struct {
 // response recorded for the same Idempotency-Key and body.
 type Result struct {
 	Accepted *Accepted
+	// OrderID is the accepted order's id, the replayed one's too (its
+	// Location).
+	OrderID  string
 	Replayed bool
 	Status   int
 	Body     []byte // set for replays and for fresh acceptances with a key
@@ -158,16 +162,17 @@ func (a *Acceptor) Accept(ctx context.Context, req Request) (Result, error) {
 	if p.err != nil {
 		return Result{}, p.err
 	}
-	return Result{Accepted: p.accepted, Status: 202, Body: p.body}, nil
+	return Result{Accepted: p.accepted, OrderID: p.accepted.OrderID, Status: 202, Body: p.body}, nil
 }
 
-const lookupKeySQL = `SELECT request_hash, status, response FROM idempotency_keys
+const lookupKeySQL = `SELECT request_hash, order_id, status, response FROM idempotency_keys
 WHERE account_id = $1 AND key = $2 AND expires_at > $3`
 
 func (a *Acceptor) lookup(ctx context.Context, req Request) (Result, bool, error) {
 	var hash, body []byte
+	var orderID string
 	var status int
-	err := a.store.Pool().QueryRow(ctx, lookupKeySQL, req.Principal.AccountID, req.IdempotencyKey, a.now()).Scan(&hash, &status, &body)
+	err := a.store.Pool().QueryRow(ctx, lookupKeySQL, req.Principal.AccountID, req.IdempotencyKey, a.now()).Scan(&hash, &orderID, &status, &body)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Result{}, false, nil
 	}
@@ -177,7 +182,7 @@ func (a *Acceptor) lookup(ctx context.Context, req Request) (Result, bool, error
 	if string(hash) != string(req.RequestHash[:]) {
 		return Result{}, true, ErrIdempotencyConflict
 	}
-	return Result{Replayed: true, Status: status, Body: body}, true, nil
+	return Result{Replayed: true, OrderID: orderID, Status: status, Body: body}, true, nil
 }
 
 // pending is an order waiting for its lane's next commit.

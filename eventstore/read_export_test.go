@@ -1,0 +1,4 @@
+package eventstore
+
+// TailAccountSQL is the tenant's tail query, for the plan test.
+const TailAccountSQL = tailAccountSQL
