@@ -292,8 +292,12 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	rdown.srv = dead
 	rwrong := rcpt(405, "", nil)
 	rwrong.method = "GET"
+	refusedOne := `{"receipts":[{"id":"p-2","reference":"` + unknown + `","attempt":2147483648,"status":"delivered","part":1,"parts":1,"done_at":"` + time.Now().UTC().Format(time.RFC3339) + `"}]}`
+	huge := `{"receipts":[` + strings.Repeat(" ", 5<<20) + `]}`
 	cases = append(cases,
 		rcpt(200, receipt, signReceipts(secret, receipt)),
+		rcpt(200, refusedOne, signReceipts(secret, refusedOne)),
+		rcpt(413, huge, signReceipts(secret, huge)),
 		rcpt(400, `{"receipts": 5}`, signReceipts(secret, `{"receipts": 5}`)),
 		rcpt(401, receipt, nil),
 		rdown, rwrong)
