@@ -22,7 +22,7 @@ cd "$repo"
 passed=0
 
 say() { echo "freshmachine: $*"; }
-ok() { passed=$((passed + 1)); say "ok   $*"; }
+ok() { passed=$((passed + 1)); say "ok   $* (${SECONDS}s)"; }
 fail() {
   say "FAIL $*" >&2
   for f in "${tmp:-/nonexistent}"/run.log "${tmp:-/nonexistent}"/pg/log; do
@@ -32,10 +32,10 @@ fail() {
   exit 1
 }
 listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
+free_port() { # below Linux's ephemeral range, where no connection takes it meanwhile
   local p
   for _ in $(seq 1 100); do
-    p=$((20000 + RANDOM % 40000))
+    p=$((20000 + RANDOM % 12000))
     listening "$p" || { echo "$p"; return 0; }
   done
   return 1
@@ -96,12 +96,33 @@ gobin=$(unshare -m --propagation private env -i HOME="$tmp/home" PATH=/usr/sbin:
 cp "$tmp"/toolchain/go*.zip var/cache/ 2>/dev/null || true
 ok "no Go on the machine: toolchain.sh fetched and checked go$want into $gobin"
 
+# Debian's golang-go first on PATH (1.19 on bookworm: it cannot even parse
+# go.mod): the fetched toolchain must win. Its .deb is unpacked, not
+# installed, and cached in var/cache; without apt it is skipped.
+deb=$(ls var/cache/golang-*-go_*.deb 2>/dev/null | tail -1 || true)
+if [ -z "$deb" ] && command -v apt-get >/dev/null; then
+  pkg=$(apt-cache depends golang-go 2>/dev/null | awk '$1 == "Depends:" && $2 ~ /^golang-1\.[0-9]+-go$/ && !n++ { print $2 }')
+  [ -n "$pkg" ] && (cd var/cache && apt-get download -qq "$pkg" >/dev/null 2>&1) || true
+  deb=$(ls var/cache/golang-*-go_*.deb 2>/dev/null | tail -1 || true)
+fi
+if [ -n "$deb" ]; then
+  dpkg-deb -x "$deb" "$tmp/debian"
+  oldgo=$(ls -d "$tmp"/debian/usr/lib/go-*/bin | tail -1)
+  got=$(unshare -m --propagation private env -i HOME="$tmp/home" PATH="$oldgo:/usr/sbin:/usr/bin:/sbin:/bin" \
+    ${proxy:+GOPROXY="$proxy"} ${sumdb:+GOSUMDB="$sumdb"} AFTEROK_TOOLCHAIN_DIR="$tmp/toolchain" \
+    bash -c "${mounts}exec bash .ci/toolchain.sh") || fail "toolchain.sh with $(basename "$deb") on PATH"
+  [ "$got" = "$gobin" ] || fail "toolchain.sh chose $got over the fetched toolchain, with Debian's $("$oldgo/go" version) on PATH"
+  ok "with Debian's $("$oldgo/go" env GOVERSION) first on PATH, toolchain.sh still takes go$want"
+else
+  say "skip Debian's golang-go on PATH: no .deb to be had"
+fi
+
 # A proxy whose checksum database disagrees with the zip: refused, nothing kept.
 plat=$(basename "$(dirname "$gobin")")
 plat=${plat#go"$want".}
 mod=golang.org/toolchain ver=v0.0.1-go$want.$plat
 mkdir -p "$tmp/proxy/$mod/@v" "$(dirname "$tmp/proxy/sumdb/sum.golang.org/lookup/$mod@$ver")" "$tmp/bad"
-cp var/cache/go"$want.$plat".zip "$tmp/proxy/$mod/@v/$ver.zip"
+ln -s "$repo/var/cache/go$want.$plat.zip" "$tmp/proxy/$mod/@v/$ver.zip"
 echo "$mod $ver h1:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=" >"$tmp/proxy/sumdb/sum.golang.org/lookup/$mod@$ver"
 if env -u GOPROXY -u GOSUMDB GOPROXY="file://$tmp/proxy" GOSUMDB=sum.golang.org AFTEROK_TOOLCHAIN_DIR="$tmp/bad" \
   PATH=/usr/sbin:/usr/bin:/sbin:/bin unshare -m --propagation private bash -c "${mounts}exec bash .ci/toolchain.sh" \
