@@ -179,7 +179,11 @@ poll 60 delivered || fail "message $msg not delivered: $(curl -sS "http://$api/v
 ok "an account from accounts create --json; its order's message $msg was delivered"
 # SIGTERM to afterok alone (make would die of it too): make run then
 # returns afterok's own exit status.
-dev_pid=$(ps -o pid=,comm= -g "$run_pid" | awk '$2 == "afterok" { print $1 }')
+dev_pid=
+for st in /proc/[0-9]*/stat; do # no procps needed: pid (comm) state ppid pgrp
+  read -r pid comm _ _ pgrp _ <"$st" 2>/dev/null || continue
+  if [ "$comm" = "(afterok)" ] && [ "$pgrp" = "$run_pid" ]; then dev_pid=$pid; fi
+done
 [ -n "$dev_pid" ] || fail "no afterok process under make run"
 kill -TERM "$dev_pid"
 wait "$run_pid"

@@ -101,15 +101,17 @@ sumdb_hash() {
 }
 
 fetch() { # VERSION DIR
-  local ver="v0.0.1-go$1.$(platform)" mod=golang.org/toolchain dir=$2 proxy zip tmp
+  local ver mod=golang.org/toolchain dir=$2 proxy zip tmp
+  ver="v0.0.1-go$1.$(platform)"
   proxy=$(proxy_url) || { say "GOPROXY names no proxy to fetch $mod@$ver from"; return 1; }
   need_tools || return 1
   mkdir -p "$dir"
   zip="$dir/go$1.$(platform).zip"
   if [ ! -s "$zip" ]; then
     say "fetching $mod@$ver from the Go module proxy"
-    curl -fsSL --netrc-optional -o "$zip.part" "$proxy/$mod/@v/$ver.zip" || { rm -f "$zip.part"; return 1; }
-    mv "$zip.part" "$zip"
+    # A name of its own, so that two makes fetching at once do not mix.
+    curl -fsSL --netrc-optional -o "$zip.$$" "$proxy/$mod/@v/$ver.zip" || { rm -f "$zip.$$"; return 1; }
+    mv "$zip.$$" "$zip"
   fi
   tmp=$(mktemp -d "$dir/.unpack.XXXXXX")
   if ! unpack "$zip" "$tmp" "$proxy" "$mod" "$ver"; then rm -rf "$tmp"; return 1; fi
