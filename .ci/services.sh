@@ -25,8 +25,14 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 as_postgres() { # from /, which the postgres user can read
   if [ "$(id -un)" = postgres ]; then (cd / && "$@")
   elif [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@")
+  elif [ -t 2 ]; then (cd / && sudo -u postgres "$@") # a person at a terminal can type a password
   else (cd / && sudo -n -u postgres "$@"); fi
 }
+# psql_path: the psql on PATH, else the newest server's (binaries only).
+psql_path() {
+  type -P psql || ls -d /usr/lib/postgresql/*/bin/psql 2>/dev/null | sort -V | tail -1 || true
+}
+psql() { "$(psql_path)" "$@"; }
 
 start_postgres() {
   if ls /etc/postgresql/*/main >/dev/null 2>&1 && command -v pg_ctlcluster >/dev/null; then
@@ -76,6 +82,10 @@ pg_role_marker="afterok: made by .ci/services.sh for a PostgreSQL that let this 
 pg_ensure_access() {
   local file=${AFTEROK_DATABASE_URL_FILE:-$repo/var/database_url}
   local k
+  if [ -z "$(psql_path)" ]; then
+    echo "services: no psql to check the PostgreSQL login with; DATABASE_URL left as it is"
+    return 0
+  fi
   for k in DATABASE_URL AFTEROK_TEST_DATABASE_URL; do
     [ -n "${!k:-}" ] || continue
     # Set by the user: theirs to fix (psql may also reject a pgx-only
@@ -105,7 +115,7 @@ pg_create_role() {
   user=$(id -un)
   [[ $user =~ ^[A-Za-z0-9_.-]+$ ]] || { echo "services: user name $user does not fit in a URL; set DATABASE_URL" >&2; return 1; }
   echo "services: PostgreSQL on port $PG_PORT does not let $user in; creating role $user as the postgres user"
-  owner=$(as_postgres psql -w -X -h "$sock" -p "$PG_PORT" -d postgres -Atq -v u="$user" \
+  owner=$(as_postgres "$(psql_path)" -w -X -h "$sock" -p "$PG_PORT" -d postgres -Atq -v u="$user" \
     <<<"SELECT 'role:' || coalesce(shobj_description(oid, 'pg_authid'), '') FROM pg_roles WHERE rolname = :'u';" 2>&1) || {
     echo "services: cannot reach PostgreSQL as the postgres user over $sock ($owner); set DATABASE_URL" >&2
     return 1
@@ -116,7 +126,7 @@ pg_create_role() {
   fi
   pw=$(head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32)
   # The password goes through stdin, never argv.
-  as_postgres psql -w -X -h "$sock" -p "$PG_PORT" -d postgres -q -v ON_ERROR_STOP=1 -v u="$user" -v marker="$pg_role_marker" >/dev/null <<SQL
+  as_postgres "$(psql_path)" -w -X -h "$sock" -p "$PG_PORT" -d postgres -q -v ON_ERROR_STOP=1 -v u="$user" -v marker="$pg_role_marker" >/dev/null <<SQL
 \\set pw '$pw'
 SELECT format('%s ROLE %I LOGIN CREATEDB PASSWORD %L',
   CASE WHEN EXISTS (SELECT FROM pg_roles WHERE rolname = :'u') THEN 'ALTER' ELSE 'CREATE' END, :'u', :'pw') \\gexec
