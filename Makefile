@@ -1,6 +1,9 @@
 # The two commands: `make run` starts the whole system, `make test` runs every test.
 SHELL := /bin/bash
-export PATH := /usr/local/go/bin:$(HOME)/go/bin:$(PATH)
+# The Go that go.mod asks for: the machine's when it is new enough, else the
+# toolchain .ci/toolchain.sh fetches once into var/toolchain.
+GO_BIN_DIR := $(shell bash .ci/toolchain.sh)
+export PATH := $(if $(GO_BIN_DIR),$(GO_BIN_DIR):)/usr/local/go/bin:$(HOME)/go/bin:$(PATH)
 GO ?= go
 BIN := bin/afterok
 # Tests that hit PostgreSQL and NATS are I/O-bound; two packages at a time on two cores.
@@ -9,10 +12,15 @@ FUZZTIME ?= 10s
 # Tests that talk to JetStream, run a second time against an external NATS.
 NATS_TESTS ?= EndToEnd|Crash|Postgres|Relay|Streams|Queues|Republish|DeliveryLimit
 
+# The login .ci/services.sh made for a freshly installed PostgreSQL, unless
+# DATABASE_URL is set; read when a recipe runs, after `services` wrote it.
+DBURL_FILE ?= $(or $(AFTEROK_DATABASE_URL_FILE),var/database_url)
+DBENV = if [ -z "$$DATABASE_URL" ] && [ -s $(DBURL_FILE) ]; then export DATABASE_URL="$$(cat $(DBURL_FILE))"; fi;
+
 .PHONY: run test build services vet unit race fuzz bench clean
 
 run: services build
-	$(BIN) dev
+	$(DBENV) $(BIN) dev
 
 build:
 	$(GO) build -o $(BIN) ./cmd/afterok
@@ -26,10 +34,10 @@ vet:
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
 test: services vet
-	$(GO) test -race $(TESTFLAGS) ./...
+	$(DBENV) $(GO) test -race $(TESTFLAGS) ./...
 	@# The same pipeline against the machine's external NATS (Debian's 2.9),
 	@# when one listens: the embedded server above, the external one here.
-	@if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then \
+	@$(DBENV) if (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null; then \
 	  echo "== again against the external NATS at nats://127.0.0.1:4222"; \
 	  NATS_URL=nats://127.0.0.1:4222 $(GO) test $(TESTFLAGS) -run '$(NATS_TESTS)' ./cmd/... ./eventstore/... ./handlers/...; \
 	else echo "== no NATS on 127.0.0.1:4222: external-NATS pass skipped"; fi
@@ -39,7 +47,7 @@ fuzz:
 	@bash .ci/fuzz.sh $(FUZZTIME)
 
 bench: services
-	$(GO) test -run '^$$' -bench . -benchtime 3x ./eventstore/
+	$(DBENV) $(GO) test -run '^$$' -bench . -benchtime 3x ./eventstore/
 
 clean:
 	rm -rf bin
