@@ -69,7 +69,7 @@ func newHarness(t *testing.T) *harness {
 	sc := sim.DefaultConfig()
 	sc.CallbackBase = "http://" + cfg.Addr
 	sc.SubmitLatency, sc.SubmitJitter, sc.ReceiptDelay, sc.ReceiptFlush = 2*time.Millisecond, time.Millisecond, 20*time.Millisecond, 10*time.Millisecond
-	sc.ReceiptRetries, sc.ReceiptBackoff = 50, 100*time.Millisecond // receipts wait out system restarts
+	sc.ReceiptBackoff, sc.ReceiptMaxBackoff = 100*time.Millisecond, time.Second // receipts wait out outages (default max age: hours)
 	sc.DedupWindow = 10 * time.Minute
 	h.sim = sim.New(sc)
 	l, err := net.Listen("tcp", cfg.SimAddr)

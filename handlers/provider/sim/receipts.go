@@ -17,9 +17,6 @@ import (
 	"time"
 )
 
-// maxReceiptBackoff caps the doubling of ReceiptBackoff between retries.
-const maxReceiptBackoff = 10 * time.Second
-
 // pendingReceipt is an accepted message whose receipt is still to be sent.
 type pendingReceipt struct {
 	provider  *providerState
@@ -213,8 +210,6 @@ func (s *Simulator) drain(ctx context.Context, b *batcher, out chan<- receiptBat
 	b.backlog = nil
 }
 
-// deliver posts one batch, retrying refusals with doubling, jittered backoff
-// up to ReceiptRetries times, and counts the outcome.
 // deliverFirst sends a …0005 receipt before the submit is answered. The
 // message is accepted by then, so if the submitter goes away meanwhile the
 // receipt is not lost with its request: it goes to the sender's queue like
@@ -232,9 +227,11 @@ func (s *Simulator) deliverFirst(ctx context.Context, r pendingReceipt) {
 	s.enqueue(r)
 }
 
-// deliver posts a batch, retrying refusals. It reports false, counting
-// nothing, when ctx ended before the batch was handed over, so that the
-// caller decides what becomes of it.
+// deliver posts a batch, retrying refusals with doubling, jittered backoff
+// until ReceiptMaxAge has passed since the first try (or ReceiptRetries, when
+// set, ran out), and counts the outcome. It reports false, counting nothing,
+// when ctx ended before the batch was handed over, so that the caller
+// decides what becomes of it.
 func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 	body, err := json.Marshal(struct {
 		Receipts []wireReceipt `json:"receipts"`
@@ -243,7 +240,7 @@ func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 		s.failed(b, 0, err) // cannot happen with these field types
 		return true
 	}
-	backoff := s.cfg.ReceiptBackoff
+	backoff, first := s.cfg.ReceiptBackoff, time.Now()
 	for try := 0; ; try++ {
 		err := s.post(ctx, b.provider, body)
 		switch {
@@ -252,13 +249,13 @@ func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 			return true
 		case ctx.Err() != nil:
 			return false
-		case try >= s.cfg.ReceiptRetries:
+		case s.cfg.ReceiptRetries > 0 && try >= s.cfg.ReceiptRetries, time.Since(first) >= s.cfg.ReceiptMaxAge:
 			s.failed(b, try+1, err)
 			return true
 		}
 		s.log.Debug("receipt callback refused, will retry", "provider", b.provider.name, "try", try+1, "error", err)
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff)/2+1))
-		backoff = min(2*backoff, maxReceiptBackoff)
+		backoff = min(2*backoff, s.cfg.ReceiptMaxBackoff)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
