@@ -2,6 +2,7 @@ package scheduler_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -117,4 +118,60 @@ func TestRepublishAfterACrashIsDeduplicated(t *testing.T) {
 	require.Equal(t, uint64(1), info.State.Msgs, "the re-publish was deduplicated")
 	cancel()
 	<-done
+}
+
+// TestStrandedMessageIsQueuedAgain: a queued message whose job vanished from
+// the dispatch stream (JetStream lost it after a crash, a dead letter went
+// unrecorded, an operator purged the queue) is found by the stranded-message
+// check and its attempt queued again, under the same attempt number, while
+// a message whose job is still in the stream is left alone.
+func TestStrandedMessageIsQueuedAgain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := storetest.NewDB(t)
+	n := storetest.NewNATS(t)
+	s := eventstore.New(db.Pool)
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	lost := accept(t, s, time.Now().Add(time.Hour))
+	kept := accept(t, s, time.Now().Add(time.Hour))
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		return len(types(t, s, lost)) == 2 && len(types(t, s, kept)) == 2, "both queued"
+	})
+	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
+	require.NoError(t, err)
+	jobs := func() map[string]uint64 { // message id → sequence of its job
+		out := map[string]uint64{}
+		info, err := stream.Info(ctx)
+		require.NoError(t, err)
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			msg, err := stream.GetMsg(ctx, seq)
+			if err != nil {
+				continue
+			}
+			var j scheduler.Job
+			require.NoError(t, json.Unmarshal(msg.Data, &j))
+			require.Equal(t, 1, j.Attempt, "the same attempt, never a new one")
+			out[j.MessageID] = seq
+		}
+		return out
+	}
+	before := jobs()
+	require.Len(t, before, 2)
+	require.NoError(t, stream.DeleteMsg(ctx, before[lost])) // the job is lost
+
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		now := jobs()
+		_, ok := now[lost]
+		return ok, "a new job for the stranded message"
+	})
+	after := jobs()
+	require.Len(t, after, 2, "one job per message: the live one was not duplicated")
+	require.Equal(t, before[kept], after[kept])
+	require.Greater(t, after[lost], before[lost])
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, lost), "no new event: the attempt is the same")
 }
