@@ -210,11 +210,20 @@ func (s *Simulator) drain(ctx context.Context, b *batcher, out chan<- receiptBat
 	b.backlog = nil
 }
 
+// earlyReceiptBudget bounds how long a …0005 submit answer waits for its
+// receipt to be taken. Retrying inside the request for as long as the
+// receiver is away (hours, with ReceiptMaxAge) would make the submitter
+// take the whole batch for timed out.
+const earlyReceiptBudget = 2 * time.Second
+
 // deliverFirst sends a …0005 receipt before the submit is answered. The
-// message is accepted by then, so if the submitter goes away meanwhile the
-// receipt is not lost with its request: it goes to the sender's queue like
-// any other, as a real provider would still report on a message it took.
+// message is accepted by then, so if the submitter goes away meanwhile, or
+// the receiver refuses for longer than earlyReceiptBudget, the receipt is
+// not lost with its request: it goes to the sender's queue like any other,
+// as a real provider would still report on a message it took.
 func (s *Simulator) deliverFirst(ctx context.Context, r pendingReceipt) {
+	ctx, cancel := context.WithTimeout(ctx, earlyReceiptBudget)
+	defer cancel()
 	if s.deliver(ctx, receiptBatch{provider: r.provider, receipts: r.receipts(time.Now())}) {
 		return
 	}

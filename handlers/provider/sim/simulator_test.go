@@ -456,3 +456,32 @@ func TestEarlyReceiptSurvivesItsSubmitterLeaving(t *testing.T) {
 		t.Fatalf("stats %+v", st.Counters)
 	}
 }
+
+// TestEarlyReceiptDoesNotHoldTheSubmitThroughAnOutage: a …0005 receipt that
+// the receiver keeps refusing (its database is away) holds the submit answer
+// for a couple of seconds at most, then goes to the retrying queue. Held for
+// the receipt's whole retry budget (hours), the submitter would time the
+// batch out and count the provider as failing.
+func TestEarlyReceiptDoesNotHoldTheSubmitThroughAnOutage(t *testing.T) {
+	def := sim.DefaultConfig()
+	h := start(t, func(c *sim.Config) {
+		c.ReceiptRetries, c.ReceiptMaxAge = def.ReceiptRetries, def.ReceiptMaxAge
+		c.ReceiptBackoff, c.ReceiptMaxBackoff = time.Millisecond, 5*time.Millisecond
+	})
+	h.sink.refuse = 800 // about 2 s of refusals at this backoff, then some
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url+"/sim-a/v1/messages",
+		strings.NewReader(`{"reference":"m5","attempt":1,"to":"+4915112340005","body":"x","segments":1}`))
+	req.Header.Set("Authorization", "Bearer "+testProviders()["sim-a"].APIKey)
+	req.Header.Set("Idempotency-Key", "m5:1")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the submit was held while the receipt was refused: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("submit answered %d", res.StatusCode)
+	}
+	eventually(t, "the early receipt, later", func() bool { return len(h.sink.byMessage("m5")) == 1 })
+}
