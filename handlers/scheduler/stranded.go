@@ -19,8 +19,8 @@ import (
 // workers hold jobs through an outage and record a dead letter before they
 // drop a job, but a job can still vanish: JetStream's file store loses
 // acknowledged messages after a machine crash (it syncs every two minutes
-// by default), a dead-letter advisory comes while no worker listens, an
-// operator purges the queue. Without a job, a queued or routed message
+// by default), an operator purges or deletes the queue. Without a job, a
+// queued or routed message
 // would wait for its validity (48 h by default) and then fail expired.
 //
 // Every StrandedEvery, the check takes up to BatchSize rows whose job was
@@ -28,7 +28,10 @@ import (
 // oldest first, and asks the dispatch stream whether that job is still
 // there (a work-queue stream keeps a job until it is acknowledged):
 //   - still there: the job is live (waiting in a backlog, or being worked
-//     on); the row is looked at again after another StrandedAfter;
+//     on); the row is looked at again after another StrandedAfter. (A job
+//     at its delivery limit whose dead-letter advisory nobody heard also
+//     stays in the stream; this check cannot tell it from a live one, and
+//     the message ends at its validity.)
 //   - gone, and the message is still queued or routed at the row's
 //     attempt: the attempt is queued again, as a job with a new dedup id
 //     (the old one may still be inside the duplicate window) but the same
