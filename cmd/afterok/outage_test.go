@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -24,7 +25,17 @@ import (
 // out of the Makefile's NATS_TESTS so the external-NATS pass does not run
 // them again.
 
-const outageDown = 30 * time.Second
+// outageDown is how long the dependency stays away: 30 s, or
+// AFTEROK_TEST_OUTAGE (e.g. 60s) to measure a longer outage.
+func outageDown(t *testing.T) time.Duration {
+	v := os.Getenv("AFTEROK_TEST_OUTAGE")
+	if v == "" {
+		return 30 * time.Second
+	}
+	d, err := time.ParseDuration(v)
+	require.NoError(t, err, "AFTEROK_TEST_OUTAGE")
+	return d
+}
 
 // outageRun is the load of an outage test: orders of 100 messages across
 // the simulator's numbers, and one order of numbers that never get a
@@ -158,7 +169,7 @@ func TestOutageOfTheDatabase(t *testing.T) {
 	load := h.submitOutageLoad(40)
 	h.waitSubmitted(300)
 	cluster.Stop(t)
-	time.Sleep(outageDown) // fault injection: the database is away
+	time.Sleep(outageDown(t)) // fault injection: the database is away
 	cluster.Start(t)
 	h.waitOrdersCompleted(3*time.Minute, load.orders...)
 	h.checkPromises(load)
@@ -174,7 +185,7 @@ func TestOutageOfJetStream(t *testing.T) {
 	load := h.submitOutageLoad(40)
 	h.waitSubmitted(300)
 	n.Stop(t)
-	time.Sleep(outageDown) // fault injection: the broker is away
+	time.Sleep(outageDown(t)) // fault injection: the broker is away
 	n.Start(t)
 	h.waitOrdersCompleted(3*time.Minute, load.orders...)
 	h.checkPromises(load)
