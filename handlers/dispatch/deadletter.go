@@ -19,9 +19,9 @@ import (
 // MessageFailed{dead_lettered} events and removes the job from the queue.
 // A job that reached MaxDeliver is otherwise left in the stream with only
 // an advisory to show for it: a silent stall. (Should an advisory be
-// missed while no worker listens, the job stays in the stream, which the
-// scheduler's stranded-message check takes for live: the message then ends
-// at its validity, expired.)
+// missed while no worker listens, the job stays in the stream; the
+// scheduler's stranded-message check finds it once the queue is idle and
+// queues the attempt again.)
 func (w *Worker) deadLetters(ctx context.Context) {
 	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", w.cfg.Names.DispatchStream(), w.cfg.Consumer)
 	ch := make(chan *nats.Msg, 256)

@@ -58,6 +58,9 @@ type Config struct {
 	// stranded.go.
 	StrandedAfter time.Duration
 	StrandedEvery time.Duration
+	// DispatchConsumer is the dispatch workers' consumer (default
+	// "dispatch"), which the check asks whether it is idle.
+	DispatchConsumer string
 }
 
 // Scheduler runs the tail follower, the queuer and the expirer.
@@ -89,6 +92,9 @@ func New(cfg Config) *Scheduler {
 	}
 	if cfg.StrandedEvery <= 0 {
 		cfg.StrandedEvery = 15 * time.Second
+	}
+	if cfg.DispatchConsumer == "" {
+		cfg.DispatchConsumer = "dispatch"
 	}
 	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("role", "scheduler"),
 		queued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_jobs_queued_total", Help: "Dispatch jobs queued (MessageQueued appended)."}),

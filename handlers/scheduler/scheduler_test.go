@@ -3,6 +3,8 @@ package scheduler_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -174,4 +176,67 @@ func TestStrandedMessageIsQueuedAgain(t *testing.T) {
 	require.Equal(t, before[kept], after[kept])
 	require.Greater(t, after[lost], before[lost])
 	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, lost), "no new event: the attempt is the same")
+}
+
+// TestDeadJobNobodyDeadLetteredIsQueuedAgain: a job that reached its
+// delivery limit stays in the work-queue stream, with only an advisory to
+// show for it. If no worker heard the advisory, the stranded-message check
+// finds the job once the consumer is idle, queues the attempt again and
+// removes the dead job.
+func TestDeadJobNobodyDeadLetteredIsQueuedAgain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := storetest.NewDB(t)
+	n := storetest.NewNATS(t)
+	s := eventstore.New(db.Pool)
+	cons, err := n.JS.CreateOrUpdateConsumer(ctx, n.Names.DispatchStream(), jetstream.ConsumerConfig{Durable: "dispatch",
+		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 1, AckWait: 200 * time.Millisecond})
+	require.NoError(t, err)
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	id := accept(t, s, time.Now().Add(time.Hour))
+	storetest.Poll(t, 20*time.Second, func() (bool, string) { return len(types(t, s, id)) == 2, "queued" })
+	// A worker takes the job and dies without a word: one delivery, the limit.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var first uint64
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		require.NoError(t, err)
+		first = md.Sequence.Stream
+	}
+	require.NotZero(t, first, "the worker took the job")
+	// Servers since 2.10 drop a job at its limit from the unacknowledged
+	// count once its AckWait passed; 2.9 keeps counting it, and there the
+	// check cannot tell it from a live job (it leaves it alone: safe).
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		info, err := cons.Info(ctx)
+		require.NoError(t, err)
+		if info.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Skipf("this NATS server (%s) counts a job at its delivery limit as unacknowledged", n.Conn.ConnectedServerVersion())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the consumer's state
+	}
+
+	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
+	require.NoError(t, err)
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		_, err := stream.GetMsg(ctx, first)
+		return errors.Is(err, jetstream.ErrMsgNotFound), fmt.Sprintf("the dead job %d removed: %v", first, err)
+	})
+	batch, err = cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var again scheduler.Job
+	for m := range batch.Messages() {
+		require.NoError(t, json.Unmarshal(m.Data(), &again))
+	}
+	require.Equal(t, scheduler.Job{MessageID: id, Attempt: 1, AccountID: "acc"}, again, "the same attempt, queued again")
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, id))
 }

@@ -19,19 +19,24 @@ import (
 // workers hold jobs through an outage and record a dead letter before they
 // drop a job, but a job can still vanish: JetStream's file store loses
 // acknowledged messages after a machine crash (it syncs every two minutes
-// by default), an operator purges or deletes the queue. Without a job, a
-// queued or routed message
-// would wait for its validity (48 h by default) and then fail expired.
+// by default), an operator purges the queue, a job reaches its delivery
+// limit while no worker hears the advisory. Without a job, a queued or
+// routed message would wait for its validity (48 h by default) and then
+// fail expired.
 //
 // Every StrandedEvery, the check takes up to BatchSize rows whose job was
 // queued more than StrandedAfter ago (the message_schedule_queued index),
 // oldest first, and asks the dispatch stream whether that job is still
 // there (a work-queue stream keeps a job until it is acknowledged):
 //   - still there: the job is live (waiting in a backlog, or being worked
-//     on); the row is looked at again after another StrandedAfter. (A job
-//     at its delivery limit whose dead-letter advisory nobody heard also
-//     stays in the stream; this check cannot tell it from a live one, and
-//     the message ends at its validity.)
+//     on); the row is looked at again after another StrandedAfter. Unless
+//     the dispatch consumer has nothing pending and nothing unacknowledged
+//     (a nak'ed job waiting for its redelivery counts as unacknowledged):
+//     then a job still in the stream is one that reached its delivery
+//     limit, and whose dead-letter advisory nobody heard (no worker
+//     listened, or it died retrying the write). It is treated as gone, and
+//     removed. Under constant load the consumer is never idle, so such a
+//     job is found once the load pauses;
 //   - gone, and the message is still queued or routed at the row's
 //     attempt: the attempt is queued again, as a job with a new dedup id
 //     (the old one may still be inside the duplicate window) but the same
@@ -72,6 +77,10 @@ func (s *Scheduler) strandedRound(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("dispatch stream: %w", err)
 	}
+	// Taken before the rows are looked at: every job the check looks at was
+	// published long before, so if the consumer had nothing pending or
+	// unacknowledged then, a job still in the stream is dead.
+	idle := s.dispatchIdle(ctx)
 	requeued := 0
 	err = s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error {
 		requeued = 0
@@ -95,14 +104,18 @@ func (s *Scheduler) strandedRound(ctx context.Context) (int, error) {
 			return err
 		}
 		var live, gone []strandedRow
+		var dead []uint64
 		for _, r := range claimed {
 			ok, err := jobInStream(ctx, stream, r.seq)
-			if err != nil {
+			switch {
+			case err != nil:
 				return err
-			}
-			if ok {
+			case ok && idle:
+				dead = append(dead, r.seq)
+				gone = append(gone, r)
+			case ok:
 				live = append(live, r)
-			} else {
+			default:
 				gone = append(gone, r)
 			}
 		}
@@ -119,13 +132,32 @@ func (s *Scheduler) strandedRound(ctx context.Context) (int, error) {
 			return nil
 		}
 		n, err := s.settleStranded(ctx, tx, gone, now)
+		if err != nil {
+			return err
+		}
 		requeued = n
-		return err
+		for _, seq := range dead {
+			if err := stream.DeleteMsg(ctx, seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+				return fmt.Errorf("remove dead job %d: %w", seq, err)
+			}
+		}
+		return nil
 	})
 	if err == nil && requeued > 0 {
 		s.requeued.Add(float64(requeued))
 	}
 	return requeued, err
+}
+
+// dispatchIdle reports whether the dispatch consumer has no job pending and
+// none delivered but unacknowledged.
+func (s *Scheduler) dispatchIdle(ctx context.Context) bool {
+	c, err := s.cfg.JetStream.Consumer(ctx, s.cfg.Names.DispatchStream(), s.cfg.DispatchConsumer)
+	if err != nil {
+		return false // no workers yet: nothing was delivered, nothing is dead
+	}
+	info, err := c.Info(ctx)
+	return err == nil && info.NumPending == 0 && info.NumAckPending == 0
 }
 
 // jobInStream reports whether the dispatch stream still holds the job at
