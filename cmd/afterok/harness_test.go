@@ -36,6 +36,8 @@ type harness struct {
 	simStop context.CancelFunc
 	key     accounts.Created
 	running *running
+	// credit is the test account's opening credit in micros.
+	credit int64
 }
 
 type running struct {
@@ -52,7 +54,13 @@ func freeAddr(t *testing.T) string {
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, db: storetest.NewDB(t), nats: storetest.NewNATS(t)}
+	return newHarnessOn(t, storetest.NewDB(t), storetest.NewNATS(t))
+}
+
+// newHarnessOn is newHarness on a database and a JetStream the test chose
+// (outage tests own the servers they stop).
+func newHarnessOn(t *testing.T, db *storetest.DB, n *storetest.NATS) *harness {
+	h := &harness{t: t, db: db, nats: n, credit: 100_000_000}
 	cfg, err := LoadConfig(func(string) string { return "" })
 	require.NoError(t, err)
 	cfg.DatabaseURL, cfg.NATSURL, cfg.Prefix = h.db.URL, h.nats.URL, h.nats.Names.Prefix
@@ -69,7 +77,7 @@ func newHarness(t *testing.T) *harness {
 	sc := sim.DefaultConfig()
 	sc.CallbackBase = "http://" + cfg.Addr
 	sc.SubmitLatency, sc.SubmitJitter, sc.ReceiptDelay, sc.ReceiptFlush = 2*time.Millisecond, time.Millisecond, 20*time.Millisecond, 10*time.Millisecond
-	sc.ReceiptRetries, sc.ReceiptBackoff = 50, 100*time.Millisecond // receipts wait out system restarts
+	sc.ReceiptBackoff, sc.ReceiptMaxBackoff = 100*time.Millisecond, time.Second // receipts wait out outages (default max age: hours)
 	sc.DedupWindow = 10 * time.Minute
 	h.sim = sim.New(sc)
 	l, err := net.Listen("tcp", cfg.SimAddr)
@@ -119,7 +127,7 @@ func (h *harness) start(hooks dispatch.Hooks, roles ...string) *running {
 	h.running = r
 	if h.key.APIKey == "" {
 		c, err := s.accounts.Create(context.Background(), accounts.NewAccount{Name: "e2e",
-			Credit: domain.Money{AmountMicros: 100_000_000, Currency: "EUR"}})
+			Credit: domain.Money{AmountMicros: h.credit, Currency: "EUR"}})
 		require.NoError(h.t, err)
 		h.key = c
 	}

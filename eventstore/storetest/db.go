@@ -57,14 +57,19 @@ func NewDB(t testing.TB) *DB {
 // NewDBWith is NewDB with a pool configuration.
 func NewDBWith(t testing.TB, pc eventstore.PoolConfig) *DB {
 	t.Helper()
+	return newDBOn(t, ServerURL(), pc)
+}
+
+func newDBOn(t testing.TB, server string, pc eventstore.PoolConfig) *DB {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	base, err := pgx.ParseConfig(ServerURL())
+	base, err := pgx.ParseConfig(server)
 	if err != nil {
 		t.Fatalf("storetest: database url: %v", err)
 	}
 	name := RandomName("afterok_test_")
-	url := replaceDBName(ServerURL(), name)
+	url := replaceDBName(server, name)
 	pool, err := eventstore.Connect(ctx, url, pc)
 	if err != nil {
 		t.Fatalf("storetest: create database %s on %s (is PostgreSQL running? `make test` starts it): %v", name, base.Host, err)

@@ -23,6 +23,7 @@ type NATS struct {
 	// fault tests restart it.
 	Embedded *bus.Embedded
 	dir      string
+	addr     string // of the stopped embedded server
 }
 
 // External reports whether tests run against the NATS at NATS_URL.
@@ -36,8 +37,21 @@ const TestEventsMaxBytes = 256 << 20
 // and deletes them when the test ends.
 func NewNATS(t testing.TB) *NATS {
 	t.Helper()
+	return newNATS(t, os.Getenv("NATS_URL"))
+}
+
+// NewEmbeddedNATS is NewNATS with an embedded server of the test's own even
+// when NATS_URL is set: for tests that stop the broker, which they must
+// never do to the machine's shared one.
+func NewEmbeddedNATS(t testing.TB) *NATS {
+	t.Helper()
+	return newNATS(t, "")
+}
+
+func newNATS(t testing.TB, url string) *NATS {
+	t.Helper()
 	n := &NATS{Names: bus.Names{Prefix: strings.ToLower(RandomName("t"))}}
-	if url := os.Getenv("NATS_URL"); url != "" {
+	if url != "" {
 		n.URL = url
 	} else {
 		n.dir = t.TempDir()
@@ -81,10 +95,26 @@ func (n *NATS) Restart(t testing.TB, down time.Duration) {
 	if n.Embedded == nil {
 		t.Skip("restart needs the embedded server (NATS_URL is set)")
 	}
-	addr := n.Embedded.Server.Addr()
-	n.Embedded.Close()
+	n.Stop(t)
 	time.Sleep(down) // fault injection: the broker is away for a while
-	host, p := splitHostPort(t, addr.String())
+	n.Start(t)
+}
+
+// Stop shuts the embedded server down (its data stays for Start).
+func (n *NATS) Stop(t testing.TB) {
+	t.Helper()
+	if n.Embedded == nil {
+		t.Fatal("storetest: stopping NATS needs the embedded server (use NewEmbeddedNATS)")
+	}
+	n.addr = n.Embedded.Server.Addr().String()
+	n.Embedded.Close()
+}
+
+// Start starts the embedded server again on the same port and data
+// directory, after Stop.
+func (n *NATS) Start(t testing.TB) {
+	t.Helper()
+	host, p := splitHostPort(t, n.addr)
 	e, err := bus.StartEmbedded(n.dir, host, p)
 	if err != nil {
 		t.Fatalf("storetest: restart nats: %v", err)

@@ -3,9 +3,12 @@ package dispatch
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
@@ -16,8 +19,9 @@ import (
 // MessageFailed{dead_lettered} events and removes the job from the queue.
 // A job that reached MaxDeliver is otherwise left in the stream with only
 // an advisory to show for it: a silent stall. (Should an advisory be
-// missed while no worker listens, the message still ends at its validity:
-// the scheduler expires it.)
+// missed while no worker listens, the job stays in the stream; the
+// scheduler's stranded-message check finds it once the queue is idle and
+// queues the attempt again.)
 func (w *Worker) deadLetters(ctx context.Context) {
 	subject := fmt.Sprintf("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.%s.%s", w.cfg.Names.DispatchStream(), w.cfg.Consumer)
 	ch := make(chan *nats.Msg, 256)
@@ -39,10 +43,28 @@ func (w *Worker) deadLetters(ctx context.Context) {
 			if err := json.Unmarshal(msg.Data, &adv); err != nil || adv.StreamSeq == 0 {
 				continue
 			}
-			if err := w.deadLetter(ctx, adv.StreamSeq, adv.Deliveries); err != nil && ctx.Err() == nil {
-				w.log.Error("dead-lettering a job failed", "stream_seq", adv.StreamSeq, "err", err)
-			}
+			w.recordDeadLetter(ctx, adv.StreamSeq, adv.Deliveries)
 		}
+	}
+}
+
+// recordDeadLetter retries deadLetter until it succeeds or ctx ends. The
+// advisory comes once: a dead-letter write given up on (the store away)
+// would leave the message waiting for a job JetStream no longer delivers.
+// The job is removed only after MessageFailed is committed, so a retry
+// after a partial success finds the message final and only removes it.
+func (w *Worker) recordDeadLetter(ctx context.Context, seq uint64, deliveries int) {
+	backoff := 100 * time.Millisecond
+	for {
+		err := w.deadLetter(ctx, seq, deliveries)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		w.log.Warn("dead-lettering a job failed; retrying", "stream_seq", seq, "err", err, "backoff", backoff)
+		if eventstore.Sleep(ctx, backoff); ctx.Err() != nil {
+			return
+		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 
@@ -52,12 +74,16 @@ func (w *Worker) deadLetter(ctx context.Context, seq uint64, deliveries int) err
 		return err
 	}
 	raw, err := stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil // removed by an earlier try, or never there to fail
+	}
 	if err != nil {
 		return fmt.Errorf("get job %d: %w", seq, err)
 	}
 	var job scheduler.Job
 	if err := json.Unmarshal(raw.Data, &job); err != nil {
-		return fmt.Errorf("job %d: %w", seq, err)
+		w.log.Error("malformed dead-lettered job, removing it", "stream_seq", seq, "err", err)
+		return stream.DeleteMsg(ctx, seq)
 	}
 	recs, err := w.cfg.Store.ReadStream(ctx, domain.MessageStream(job.MessageID), 1)
 	if err != nil {

@@ -9,6 +9,7 @@ type metrics struct {
 	batchSeconds  prometheus.Histogram
 	batchErrors   prometheus.Counter
 	deadLettered  prometheus.Counter
+	outageHolds   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -25,9 +26,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Batches that failed and were left to redelivery."}),
 		deadLettered: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_dispatch_dead_lettered_total",
 			Help: "Jobs that reached MaxDeliver and were failed as dead-lettered."}),
+		outageHolds: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_dispatch_outage_holds_total",
+			Help: "Batches held (not redelivered) because the store was unreachable."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.submitted, m.failures, m.submitSeconds, m.batchSeconds, m.batchErrors, m.deadLettered)
+		reg.MustRegister(m.submitted, m.failures, m.submitSeconds, m.batchSeconds, m.batchErrors, m.deadLettered, m.outageHolds)
 	}
 	return m
 }

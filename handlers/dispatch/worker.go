@@ -193,19 +193,41 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		tasks = append(tasks, t)
 	}
-	if err := w.run(ctx, tasks); err != nil {
-		if ctx.Err() == nil {
+	for {
+		err := w.run(ctx, tasks)
+		if err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return // unacknowledged: AckWait hands the jobs to another worker
+		}
+		if w.storeReachable(ctx) {
 			w.log.Warn("dispatch batch failed; jobs will be redelivered", "jobs", len(tasks), "err", err)
 			w.m.batchErrors.Inc()
-		}
-		// Unfinished jobs are left unacknowledged: if the process is alive
-		// they are nak'ed for a prompt retry, if it died AckWait returns them.
-		for _, t := range tasks {
-			if !t.ack && ctx.Err() == nil {
-				_ = t.msg.NakWithDelay(time.Second)
+			// Unfinished jobs are nak'ed for a prompt retry; that spends one
+			// of their deliveries, which is right for a fault of the jobs
+			// (a conflict, a bad row) and not for an outage (below).
+			for _, t := range tasks {
+				if !t.ack {
+					_ = t.msg.NakWithDelay(time.Second)
+				}
 			}
+			return
 		}
-		return
+		// The store is away. A nak would spend a delivery per retry, and
+		// MaxDeliver counts deliveries, so an outage of a few seconds would
+		// dead-letter messages that were never at fault. Instead the batch
+		// is held (kept in progress, so it is not redelivered) and no new
+		// one fetched until the store answers; then it runs again from the
+		// store's state, which is what a redelivery would do.
+		w.log.Warn("store unreachable; holding the batch until it is back", "jobs", len(tasks), "err", err)
+		w.m.outageHolds.Inc()
+		if !w.waitForStore(ctx, tasks) {
+			return
+		}
+		for _, t := range tasks {
+			*t = task{msg: t.msg, job: t.job}
+		}
 	}
 	for _, t := range tasks {
 		switch {

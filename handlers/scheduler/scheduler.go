@@ -52,15 +52,25 @@ type Config struct {
 	// Poll is how often the queuer and expirer look for due rows when
 	// nothing woke them (default 100 ms).
 	Poll time.Duration
+	// StrandedAfter is how long after its job was queued a message that is
+	// still queued or routed is checked for a live job (default 2 min);
+	// StrandedEvery is how often the check runs (default 15 s). See
+	// stranded.go.
+	StrandedAfter time.Duration
+	StrandedEvery time.Duration
+	// DispatchConsumer is the dispatch workers' consumer (default
+	// "dispatch"), which the check asks whether it is idle.
+	DispatchConsumer string
 }
 
 // Scheduler runs the tail follower, the queuer and the expirer.
 type Scheduler struct {
-	cfg     Config
-	log     *slog.Logger
-	queued  prometheus.Counter
-	expired prometheus.Counter
-	due     prometheus.Gauge
+	cfg      Config
+	log      *slog.Logger
+	queued   prometheus.Counter
+	expired  prometheus.Counter
+	due      prometheus.Gauge
+	requeued prometheus.Counter
 }
 
 // New returns a Scheduler.
@@ -77,13 +87,24 @@ func New(cfg Config) *Scheduler {
 	if cfg.Poll <= 0 {
 		cfg.Poll = 100 * time.Millisecond
 	}
+	if cfg.StrandedAfter <= 0 {
+		cfg.StrandedAfter = 2 * time.Minute
+	}
+	if cfg.StrandedEvery <= 0 {
+		cfg.StrandedEvery = 15 * time.Second
+	}
+	if cfg.DispatchConsumer == "" {
+		cfg.DispatchConsumer = "dispatch"
+	}
 	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("role", "scheduler"),
 		queued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_jobs_queued_total", Help: "Dispatch jobs queued (MessageQueued appended)."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_messages_expired_total", Help: "Messages failed because their validity elapsed."}),
 		due:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "afterok_scheduler_due_rows", Help: "Rows the last queuer round found due."}),
+		requeued: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_stranded_requeued_total",
+			Help: "Queued or routed messages found without a live job and queued again."}),
 	}
 	if cfg.Registerer != nil {
-		cfg.Registerer.MustRegister(s.queued, s.expired, s.due)
+		cfg.Registerer.MustRegister(s.queued, s.expired, s.due, s.requeued)
 	}
 	return s
 }
@@ -107,6 +128,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 		run("queue", func(ctx context.Context) error { return s.loop(ctx, s.queueRound) })
 	}
 	run("expire", func(ctx context.Context) error { return s.loop(ctx, s.expireRound) })
+	run("stranded", s.strandedLoop)
 	wg.Wait()
 	return ctx.Err()
 }
@@ -128,7 +150,7 @@ SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::timestamptz[], $5::t
     $6::int[], $7::text[], $8::uuid[], $9::text[], $10::text[])
 ON CONFLICT (message_id) DO NOTHING`
 	retryScheduleSQL = `UPDATE message_schedule s SET attempt = u.attempt, due_at = u.due_at,
-    version = u.version, last_type = u.last_type, caused_by = u.caused_by
+    version = u.version, last_type = u.last_type, caused_by = u.caused_by, queued_at = NULL, job_seq = NULL
 FROM unnest($1::text[], $2::int[], $3::timestamptz[], $4::int[], $5::text[], $6::uuid[])
     AS u(message_id, attempt, due_at, version, last_type, caused_by)
 WHERE s.message_id = u.message_id`
@@ -307,6 +329,11 @@ func (s *Scheduler) queueRound(ctx context.Context) (int, error) {
 	return n, err
 }
 
+// markQueuedSQL clears the rows' due time and notes the job for the
+// stranded-message check (stranded.go).
+const markQueuedSQL = `UPDATE message_schedule s SET due_at = NULL, queued_at = $3, job_seq = u.seq
+FROM unnest($1::text[], $2::bigint[]) AS u(message_id, seq) WHERE s.message_id = u.message_id`
+
 var errNeedHistory = errors.New("a claimed row does not say where its message stands")
 
 // recordQueued appends MessageQueued for each claimed row whose message is
@@ -366,7 +393,11 @@ func (s *Scheduler) recordQueued(ctx context.Context, tx *eventstore.Tx, due []c
 			return err
 		}
 	}
-	if _, err := tx.Exec(ctx, `UPDATE message_schedule SET due_at = NULL WHERE message_id = ANY($1::text[])`, ids); err != nil {
+	jobSeqs := make([]int64, len(seqs))
+	for i, q := range seqs {
+		jobSeqs[i] = int64(q)
+	}
+	if _, err := tx.Exec(ctx, markQueuedSQL, ids, jobSeqs, now); err != nil {
 		return err
 	}
 	s.queued.Add(float64(len(appends)))
@@ -387,7 +418,13 @@ func (s *Scheduler) publish(ctx context.Context, jobs []Job) ([]uint64, error) {
 		}
 		futures[i] = f
 	}
-	seqs := make([]uint64, len(jobs))
+	return awaitAcks(ctx, futures)
+}
+
+// awaitAcks waits for every acknowledgement and returns each job's stream
+// sequence (for a deduplicated re-publish, the original job's).
+func awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) ([]uint64, error) {
+	seqs := make([]uint64, len(futures))
 	timeout := time.NewTimer(10 * time.Second)
 	defer timeout.Stop()
 	for i, f := range futures {
@@ -395,7 +432,7 @@ func (s *Scheduler) publish(ctx context.Context, jobs []Job) ([]uint64, error) {
 		case ack := <-f.Ok():
 			seqs[i] = ack.Sequence
 		case err := <-f.Err():
-			return nil, fmt.Errorf("publish job %s: %w", jobs[i].MsgID(), err)
+			return nil, fmt.Errorf("publish job %s: %w", f.Msg().Header.Get(jetstream.MsgIDHeader), err)
 		case <-timeout.C:
 			return nil, errors.New("publish jobs: no acknowledgement within 10s")
 		case <-ctx.Done():
@@ -403,70 +440,4 @@ func (s *Scheduler) publish(ctx context.Context, jobs []Job) ([]uint64, error) {
 		}
 	}
 	return seqs, nil
-}
-
-const claimExpiredSQL = `SELECT message_id FROM message_schedule WHERE expires_at <= $1
-ORDER BY expires_at LIMIT $2 FOR UPDATE SKIP LOCKED`
-
-// expireRound fails the messages whose validity elapsed before a final
-// state. A message that reached a final state meanwhile is left alone.
-func (s *Scheduler) expireRound(ctx context.Context) (int, error) {
-	n := 0
-	err := s.cfg.Store.InTx(ctx, func(tx *eventstore.Tx) error {
-		now := s.cfg.Now().UTC()
-		rows, err := tx.Query(ctx, claimExpiredSQL, now, s.cfg.BatchSize)
-		if err != nil {
-			return err
-		}
-		var ids, streams []string
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids, streams = append(ids, id), append(streams, domain.MessageStream(id))
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		n = len(ids)
-		if n == 0 {
-			return nil
-		}
-		loaded, err := eventstore.ReadStreams(ctx, tx, streams)
-		if err != nil {
-			return err
-		}
-		var appends []eventstore.StreamAppend
-		for _, st := range streams {
-			recs := loaded[st]
-			m, err := eventstore.LoadMessage(recs)
-			if err != nil {
-				return err
-			}
-			if m.State.Final() || m.State == domain.StateNew {
-				continue
-			}
-			ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeExpired, Stage: domain.StageExpiry,
-				Reason: fmt.Sprintf("validity ended at %s before a final state (%s)", m.ExpiresAt.Format(time.RFC3339), m.State.PublicState())},
-				nil, now)
-			if err != nil {
-				return err
-			}
-			appends = append(appends, eventstore.StreamAppend{Stream: st, Expected: eventstore.Exact(m.Version),
-				Events: []eventstore.EventData{eventstore.MustEvent(ev, eventstore.FollowUp(recs, "scheduler"))}})
-		}
-		if len(appends) > 0 {
-			if _, err := tx.Append(ctx, appends...); err != nil {
-				return err
-			}
-		}
-		_, err = tx.Exec(ctx, deleteScheduleSQL, ids)
-		if err == nil {
-			s.expired.Add(float64(len(appends)))
-		}
-		return err
-	})
-	return n, err
 }

@@ -2,6 +2,9 @@ package scheduler_test
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -117,4 +120,123 @@ func TestRepublishAfterACrashIsDeduplicated(t *testing.T) {
 	require.Equal(t, uint64(1), info.State.Msgs, "the re-publish was deduplicated")
 	cancel()
 	<-done
+}
+
+// TestStrandedMessageIsQueuedAgain: a queued message whose job vanished from
+// the dispatch stream (JetStream lost it after a crash, a dead letter went
+// unrecorded, an operator purged the queue) is found by the stranded-message
+// check and its attempt queued again, under the same attempt number, while
+// a message whose job is still in the stream is left alone.
+func TestStrandedMessageIsQueuedAgain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := storetest.NewDB(t)
+	n := storetest.NewNATS(t)
+	s := eventstore.New(db.Pool)
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	lost := accept(t, s, time.Now().Add(time.Hour))
+	kept := accept(t, s, time.Now().Add(time.Hour))
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		return len(types(t, s, lost)) == 2 && len(types(t, s, kept)) == 2, "both queued"
+	})
+	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
+	require.NoError(t, err)
+	jobs := func() map[string]uint64 { // message id → sequence of its job
+		out := map[string]uint64{}
+		info, err := stream.Info(ctx)
+		require.NoError(t, err)
+		for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+			msg, err := stream.GetMsg(ctx, seq)
+			if err != nil {
+				continue
+			}
+			var j scheduler.Job
+			require.NoError(t, json.Unmarshal(msg.Data, &j))
+			require.Equal(t, 1, j.Attempt, "the same attempt, never a new one")
+			out[j.MessageID] = seq
+		}
+		return out
+	}
+	before := jobs()
+	require.Len(t, before, 2)
+	require.NoError(t, stream.DeleteMsg(ctx, before[lost])) // the job is lost
+
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		now := jobs()
+		_, ok := now[lost]
+		return ok, "a new job for the stranded message"
+	})
+	after := jobs()
+	require.Len(t, after, 2, "one job per message: the live one was not duplicated")
+	require.Equal(t, before[kept], after[kept])
+	require.Greater(t, after[lost], before[lost])
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, lost), "no new event: the attempt is the same")
+}
+
+// TestDeadJobNobodyDeadLetteredIsQueuedAgain: a job that reached its
+// delivery limit stays in the work-queue stream, with only an advisory to
+// show for it. If no worker heard the advisory, the stranded-message check
+// finds the job once the consumer is idle, queues the attempt again and
+// removes the dead job.
+func TestDeadJobNobodyDeadLetteredIsQueuedAgain(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	db := storetest.NewDB(t)
+	n := storetest.NewNATS(t)
+	s := eventstore.New(db.Pool)
+	cons, err := n.JS.CreateOrUpdateConsumer(ctx, n.Names.DispatchStream(), jetstream.ConsumerConfig{Durable: "dispatch",
+		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 1, AckWait: 200 * time.Millisecond})
+	require.NoError(t, err)
+	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); _ = sc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	id := accept(t, s, time.Now().Add(time.Hour))
+	storetest.Poll(t, 20*time.Second, func() (bool, string) { return len(types(t, s, id)) == 2, "queued" })
+	// A worker takes the job and dies without a word: one delivery, the limit.
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var first uint64
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		require.NoError(t, err)
+		first = md.Sequence.Stream
+	}
+	require.NotZero(t, first, "the worker took the job")
+	// Servers since 2.10 drop a job at its limit from the unacknowledged
+	// count once its AckWait passed; 2.9 keeps counting it, and there the
+	// check cannot tell it from a live job (it leaves it alone: safe).
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		info, err := cons.Info(ctx)
+		require.NoError(t, err)
+		if info.NumAckPending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Skipf("this NATS server (%s) counts a job at its delivery limit as unacknowledged", n.Conn.ConnectedServerVersion())
+		}
+		time.Sleep(20 * time.Millisecond) // polling the consumer's state
+	}
+
+	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
+	require.NoError(t, err)
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		_, err := stream.GetMsg(ctx, first)
+		return errors.Is(err, jetstream.ErrMsgNotFound), fmt.Sprintf("the dead job %d removed: %v", first, err)
+	})
+	batch, err = cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
+	require.NoError(t, err)
+	var again scheduler.Job
+	for m := range batch.Messages() {
+		require.NoError(t, json.Unmarshal(m.Data(), &again))
+	}
+	require.Equal(t, scheduler.Job{MessageID: id, Attempt: 1, AccountID: "acc"}, again, "the same attempt, queued again")
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, id))
 }

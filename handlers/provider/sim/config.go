@@ -40,12 +40,22 @@ type Config struct {
 	// ReceiptFlush is the longest a due receipt waits for its batch to
 	// fill; 0 sends due receipts without waiting.
 	ReceiptFlush time.Duration
-	// ReceiptRetries is how many times a refused callback is retried before
-	// its receipts are given up (and counted in receipts_failed).
+	// ReceiptRetries, when above 0, is how many times a refused callback is
+	// retried before its receipts are given up (and counted in
+	// receipts_failed); 0 means no limit by count: ReceiptMaxAge ends it.
 	ReceiptRetries int
+	// ReceiptMaxAge is how long a refused callback is retried, from its
+	// first try, before its receipts are given up. Real providers retry
+	// delivery reports for hours, so an outage of the receiving side costs
+	// a receipt time, not the message's outcome. 0 means 6 hours.
+	ReceiptMaxAge time.Duration
 	// ReceiptBackoff is the wait before the first retry, doubled for each
-	// further one up to 10 s; 0 means 100 ms.
+	// further one up to ReceiptMaxBackoff; 0 means 100 ms.
 	ReceiptBackoff time.Duration
+	// ReceiptMaxBackoff caps the wait between retries; 0 means 10 s. A batch
+	// being retried holds one of ReceiptWorkers, so a long outage fills the
+	// bounded queue and then holds submissions back: memory stays bounded.
+	ReceiptMaxBackoff time.Duration
 	// ReceiptTimeout bounds one callback request; 0 means 10 s.
 	ReceiptTimeout time.Duration
 	// ReceiptQueue is how many accepted messages may wait for their receipt.
@@ -89,7 +99,7 @@ func DefaultConfig() Config {
 		ReceiptDelay:   200 * time.Millisecond,
 		ReceiptBatch:   100,
 		ReceiptFlush:   50 * time.Millisecond,
-		ReceiptRetries: 5,
+		ReceiptMaxAge:  6 * time.Hour,
 		ReceiptBackoff: 100 * time.Millisecond,
 		ReceiptTimeout: 10 * time.Second,
 		ReceiptQueue:   50_000,
@@ -135,8 +145,14 @@ func (c Config) withDefaults() Config {
 	if c.ReceiptBatch <= 0 {
 		c.ReceiptBatch = 100
 	}
+	if c.ReceiptMaxAge <= 0 {
+		c.ReceiptMaxAge = 6 * time.Hour
+	}
 	if c.ReceiptBackoff <= 0 {
 		c.ReceiptBackoff = 100 * time.Millisecond
+	}
+	if c.ReceiptMaxBackoff <= 0 {
+		c.ReceiptMaxBackoff = 10 * time.Second
 	}
 	if c.ReceiptTimeout <= 0 {
 		c.ReceiptTimeout = 10 * time.Second

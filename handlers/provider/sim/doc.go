@@ -32,7 +32,7 @@
 // Transient refusals are not remembered: retrying the same key may succeed.
 //
 // Receipt sending never drops silently: a full queue holds submissions back,
-// a refused callback is retried ReceiptRetries times with backoff and then
-// counted in receipts_failed, and receipts abandoned at shutdown are counted
+// a refused callback is retried with backoff for ReceiptMaxAge (hours, as
+// real providers do) and then counted in receipts_failed, and receipts abandoned at shutdown are counted
 // in receipts_dropped.
 package sim

@@ -17,9 +17,6 @@ import (
 	"time"
 )
 
-// maxReceiptBackoff caps the doubling of ReceiptBackoff between retries.
-const maxReceiptBackoff = 10 * time.Second
-
 // pendingReceipt is an accepted message whose receipt is still to be sent.
 type pendingReceipt struct {
 	provider  *providerState
@@ -213,13 +210,20 @@ func (s *Simulator) drain(ctx context.Context, b *batcher, out chan<- receiptBat
 	b.backlog = nil
 }
 
-// deliver posts one batch, retrying refusals with doubling, jittered backoff
-// up to ReceiptRetries times, and counts the outcome.
+// earlyReceiptBudget bounds how long a …0005 submit answer waits for its
+// receipt to be taken. Retrying inside the request for as long as the
+// receiver is away (hours, with ReceiptMaxAge) would make the submitter
+// take the whole batch for timed out.
+const earlyReceiptBudget = 2 * time.Second
+
 // deliverFirst sends a …0005 receipt before the submit is answered. The
-// message is accepted by then, so if the submitter goes away meanwhile the
-// receipt is not lost with its request: it goes to the sender's queue like
-// any other, as a real provider would still report on a message it took.
+// message is accepted by then, so if the submitter goes away meanwhile, or
+// the receiver refuses for longer than earlyReceiptBudget, the receipt is
+// not lost with its request: it goes to the sender's queue like any other,
+// as a real provider would still report on a message it took.
 func (s *Simulator) deliverFirst(ctx context.Context, r pendingReceipt) {
+	ctx, cancel := context.WithTimeout(ctx, earlyReceiptBudget)
+	defer cancel()
 	if s.deliver(ctx, receiptBatch{provider: r.provider, receipts: r.receipts(time.Now())}) {
 		return
 	}
@@ -232,9 +236,11 @@ func (s *Simulator) deliverFirst(ctx context.Context, r pendingReceipt) {
 	s.enqueue(r)
 }
 
-// deliver posts a batch, retrying refusals. It reports false, counting
-// nothing, when ctx ended before the batch was handed over, so that the
-// caller decides what becomes of it.
+// deliver posts a batch, retrying refusals with doubling, jittered backoff
+// until ReceiptMaxAge has passed since the first try (or ReceiptRetries, when
+// set, ran out), and counts the outcome. It reports false, counting nothing,
+// when ctx ended before the batch was handed over, so that the caller
+// decides what becomes of it.
 func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 	body, err := json.Marshal(struct {
 		Receipts []wireReceipt `json:"receipts"`
@@ -243,7 +249,7 @@ func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 		s.failed(b, 0, err) // cannot happen with these field types
 		return true
 	}
-	backoff := s.cfg.ReceiptBackoff
+	backoff, first := s.cfg.ReceiptBackoff, time.Now()
 	for try := 0; ; try++ {
 		err := s.post(ctx, b.provider, body)
 		switch {
@@ -252,13 +258,13 @@ func (s *Simulator) deliver(ctx context.Context, b receiptBatch) bool {
 			return true
 		case ctx.Err() != nil:
 			return false
-		case try >= s.cfg.ReceiptRetries:
+		case s.cfg.ReceiptRetries > 0 && try >= s.cfg.ReceiptRetries, time.Since(first) >= s.cfg.ReceiptMaxAge:
 			s.failed(b, try+1, err)
 			return true
 		}
 		s.log.Debug("receipt callback refused, will retry", "provider", b.provider.name, "try", try+1, "error", err)
 		wait := backoff/2 + time.Duration(rand.Int64N(int64(backoff)/2+1))
-		backoff = min(2*backoff, maxReceiptBackoff)
+		backoff = min(2*backoff, s.cfg.ReceiptMaxBackoff)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:

@@ -90,7 +90,7 @@ type Counters struct {
 	Submitted int64 `json:"submitted"`
 	// ReceiptsSent, ReceiptsFailed and ReceiptsDropped count receipts (one
 	// per message part): accepted by the callback; given up after
-	// ReceiptRetries refusals; abandoned at shutdown or by a vanished client.
+	// ReceiptMaxAge of refusals; abandoned at shutdown or by a vanished client.
 	ReceiptsSent    int64 `json:"receipts_sent"`
 	ReceiptsFailed  int64 `json:"receipts_failed"`
 	ReceiptsDropped int64 `json:"receipts_dropped"`

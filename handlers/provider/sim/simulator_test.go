@@ -246,10 +246,47 @@ func TestReceiptGivenUpAfterRetries(t *testing.T) {
 	}
 }
 
+// TestReceiptOutlastsAnOutageOfTheReceiver: with the default limits (no
+// count of tries, hours of age) a receiver that refuses callbacks for a
+// long run of tries, as during a database outage behind it, still gets the
+// receipt once it answers again: an outage costs the receipt time, not the
+// message its delivered state.
+func TestReceiptOutlastsAnOutageOfTheReceiver(t *testing.T) {
+	def := sim.DefaultConfig()
+	h := start(t, func(c *sim.Config) {
+		c.ReceiptRetries, c.ReceiptMaxAge = def.ReceiptRetries, def.ReceiptMaxAge
+		c.ReceiptBackoff, c.ReceiptMaxBackoff = time.Millisecond, 2*time.Millisecond
+	})
+	h.sink.refuse = 200
+	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
+	eventually(t, "the receipt after 200 refusals", func() bool { return h.sim.Stats().ReceiptsSent == 1 })
+	if st := h.sim.Stats(); st.ReceiptsFailed != 0 || st.ReceiptsDropped != 0 {
+		t.Fatalf("stats %+v", st.Counters)
+	}
+}
+
+// TestReceiptGivenUpAtItsMaxAge: the retries end once ReceiptMaxAge has
+// passed since the first try, and the receipt is counted as failed.
+func TestReceiptGivenUpAtItsMaxAge(t *testing.T) {
+	h := start(t, func(c *sim.Config) {
+		c.ReceiptRetries, c.ReceiptMaxAge = 0, 100*time.Millisecond
+		c.ReceiptBackoff, c.ReceiptMaxBackoff = time.Millisecond, 5*time.Millisecond
+	})
+	h.sink.refuse = 1_000_000
+	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
+	eventually(t, "the receipt to be given up", func() bool { return h.sim.Stats().ReceiptsFailed == 1 })
+	h.sink.mu.Lock()
+	requests := h.sink.requests
+	h.sink.mu.Unlock()
+	if requests < 5 {
+		t.Fatalf("sink saw %d requests: given up before its max age", requests)
+	}
+}
+
 func TestReceiptWithWrongSecretIsRefused(t *testing.T) {
 	h := start(t, func(c *sim.Config) {
 		c.Providers = map[string]sim.ProviderConfig{"sim-a": {APIKey: "key-a", Secret: "not-the-shared-secret"}}
-		c.ReceiptRetries = 0
+		c.ReceiptRetries, c.ReceiptMaxAge = 0, time.Nanosecond // give up after the first refusal
 	})
 	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
 	eventually(t, "the receipt to fail", func() bool { return h.sim.Stats().ReceiptsFailed == 1 })
@@ -418,4 +455,33 @@ func TestEarlyReceiptSurvivesItsSubmitterLeaving(t *testing.T) {
 	if st := h.sim.Stats(); st.ReceiptsDropped != 0 || st.Submitted != 1 {
 		t.Fatalf("stats %+v", st.Counters)
 	}
+}
+
+// TestEarlyReceiptDoesNotHoldTheSubmitThroughAnOutage: a …0005 receipt that
+// the receiver keeps refusing (its database is away) holds the submit answer
+// for a couple of seconds at most, then goes to the retrying queue. Held for
+// the receipt's whole retry budget (hours), the submitter would time the
+// batch out and count the provider as failing.
+func TestEarlyReceiptDoesNotHoldTheSubmitThroughAnOutage(t *testing.T) {
+	def := sim.DefaultConfig()
+	h := start(t, func(c *sim.Config) {
+		c.ReceiptRetries, c.ReceiptMaxAge = def.ReceiptRetries, def.ReceiptMaxAge
+		c.ReceiptBackoff, c.ReceiptMaxBackoff = time.Millisecond, 5*time.Millisecond
+	})
+	h.sink.refuse = 800 // about 2 s of refusals at this backoff, then some
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, "POST", h.url+"/sim-a/v1/messages",
+		strings.NewReader(`{"reference":"m5","attempt":1,"to":"+4915112340005","body":"x","segments":1}`))
+	req.Header.Set("Authorization", "Bearer "+testProviders()["sim-a"].APIKey)
+	req.Header.Set("Idempotency-Key", "m5:1")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("the submit was held while the receipt was refused: %v", err)
+	}
+	res.Body.Close()
+	if res.StatusCode/100 != 2 {
+		t.Fatalf("submit answered %d", res.StatusCode)
+	}
+	eventually(t, "the early receipt, later", func() bool { return len(h.sink.byMessage("m5")) == 1 })
 }
