@@ -34,6 +34,9 @@ type Config struct {
 	// burst 200).
 	RateLimit float64
 	RateBurst int
+	// MaxStreamsPerAccount bounds an account's concurrent event streams
+	// in one process (default 20); one more is refused with 429.
+	MaxStreamsPerAccount int
 }
 
 func (c Config) withDefaults() Config {
@@ -45,6 +48,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RateBurst <= 0 {
 		c.RateBurst = 200
+	}
+	if c.MaxStreamsPerAccount <= 0 {
+		c.MaxStreamsPerAccount = 20
 	}
 	return c
 }
@@ -96,6 +102,10 @@ type Server struct {
 	limits  *limiter
 	metrics *metrics
 	log     *slog.Logger
+	live    *liveTail
+	// beforeAttach, set by tests only, runs between a resuming stream's
+	// catch-up and its joining the live tail.
+	beforeAttach func()
 }
 
 // New builds the API server.
@@ -112,6 +122,7 @@ func New(deps Deps, cfg Config) *Server {
 	}
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: deps.Logger,
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
+	s.live = newLiveTail(deps.Store, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
 	s.routes = append(s.coreRoutes(), deps.Extra...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
