@@ -37,6 +37,15 @@ type Config struct {
 	// MaxStreamsPerAccount bounds an account's concurrent event streams
 	// in one process (default 20); one more is refused with 429.
 	MaxStreamsPerAccount int
+	// BodyBudgetBytes bounds the bytes of all request bodies being read
+	// at once (default 256 MiB, never less than MaxBodyBytes); a body
+	// that does not fit is refused with 503 and Retry-After.
+	BodyBudgetBytes int64
+	// BodyMinRate (bytes/s, default 16 KiB/s) and BodyGrace (default
+	// 10 s) time a body: after the grace it must have averaged the rate,
+	// or the request ends with 408.
+	BodyMinRate int64
+	BodyGrace   time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -51,6 +60,16 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxStreamsPerAccount <= 0 {
 		c.MaxStreamsPerAccount = 20
+	}
+	if c.BodyBudgetBytes <= 0 {
+		c.BodyBudgetBytes = 256 << 20
+	}
+	c.BodyBudgetBytes = max(c.BodyBudgetBytes, c.MaxBodyBytes)
+	if c.BodyMinRate <= 0 {
+		c.BodyMinRate = 16 << 10
+	}
+	if c.BodyGrace <= 0 {
+		c.BodyGrace = 10 * time.Second
 	}
 	return c
 }
@@ -103,6 +122,7 @@ type Server struct {
 	metrics *metrics
 	log     *slog.Logger
 	live    *liveTail
+	bodies  *bodyGuard
 	// beforeAttach, set by tests only, runs between a resuming stream's
 	// catch-up and its joining the live tail.
 	beforeAttach func()
@@ -122,6 +142,7 @@ func New(deps Deps, cfg Config) *Server {
 	}
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: deps.Logger,
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
+	s.bodies = newBodyGuard(cfg, time.Now)
 	s.live = newLiveTail(deps.Store, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
 	s.routes = append(s.coreRoutes(), deps.Extra...)
 	for _, rt := range s.routes {
@@ -185,7 +206,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // wrap adds, around a route: request id, panic recovery, authentication
-// and scope, rate limiting, the error table, metrics and the log line.
+// and scope, rate limiting, the body guard (bodies.go), the error table,
+// metrics and the log line.
 func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -210,6 +232,13 @@ func (s *Server) wrap(rt Route) http.Handler {
 					return &detailed{kind: errRateLimited, retryAfter: d,
 						detail: "this account is limited to " + rateString(s.cfg.RateLimit, s.cfg.RateBurst)}
 				}
+			}
+			if hasBody(r) {
+				release, err := s.bodies.admit(rw, r, s.cfg.MaxBodyBytes)
+				if err != nil {
+					return err
+				}
+				defer release()
 			}
 			return rt.Handle(rw, r, rc)
 		}()
