@@ -68,10 +68,12 @@ type liveEvent struct {
 }
 
 const (
-	liveBatch = 1000
+	liveBatch = 500
 	// liveBuffer is how many events a stream may fall behind the live
-	// tail before it is cut off.
-	liveBuffer = 2000
+	// tail before it is cut off: two of the reader's batches, so a client
+	// that keeps up is never cut by a burst, and a channel every idle
+	// stream allocates (40 bytes an event) stays small.
+	liveBuffer = 2 * liveBatch
 )
 
 func newLiveTail(store *eventstore.Store, log *slog.Logger, maxPerAccount int, reg prometheus.Registerer) *liveTail {

@@ -3,8 +3,10 @@ package api_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -202,4 +204,61 @@ func streamStatus(t *testing.T, url, key string) int {
 	require.NoError(t, err)
 	defer res.Body.Close()
 	return res.StatusCode
+}
+
+// metric reads one unlabelled series from GET /metrics.
+func (e *env) metric(name string) float64 {
+	e.t.Helper()
+	r := e.do("GET", "/metrics", "", nil)
+	for _, line := range strings.Split(string(r.raw), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			require.NoError(e.t, err)
+			return f
+		}
+	}
+	return 0
+}
+
+// TestSlowStreamIsCut: a client that stops reading falls behind the live
+// tail; once its buffer is full its stream is ended (it would resume with
+// Last-Event-ID) instead of being held in memory, and a stream of the
+// same account that reads keeps going.
+func TestSlowStreamIsCut(t *testing.T) {
+	e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
+	c := e.account(1_000_000_000_000)
+	conn, err := net.Dial("tcp", e.srv.Listener.Addr().String())
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close() })
+	require.NoError(t, conn.(*net.TCPConn).SetReadBuffer(4096))
+	_, err = fmt.Fprintf(conn, "GET /v1/events/stream?heartbeat=300 HTTP/1.1\r\nHost: afterok\r\nAuthorization: Bearer %s\r\n\r\n", c.APIKey)
+	require.NoError(t, err)
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		n := e.metric("afterok_event_streams_open")
+		return n == 1, fmt.Sprintf("%v streams open", n)
+	})
+	reader := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1", c.APIKey, "")
+	to := make([]string, 1000)
+	for i := range to {
+		to[i] = phone.ExampleDelivered
+	}
+	orders := 0
+	// Beyond the stream's buffer (1,000 events), the connection's socket
+	// buffers hold a few MiB before the server's writes block.
+	storetest.Poll(t, 120*time.Second, func() (bool, string) {
+		if cut := e.metric("afterok_event_streams_cut_total"); cut > 0 {
+			return true, ""
+		}
+		r := e.do("POST", "/v1/orders", c.APIKey, order(to...))
+		require.Equal(t, 202, r.status, "%s", r.raw)
+		orders++
+		return false, fmt.Sprintf("not cut after %d orders of 1000 messages", orders)
+	})
+	t.Logf("cut after %d orders of 1000 messages", orders)
+	require.EqualValues(t, 1, e.metric("afterok_event_streams_cut_total"))
+	require.EqualValues(t, 1, e.metric("afterok_event_streams_open"), "the reading stream was cut too")
+	total := e.eventCount()
+	storetest.Poll(t, 60*time.Second, func() (bool, string) {
+		return reader.received() >= int64(orders*1002), fmt.Sprintf("%d of %d events", reader.received(), total)
+	})
 }
