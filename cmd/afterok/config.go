@@ -122,7 +122,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SimReceiptDelay:    200 * time.Millisecond,
 	}
 	// The readers' and bodies' limits (handlers/api documents why).
-	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 256<<20, 16<<10, 10*time.Second
+	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
 	p := parser{getenv: getenv}
 	p.str("DATABASE_URL", &c.DatabaseURL)
 	p.int32("AFTEROK_DB_MAX_CONNS", &c.DBMaxConns, 2, 1000)

@@ -37,9 +37,12 @@ type Config struct {
 	// MaxStreamsPerAccount bounds an account's concurrent event streams
 	// in one process (default 20); one more is refused with 429.
 	MaxStreamsPerAccount int
-	// BodyBudgetBytes bounds the bytes of all request bodies being read
-	// at once (default 256 MiB, never less than MaxBodyBytes); a body
-	// that does not fit is refused with 503 and Retry-After.
+	// BodyBudgetBytes bounds the bytes of the bodies of all requests in
+	// progress (default 128 MiB: two bodies at the limit; never less than
+	// MaxBodyBytes). A body costs 6–8 times its size until its order has
+	// committed (BenchmarkLargeBodiesMemory), so this bounds what all
+	// requests hold together. A body that does not fit is refused with 503
+	// and Retry-After before it is read.
 	BodyBudgetBytes int64
 	// BodyMinRate (bytes/s, default 16 KiB/s) and BodyGrace (default
 	// 10 s) time a body: after the grace it must have averaged the rate,
@@ -62,7 +65,7 @@ func (c Config) withDefaults() Config {
 		c.MaxStreamsPerAccount = 20
 	}
 	if c.BodyBudgetBytes <= 0 {
-		c.BodyBudgetBytes = 256 << 20
+		c.BodyBudgetBytes = 128 << 20
 	}
 	c.BodyBudgetBytes = max(c.BodyBudgetBytes, c.MaxBodyBytes)
 	if c.BodyMinRate <= 0 {
