@@ -52,7 +52,7 @@ func BenchmarkLargeBodiesMemory(b *testing.B) {
 		budget int64
 	}{{"unbounded", 1 << 40}, {"budget=2bodies", 2 * int64(len(body))}} {
 		b.Run(tc.name, func(b *testing.B) {
-			url, key := largeBodyServer(b, api.Config{RateLimit: 1e9, RateBurst: 1e9,
+			e := newAPIBench(b, api.Config{RateLimit: 1e9, RateBurst: 1e9,
 				MaxBodyBytes: int64(len(body)), BodyBudgetBytes: tc.budget})
 			for range b.N {
 				runtime.GC()
@@ -83,7 +83,7 @@ func BenchmarkLargeBodiesMemory(b *testing.B) {
 					wg.Add(1)
 					go func() {
 						defer wg.Done()
-						switch status := postRaw(b, url, key, body); status {
+						switch status := postRaw(b, e.url, e.key, body); status {
 						case 202:
 							accepted.Add(1)
 						case 503:
@@ -113,7 +113,15 @@ func BenchmarkLargeBodiesMemory(b *testing.B) {
 	}
 }
 
-func largeBodyServer(b *testing.B, cfg api.Config) (url, key string) {
+// apiBench is an API server over its own database, with one account
+// that can pay for anything.
+type apiBench struct {
+	url, key string
+	db       *storetest.DB
+	accounts *accounts.Service
+}
+
+func newAPIBench(b *testing.B, cfg api.Config) *apiBench {
 	db := storetest.NewDBWith(b, eventstore.PoolConfig{MaxConns: 16})
 	store := eventstore.New(db.Pool)
 	acc := accounts.New(store, time.Now)
@@ -123,12 +131,19 @@ func largeBodyServer(b *testing.B, cfg api.Config) (url, key string) {
 		Registry: prometheus.NewRegistry(), Logger: quiet}, cfg)
 	srv := httptest.NewServer(s)
 	b.Cleanup(srv.Close)
-	c, err := acc.Create(context.Background(), accounts.NewAccount{Name: "bench",
+	e := &apiBench{url: srv.URL, db: db, accounts: acc}
+	e.key = e.account(b)
+	return e
+}
+
+// account opens an account and returns its API key.
+func (e *apiBench) account(b *testing.B) string {
+	c, err := e.accounts.Create(context.Background(), accounts.NewAccount{Name: "bench",
 		Credit: domain.Money{AmountMicros: 1 << 60, Currency: "EUR"}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return srv.URL, c.APIKey
+	return c.APIKey
 }
 
 func postRaw(b *testing.B, url, key string, body []byte) int {
