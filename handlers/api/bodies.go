@@ -27,11 +27,15 @@ type bodyGuard struct {
 	now     func() time.Time
 }
 
-// errBodiesBusy: the budget for bodies in flight is spent.
-var errBodiesBusy = errors.New("too many request bodies in flight")
-
-// errBodyTimeout: a body arrived more slowly than the minimum rate.
-var errBodyTimeout = errors.New("request body too slow")
+// The body guard's refusals, as a handler's read of r.Body returns them.
+// A handler that reads the body itself (the receipt intake) returns them
+// as they are, so that the error table answers 503 and 408.
+var (
+	// ErrBodiesBusy: the budget for bodies in flight is spent.
+	ErrBodiesBusy = errors.New("too many request bodies in flight")
+	// ErrBodyTimeout: a body arrived more slowly than the minimum rate.
+	ErrBodyTimeout = errors.New("request body too slow")
+)
 
 func newBodyGuard(cfg Config, now func() time.Time) *bodyGuard {
 	return &bodyGuard{budget: semaphore.NewWeighted(cfg.BodyBudgetBytes), total: cfg.BodyBudgetBytes,
@@ -64,7 +68,7 @@ func (g *bodyGuard) admit(w http.ResponseWriter, r *http.Request, limit int64) (
 }
 
 func (g *bodyGuard) busy() error {
-	return &detailed{kind: errBodiesBusy, retryAfter: time.Second,
+	return &detailed{kind: ErrBodiesBusy, retryAfter: time.Second,
 		detail: fmt.Sprintf("the server is reading as many request bodies as it holds at once (%d MiB); retry shortly", g.total>>20)}
 }
 
@@ -105,7 +109,7 @@ func (b *guardedBody) Read(p []byte) (int, error) {
 		b.done = true
 		_ = b.ctl.SetReadDeadline(time.Time{})
 	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
-		return n, &detailed{kind: errBodyTimeout, detail: fmt.Sprintf(
+		return n, &detailed{kind: ErrBodyTimeout, detail: fmt.Sprintf(
 			"the body arrived too slowly: %d bytes in %s, at least %d bytes/s are needed after the first %s",
 			b.read, b.g.now().Sub(b.start).Round(time.Millisecond), b.g.minRate, b.g.grace)}
 	case n > 0:

@@ -75,7 +75,7 @@ var problemKinds = []struct {
 	{isKind(errForbidden), 403, "forbidden", "The API key may not do this"},
 	{isKind(errNotFound), 404, "not_found", "No such resource"},
 	{isKind(errMethod), 405, "method_not_allowed", "Method not allowed"},
-	{isKind(errBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
+	{isKind(ErrBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
 	{isKind(orders.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},
 	{isKind(errTooLarge), 413, "too_large", "The request is too large"},
 	{isKind(accept.ErrTooLarge), 413, "too_large", "The order has too many messages"},
@@ -83,7 +83,7 @@ var problemKinds = []struct {
 	{isKind(errRateLimited), 429, "rate_limited", "Too many requests"},
 	{isKind(orders.ErrShuttingDown), 503, "unavailable", "The service is shutting down"},
 	{isKind(errUnavailable), 503, "unavailable", "A dependency is unavailable"},
-	{isKind(errBodiesBusy), 503, "unavailable", "The server is busy reading other request bodies"},
+	{isKind(ErrBodiesBusy), 503, "unavailable", "The server is busy reading other request bodies"},
 	{isUnavailable, 503, "unavailable", "The database is unavailable; retry with the same Idempotency-Key"},
 }
 
