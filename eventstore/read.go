@@ -279,6 +279,46 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 	return out, next, nil
 }
 
+// headSQL finds the newest event below the horizon (see tailSQL): every
+// event after it in tail order is either committed later or still open,
+// so a reader that starts there misses nothing that happens from now on.
+const headSQL = `SELECT xid, global_position FROM events
+WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY xid DESC, global_position DESC LIMIT 1`
+
+// Head returns the cursor of the tail's present: reading after it yields
+// only events that become visible from now on. An empty store's head is
+// the zero Cursor.
+func (s *Store) Head(ctx context.Context) (Cursor, error) {
+	var c Cursor
+	err := s.pool.QueryRow(ctx, headSQL).Scan(&c.XID, &c.Position)
+	if err == pgx.ErrNoRows {
+		return Cursor{}, nil
+	}
+	if err != nil {
+		return Cursor{}, fmt.Errorf("tail head: %w", err)
+	}
+	return c, nil
+}
+
+// CommittedAfter returns the positions of an account's events after a
+// cursor that have committed by now (at most limit of them). The head
+// lags the present by whatever transactions are open in the whole
+// cluster; a reader that starts at the head and wants only what happens
+// from now on skips these.
+func (s *Store) CommittedAfter(ctx context.Context, after Cursor, accountID string, limit int) ([]int64, error) {
+	rows, err := s.pool.Query(ctx, `SELECT global_position FROM events
+WHERE account_id = $1 AND (xid, global_position) > ($2::xid8, $3::bigint) LIMIT $4`, accountID, after.XID, after.Position, limit)
+	if err != nil {
+		return nil, fmt.Errorf("committed after %s: %w", after, err)
+	}
+	positions, err := pgx.CollectRows(rows, pgx.RowTo[int64])
+	if err != nil {
+		return nil, fmt.Errorf("committed after %s: %w", after, err)
+	}
+	return positions, nil
+}
+
 // Less orders cursors as the tail does.
 func (c Cursor) Less(o Cursor) bool {
 	return c.XID < o.XID || (c.XID == o.XID && c.Position < o.Position)

@@ -43,6 +43,15 @@ type Config struct {
 	RateLimit      float64       // AFTEROK_RATE_LIMIT: requests/s per account
 	RateBurst      int           // AFTEROK_RATE_BURST
 	IdempotencyTTL time.Duration // AFTEROK_IDEMPOTENCY_TTL
+	// MaxStreamsPerAccount bounds an account's open event streams in one
+	// process (AFTEROK_MAX_STREAMS_PER_ACCOUNT).
+	MaxStreamsPerAccount int
+	// BodyBudget bounds the bytes of request bodies read at once
+	// (AFTEROK_BODY_BUDGET); BodyMinRate and BodyGrace time each body
+	// (AFTEROK_BODY_MIN_RATE in bytes/s, AFTEROK_BODY_GRACE).
+	BodyBudget  int64
+	BodyMinRate int64
+	BodyGrace   time.Duration
 
 	Retry routing.RetryPolicy // AFTEROK_MAX_ATTEMPTS, AFTEROK_RETRY_BASE, AFTEROK_RETRY_MAX
 
@@ -112,6 +121,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SimSubmitLatency:   20 * time.Millisecond,
 		SimReceiptDelay:    200 * time.Millisecond,
 	}
+	// The readers' and bodies' limits (handlers/api documents why).
+	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
 	p := parser{getenv: getenv}
 	p.str("DATABASE_URL", &c.DatabaseURL)
 	p.int32("AFTEROK_DB_MAX_CONNS", &c.DBMaxConns, 2, 1000)
@@ -135,6 +146,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)
 	p.int("AFTEROK_RATE_BURST", &c.RateBurst, 1, 1_000_000)
 	p.dur("AFTEROK_IDEMPOTENCY_TTL", &c.IdempotencyTTL)
+	p.int("AFTEROK_MAX_STREAMS_PER_ACCOUNT", &c.MaxStreamsPerAccount, 1, 100_000)
+	p.int64("AFTEROK_BODY_BUDGET", &c.BodyBudget, 1<<20, 1<<40)
+	p.int64("AFTEROK_BODY_MIN_RATE", &c.BodyMinRate, 1, 1<<30)
+	p.dur("AFTEROK_BODY_GRACE", &c.BodyGrace)
 	p.int("AFTEROK_MAX_ATTEMPTS", &c.Retry.MaxAttempts, 1, 100)
 	p.dur("AFTEROK_RETRY_BASE", &c.Retry.Base)
 	p.dur("AFTEROK_RETRY_MAX", &c.Retry.Max)

@@ -196,7 +196,9 @@ func (s *system) buildAPI() error {
 	}
 	deps := api.Deps{Store: s.store, Accounts: s.accounts, Acceptor: s.acceptor, Policy: policy, Registry: s.registry,
 		Logger: s.env.log, Now: time.Now, Ready: ready, Extra: extra}
-	srv := api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst})
+	srv := api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
+		MaxStreamsPerAccount: s.cfg.MaxStreamsPerAccount, BodyBudgetBytes: s.cfg.BodyBudget,
+		BodyMinRate: s.cfg.BodyMinRate, BodyGrace: s.cfg.BodyGrace})
 	s.apiSrv = &http.Server{Addr: s.cfg.Addr, Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
 	return nil
 }

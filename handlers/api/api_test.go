@@ -77,6 +77,8 @@ func (e *env) do(method, path, key string, body any, hdr ...string) reply {
 		rd = strings.NewReader(b)
 	case []byte:
 		rd = bytes.NewReader(b)
+	case io.Reader: // sent chunked
+		rd = b
 	default:
 		j, _ := json.Marshal(b)
 		rd = bytes.NewReader(j)

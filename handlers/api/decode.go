@@ -274,10 +274,14 @@ func expectDelim(dec *jsontext.Decoder, want jsontext.Kind, msg string) error {
 	return nil
 }
 
-// syntaxError explains a JSON failure, or passes a body-size failure on.
+// syntaxError explains a JSON failure, or passes a body-size failure, or
+// the body guard's (bodies.go), on.
 func syntaxError(err error) error {
 	var mb *http.MaxBytesError
+	var guard *detailed
 	switch {
+	case errors.As(err, &guard):
+		return err
 	case errors.As(err, &mb):
 		return fail(errTooLarge, "the body exceeds %d bytes", mb.Limit)
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):

@@ -31,8 +31,8 @@ const (
 	defaultPull      = 100
 	streamBatch      = 500
 	defaultHeartbeat = 15 * time.Second
-	// streamPoll is how often an idle stream looks for events appended by
-	// other processes; appends in this process wake it at once.
+	// streamPoll is how often the shared live tail looks for events
+	// appended by other processes; appends in this process wake it at once.
 	streamPoll = 250 * time.Millisecond
 )
 
@@ -135,9 +135,12 @@ func (s *Server) pullEvents(w http.ResponseWriter, r *http.Request, rc *RequestC
 
 // streamEvents sends the caller's events as Server-Sent Events: `id:` is
 // the global position, `event:` the type, `data:` the event as
-// GET /v1/events shows it. A reconnecting client sends Last-Event-ID (or
-// ?after=) and continues exactly after that event. Comments keep idle
-// connections alive every ?heartbeat= seconds (default 15).
+// GET /v1/events shows it. A new stream starts at the present; one that
+// sends Last-Event-ID (or ?after=; 0 is the beginning) continues exactly
+// after that event, reading what it missed from the store a page at a
+// time before it joins the process's shared live tail (events_live.go).
+// Comments keep idle connections alive every ?heartbeat= seconds
+// (default 15).
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
 	f, err := parseEventFilter(r, rc)
 	if err != nil {
@@ -156,11 +159,20 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 		resume = r.URL.Query().Get("after")
 	}
 	ctx := r.Context()
-	cursor, err := s.cursorAfter(ctx, resume, f.account)
+	var after *eventstore.Cursor
+	if resume != "" {
+		c, err := s.cursorAfter(ctx, resume, f.account)
+		if err != nil {
+			return err
+		}
+		after = &c
+		rc.Log("resume_after", resume)
+	}
+	sub, err := s.live.subscribe(f)
 	if err != nil {
 		return err
 	}
-	rc.Log("resume_after", resume)
+	defer s.live.unsubscribe(sub)
 
 	ctl := http.NewResponseController(w)
 	h := w.Header()
@@ -168,60 +180,153 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // let reverse proxies pass events through at once
 	w.WriteHeader(http.StatusOK)
-	var buf bytes.Buffer
-	send := func() error {
-		_ = ctl.SetWriteDeadline(time.Now().Add(heartbeat + 30*time.Second))
-		if _, err := w.Write(buf.Bytes()); err != nil {
-			return err
-		}
-		buf.Reset()
-		return ctl.Flush()
-	}
-	fmt.Fprintf(&buf, "retry: %d\n\n", (2 * time.Second).Milliseconds())
-	if err := send(); err != nil {
+	out := &sseWriter{w: w, ctl: ctl, timeout: heartbeat + 30*time.Second}
+	fmt.Fprintf(&out.buf, "retry: %d\n\n", (2 * time.Second).Milliseconds())
+	if err := out.send(); err != nil {
 		return nil // the client left
+	}
+	// last is the newest event sent (or passed over by the filter): a
+	// catch-up and the live tail may overlap, and only what lies after
+	// last is sent, so nothing comes twice.
+	var last eventstore.Cursor
+	if after != nil {
+		// Most of a long catch-up is read before joining the live tail,
+		// whose buffer would otherwise fill while the store is read.
+		if last, err = s.catchUp(ctx, f, *after, nil, out); err != nil {
+			return streamError(ctx, err)
+		}
+	}
+	if s.beforeAttach != nil {
+		s.beforeAttach()
+	}
+	from, err := s.live.attach(ctx, sub)
+	if err != nil {
+		return streamError(ctx, err)
+	}
+	// seen: for a new stream, the account's events that had committed
+	// when it opened but lie past the head, which lags behind any
+	// transaction open in the cluster. They are history, not news.
+	var seen map[int64]bool
+	if after != nil {
+		if last, err = s.catchUp(ctx, f, last, &from, out); err != nil {
+			return streamError(ctx, err)
+		}
+	} else {
+		committed, err := s.deps.Store.CommittedAfter(ctx, from, f.account, 10*liveBuffer)
+		if err != nil {
+			return streamError(ctx, err)
+		}
+		seen = make(map[int64]bool, len(committed))
+		for _, p := range committed {
+			seen[p] = true
+		}
 	}
 	beat := time.NewTicker(heartbeat)
 	defer beat.Stop()
-	poll := time.NewTimer(streamPoll)
-	defer poll.Stop()
 	for {
-		changed := s.deps.Store.Changed()
-		batch, next, err := s.deps.Store.ReadAll(ctx, cursor, streamBatch, eventstore.Filter{AccountID: f.account, Types: f.types})
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err // logged; the client reconnects with its Last-Event-ID
-		}
-		for i := range batch {
-			e := &batch[i]
-			if !f.keep(e) {
-				continue
-			}
-			data, _ := json.Marshal(eventViewOfRecorded(e))
-			fmt.Fprintf(&buf, "id: %d\nevent: %s\ndata: %s\n\n", e.Position, e.Type, data)
-		}
-		cursor = next
-		if buf.Len() > 0 {
-			if err := send(); err != nil {
-				return nil
-			}
-		}
-		if len(batch) == streamBatch {
-			continue
-		}
-		poll.Reset(streamPoll)
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-changed:
-		case <-poll.C:
+		case ev, ok := <-sub.ch:
+			cut := !ok
+		drain:
+			for ok {
+				if last.Less(ev.cursor) && !seen[ev.cursor.Position] {
+					out.buf.Write(ev.frame)
+					last = ev.cursor
+				}
+				if out.buf.Len() >= 64<<10 {
+					break
+				}
+				select {
+				case ev, ok = <-sub.ch:
+					cut = !ok
+				default:
+					break drain
+				}
+			}
+			if err := out.send(); err != nil {
+				return nil
+			}
+			if cut {
+				s.log.Info("event stream cut: the client reads more slowly than its events arrive",
+					"request_id", rc.ID, "account_id", f.account, "last_position", last.Position)
+				return nil // the client resumes with its Last-Event-ID
+			}
 		case <-beat.C:
-			fmt.Fprintf(&buf, ": heartbeat %s\n\n", time.Now().UTC().Format(time.RFC3339))
-			if err := send(); err != nil {
+			fmt.Fprintf(&out.buf, ": heartbeat %s\n\n", time.Now().UTC().Format(time.RFC3339))
+			if err := out.send(); err != nil {
 				return nil
 			}
 		}
 	}
+}
+
+// catchUp sends f's events after cursor from the store, a page at a
+// time. With until, it reads up to that cursor (where the live tail took
+// over) and stops; without, it reads until a page comes back short, the
+// store's present as far as a page can tell.
+func (s *Server) catchUp(ctx context.Context, f eventFilter, cursor eventstore.Cursor, until *eventstore.Cursor, out *sseWriter) (eventstore.Cursor, error) {
+	for until == nil || cursor.Less(*until) {
+		// No type filter in the query: the store would drop other types
+		// after reading them anyway, and an unfiltered short page is
+		// proof that everything up to the horizon has been read.
+		batch, next, err := s.deps.Store.ReadAll(ctx, cursor, streamBatch, eventstore.Filter{AccountID: f.account})
+		if err != nil {
+			return cursor, err
+		}
+		for i := range batch {
+			e := &batch[i]
+			if until != nil && until.Less(e.Cursor()) {
+				break // the live tail sends it
+			}
+			if f.matches(e) {
+				out.buf.Write(sseFrame(e))
+			}
+		}
+		if err := out.send(); err != nil {
+			return cursor, err
+		}
+		if until != nil && until.Less(next) {
+			next = *until
+		}
+		cursor = next
+		if len(batch) < streamBatch {
+			// The page read everything below the horizon, which lies
+			// beyond until: the live tail read until below an older
+			// horizon, and horizons only move forward.
+			return cursor, nil
+		}
+	}
+	return cursor, nil
+}
+
+// streamError: once the stream has begun, a failure ends it (the client
+// reconnects with its Last-Event-ID); a client that left is no failure.
+func streamError(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err // logged
+}
+
+// sseWriter sends what is buffered and flushes it through, bounding each
+// write so a client that stops reading is dropped.
+type sseWriter struct {
+	w       http.ResponseWriter
+	ctl     *http.ResponseController
+	timeout time.Duration
+	buf     bytes.Buffer
+}
+
+func (o *sseWriter) send() error {
+	if o.buf.Len() == 0 {
+		return nil
+	}
+	_ = o.ctl.SetWriteDeadline(time.Now().Add(o.timeout))
+	if _, err := o.w.Write(o.buf.Bytes()); err != nil {
+		return err
+	}
+	o.buf.Reset()
+	return o.ctl.Flush()
 }

@@ -74,6 +74,7 @@ var problemKinds = []struct {
 	{isKind(errForbidden), 403, "forbidden", "The API key may not do this"},
 	{isKind(errNotFound), 404, "not_found", "No such resource"},
 	{isKind(errMethod), 405, "method_not_allowed", "Method not allowed"},
+	{isKind(ErrBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
 	{isKind(orders.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},
 	{isKind(errTooLarge), 413, "too_large", "The request is too large"},
 	{isKind(accept.ErrTooLarge), 413, "too_large", "The order has too many messages"},
@@ -81,6 +82,7 @@ var problemKinds = []struct {
 	{isKind(errRateLimited), 429, "rate_limited", "Too many requests"},
 	{isKind(orders.ErrShuttingDown), 503, "unavailable", "The service is shutting down"},
 	{isKind(errUnavailable), 503, "unavailable", "A dependency is unavailable"},
+	{isKind(ErrBodiesBusy), 503, "unavailable", "The server is busy reading other request bodies"},
 	{isUnavailable, 503, "unavailable", "A dependency (the database or NATS) is unavailable; retry with the same Idempotency-Key"},
 }
 
@@ -135,6 +137,9 @@ func writeProblem(w http.ResponseWriter, p Problem, d *detailed) {
 	}
 	if retryAfter > 0 {
 		h.Set("Retry-After", strconv.Itoa(int((retryAfter+time.Second-1)/time.Second)))
+	}
+	if p.Status == 408 {
+		h.Set("Connection", "close") // the rest of the body is not worth waiting for
 	}
 	if d != nil && d.allow != "" {
 		h.Set("Allow", d.allow)

@@ -174,7 +174,7 @@ func TestEventStreamResumesWithoutLoss(t *testing.T) {
 	})
 
 	seen := map[string]int{}
-	last := ""
+	last := "0" // from the beginning
 	resumes := 0
 	read := func(until func() bool) {
 		for !until() {

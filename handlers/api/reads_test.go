@@ -200,7 +200,7 @@ func TestReadIsolation(t *testing.T) {
 
 	// Stream: B's stream carries B's events only, and A's order filter
 	// yields nothing but heartbeats.
-	s := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1", b.APIKey, "")
+	s := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1", b.APIKey, "0")
 	for range len(pulled) {
 		ev := s.next(t, 10*time.Second)
 		require.Equal(t, b.AccountID, ev.data["metadata"].(map[string]any)["account_id"])

@@ -34,6 +34,21 @@ type Config struct {
 	// burst 200).
 	RateLimit float64
 	RateBurst int
+	// MaxStreamsPerAccount bounds an account's concurrent event streams
+	// in one process (default 20); one more is refused with 429.
+	MaxStreamsPerAccount int
+	// BodyBudgetBytes bounds the bytes of the bodies of all requests in
+	// progress (default 128 MiB: two bodies at the limit; never less than
+	// MaxBodyBytes). A body costs 6–8 times its size until its order has
+	// committed (BenchmarkLargeBodiesMemory), so this bounds what all
+	// requests hold together. A body that does not fit is refused with 503
+	// and Retry-After before it is read.
+	BodyBudgetBytes int64
+	// BodyMinRate (bytes/s, default 16 KiB/s) and BodyGrace (default
+	// 10 s) time a body: after the grace it must have averaged the rate,
+	// or the request ends with 408.
+	BodyMinRate int64
+	BodyGrace   time.Duration
 }
 
 func (c Config) withDefaults() Config {
@@ -45,6 +60,19 @@ func (c Config) withDefaults() Config {
 	}
 	if c.RateBurst <= 0 {
 		c.RateBurst = 200
+	}
+	if c.MaxStreamsPerAccount <= 0 {
+		c.MaxStreamsPerAccount = 20
+	}
+	if c.BodyBudgetBytes <= 0 {
+		c.BodyBudgetBytes = 128 << 20
+	}
+	c.BodyBudgetBytes = max(c.BodyBudgetBytes, c.MaxBodyBytes)
+	if c.BodyMinRate <= 0 {
+		c.BodyMinRate = 16 << 10
+	}
+	if c.BodyGrace <= 0 {
+		c.BodyGrace = 10 * time.Second
 	}
 	return c
 }
@@ -96,6 +124,11 @@ type Server struct {
 	limits  *limiter
 	metrics *metrics
 	log     *slog.Logger
+	live    *liveTail
+	bodies  *bodyGuard
+	// beforeAttach, set by tests only, runs between a resuming stream's
+	// catch-up and its joining the live tail.
+	beforeAttach func()
 }
 
 // New builds the API server.
@@ -112,6 +145,8 @@ func New(deps Deps, cfg Config) *Server {
 	}
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: deps.Logger,
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
+	s.bodies = newBodyGuard(cfg, time.Now)
+	s.live = newLiveTail(deps.Store, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
 	s.routes = append(s.coreRoutes(), deps.Extra...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
@@ -174,7 +209,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // wrap adds, around a route: request id, panic recovery, authentication
-// and scope, rate limiting, the error table, metrics and the log line.
+// and scope, rate limiting, the body guard (bodies.go), the error table,
+// metrics and the log line.
 func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -199,6 +235,13 @@ func (s *Server) wrap(rt Route) http.Handler {
 					return &detailed{kind: errRateLimited, retryAfter: d,
 						detail: "this account is limited to " + rateString(s.cfg.RateLimit, s.cfg.RateBurst)}
 				}
+			}
+			if hasBody(r) {
+				release, err := s.bodies.admit(rw, r, s.cfg.MaxBodyBytes)
+				if err != nil {
+					return err
+				}
+				defer release()
 			}
 			return rt.Handle(rw, r, rc)
 		}()

@@ -158,6 +158,9 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBodyBytes))
 	if err != nil {
 		in.metrics.refused.WithLabelValues(name, "unreadable_body").Inc()
+		if errors.Is(err, api.ErrBodiesBusy) || errors.Is(err, api.ErrBodyTimeout) {
+			return err // 503 or 408: the provider retries, the receipt is not lost
+		}
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			return fmt.Errorf("receipts body larger than %d bytes: %w", tooLarge.Limit, err) // 413
