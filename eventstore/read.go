@@ -154,6 +154,11 @@ type Filter struct {
 	// walking the tail and dropping the few others here: sorting most of
 	// the table's recent rows by type index would cost more.
 	Sparse bool
+	// OrderID keeps only the events whose metadata names that order as
+	// their correlation (the order's own and its messages'). Only with an
+	// AccountID: it is applied in the query, before the limit, while
+	// walking that tenant's part of the tail.
+	OrderID string
 }
 
 // The gap-safe tail.
@@ -196,6 +201,7 @@ WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
   WHERE account_id = $5 AND (xid, global_position) > ($1::xid8, $2::bigint)
     AND xid < (SELECT xmin FROM h)
     AND ($4::text[] IS NULL OR type = ANY($4::text[]))
+    AND ($6::text = '' OR metadata->>'correlation_id' = $6::text)
   ORDER BY xid, global_position
   LIMIT $3)
 UNION ALL
@@ -234,7 +240,7 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 	var rows pgx.Rows
 	var err error
 	if f.AccountID != "" {
-		rows, err = q.Query(ctx, tailAccountSQL, after.XID, after.Position, limit, types, f.AccountID)
+		rows, err = q.Query(ctx, tailAccountSQL, after.XID, after.Position, limit, types, f.AccountID, f.OrderID)
 	} else {
 		rows, err = q.Query(ctx, tailSQL, after.XID, after.Position, limit, types)
 	}

@@ -60,7 +60,7 @@ FROM generate_series($1::int, $2::int) AS g`, batch*50_000, batch*50_000+49_999)
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rows, err := db.Pool.Query(ctx, "EXPLAIN (ANALYZE, COSTS OFF) "+eventstore.TailAccountSQL,
-				pgx.QueryExecModeExec, uint64(0), int64(0), 100, c.types, c.account)
+				pgx.QueryExecModeExec, uint64(0), int64(0), 100, c.types, c.account, "")
 			require.NoError(t, err)
 			lines, err := pgx.CollectRows(rows, pgx.RowTo[string])
 			require.NoError(t, err)

@@ -167,6 +167,45 @@ func TestEventsTypeFilterFillsPages(t *testing.T) {
 	require.ElementsMatch(t, want, got)
 }
 
+// TestEventsOrderFilterFillsPages: ?order_id= narrows the events before
+// the limit too, so one order's events among many other orders' come in
+// full pages, each exactly once.
+func TestEventsOrderFilterFillsPages(t *testing.T) {
+	e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
+	c := e.account(100_000_000)
+	var target string
+	for i := range 6 {
+		r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered))
+		require.Equal(t, 202, r.status, "%s", r.raw)
+		if i == 2 {
+			target = r.body["order_id"].(string)
+		}
+	}
+	// OrderAccepted, BalanceReserved and two MessageAccepted carry the order.
+	const want = 4
+	q := "/v1/events?order_id=" + target
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		r := e.do("GET", q+"&limit=100", c.APIKey, nil)
+		return len(r.body["events"].([]any)) == want, string(r.raw)
+	})
+	seen := map[string]bool{}
+	after := "0"
+	for _, size := range []int{3, 1} {
+		r := e.do("GET", q+"&limit=3&after="+after, c.APIKey, nil)
+		require.Equal(t, 200, r.status, "%s", r.raw)
+		evs := r.body["events"].([]any)
+		require.Len(t, evs, size, "after %s: a page short of its limit while matching events remain", after)
+		for _, ev := range evs {
+			ev := ev.(map[string]any)
+			require.Equal(t, target, ev["metadata"].(map[string]any)["correlation_id"])
+			require.False(t, seen[ev["id"].(string)], "event %s twice", ev["id"])
+			seen[ev["id"].(string)] = true
+		}
+		after = fmt.Sprint(int64(r.body["next_after"].(float64)))
+	}
+	require.Len(t, seen, want)
+}
+
 // TestExpiredIsAFilterAsItIsACount: an order's counts carry expired (the
 // failed messages whose failure code is expired), so state=expired lists
 // exactly those, on every list that takes a state.

@@ -120,15 +120,16 @@ func (s *Server) pullEvents(w http.ResponseWriter, r *http.Request, rc *RequestC
 	if err != nil {
 		return err
 	}
-	batch, next, err := s.deps.Store.ReadAll(r.Context(), cursor, limit, eventstore.Filter{AccountID: f.account, Types: f.types})
+	// Both filters apply in the query, before the limit: a page holds
+	// limit matching events while there are more.
+	batch, next, err := s.deps.Store.ReadAll(r.Context(), cursor, limit,
+		eventstore.Filter{AccountID: f.account, Types: f.types, OrderID: f.orderID})
 	if err != nil {
 		return err
 	}
 	out := pullView{Events: []eventView{}, NextAfter: next.Position}
 	for i := range batch {
-		if f.keep(&batch[i]) {
-			out.Events = append(out.Events, eventViewOfRecorded(&batch[i]))
-		}
+		out.Events = append(out.Events, eventViewOfRecorded(&batch[i]))
 	}
 	return writeJSON(w, http.StatusOK, out)
 }
