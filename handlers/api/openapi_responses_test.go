@@ -129,6 +129,21 @@ type docCase struct {
 	key    string
 	body   string
 	hdr    []string
+	// trickle sends body a byte every 100 ms (a client too slow for the
+	// server's body deadline: 408).
+	trickle bool
+}
+
+// trickleReader gives one byte per read, 100 ms apart.
+type trickleReader struct{ rest []byte }
+
+func (r *trickleReader) Read(p []byte) (int, error) {
+	if len(r.rest) == 0 {
+		return 0, io.EOF
+	}
+	time.Sleep(100 * time.Millisecond) // the pace is the point: a slow client, not a wait for a result
+	p[0], r.rest = r.rest[0], r.rest[1:]
+	return 1, nil
 }
 
 func (c docCase) send(t *testing.T) (int, http.Header, []byte) {
@@ -142,6 +157,9 @@ func (c docCase) send(t *testing.T) (int, http.Header, []byte) {
 	var rd io.Reader
 	if c.body != "" {
 		rd = strings.NewReader(c.body)
+	}
+	if c.trickle {
+		rd = &trickleReader{rest: []byte(c.body)}
 	}
 	req, err := http.NewRequestWithContext(ctx, method, c.srv.URL+c.path, rd)
 	require.NoError(t, err)
@@ -213,6 +231,9 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	lk := limited.account(1_000_000, accounts.AllScopes...)
 	require.Equal(t, 200, limited.do("GET", "/v1/account", lk.APIKey, nil).status)
 	dead := deadServer(t, intakeFor)
+	// A server that wants a body at 1,000 bytes/s after 200 ms (408).
+	slow := newEnvWith(t, api.Config{BodyGrace: 200 * time.Millisecond, BodyMinRate: 1000}, accept.DefaultPolicy(), intakeFor)
+	sk := slow.account(1_000_000, accounts.AllScopes...)
 
 	unknown := "01ARZ3NDEKTSV4RRFFQ69G5FAV"
 	srv := main.srv
@@ -282,7 +303,9 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	lim.srv = limited.srv
 	down := post(503, c.APIKey, good)
 	down.srv = dead
-	cases = append(cases, wrong, lim, down)
+	slowOrder := post(408, sk.APIKey, good)
+	slowOrder.srv, slowOrder.trickle = slow.srv, true
+	cases = append(cases, wrong, lim, down, slowOrder)
 
 	receipt := `{"receipts":[{"id":"p-1","reference":"` + unknown + `","attempt":1,"status":"delivered","part":1,"parts":1,"done_at":"` + time.Now().UTC().Format(time.RFC3339) + `"}]}`
 	rcpt := func(status int, body string, hdr []string) docCase {
@@ -294,6 +317,9 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	rwrong.method = "GET"
 	refusedOne := `{"receipts":[{"id":"p-2","reference":"` + unknown + `","attempt":2147483648,"status":"delivered","part":1,"parts":1,"done_at":"` + time.Now().UTC().Format(time.RFC3339) + `"}]}`
 	huge := `{"receipts":[` + strings.Repeat(" ", 5<<20) + `]}`
+	slowReceipt := rcpt(408, receipt, signReceipts(secret, receipt))
+	slowReceipt.srv, slowReceipt.trickle = slow.srv, true
+	cases = append(cases, slowReceipt)
 	cases = append(cases,
 		rcpt(200, receipt, signReceipts(secret, receipt)),
 		rcpt(200, refusedOne, signReceipts(secret, refusedOne)),
