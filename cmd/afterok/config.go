@@ -21,6 +21,7 @@ type Config struct {
 	DatabaseURL string     // DATABASE_URL
 	DBMaxConns  int32      // AFTEROK_DB_MAX_CONNS
 	LogLevel    slog.Level // AFTEROK_LOG_LEVEL: debug, info, warn, error
+	LogFormat   string     // AFTEROK_LOG_FORMAT: text (slog's key=value) or json (one object a line)
 	// StatementTimeout and IdleInTxTimeout bound how long a writer can hold
 	// back the event tail (AFTEROK_STATEMENT_TIMEOUT, AFTEROK_IDLE_IN_TX_TIMEOUT).
 	StatementTimeout time.Duration
@@ -100,6 +101,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		DatabaseURL:        "postgres://localhost:5432/afterok?sslmode=disable",
 		DBMaxConns:         32,
 		LogLevel:           slog.LevelInfo,
+		LogFormat:          "text",
 		StatementTimeout:   60 * time.Second,
 		IdleInTxTimeout:    15 * time.Second,
 		Addr:               "127.0.0.1:8080",
@@ -130,6 +132,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		if err := c.LogLevel.UnmarshalText([]byte(v)); err != nil {
 			p.errs = append(p.errs, fmt.Errorf("AFTEROK_LOG_LEVEL=%q: want debug, info, warn or error", v))
 		}
+	}
+	p.str("AFTEROK_LOG_FORMAT", &c.LogFormat)
+	if c.LogFormat != "text" && c.LogFormat != "json" {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_LOG_FORMAT=%q: want text or json", c.LogFormat))
 	}
 	p.dur("AFTEROK_STATEMENT_TIMEOUT", &c.StatementTimeout)
 	p.dur("AFTEROK_IDLE_IN_TX_TIMEOUT", &c.IdleInTxTimeout)

@@ -65,7 +65,7 @@ func runContext(ctx context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintln(stderr, "afterok:", err)
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	log := newLogger(stderr, cfg)
 	err = cmd(ctx, &environment{cfg: cfg, stdout: stdout, stderr: stderr, log: log}, args[1:])
 	switch {
 	case err == nil, errors.Is(err, flag.ErrHelp): // help was asked for, and printed

@@ -250,8 +250,11 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 				return nil
 			}
 			if cut {
-				s.log.Info("event stream cut: the client reads more slowly than its events arrive",
-					"request_id", rc.ID, "account_id", f.account, "last_position", last.Position)
+				attrs := []any{"last_position", last.Position}
+				if f.account != rc.Principal.AccountID { // an admin reading another account
+					attrs = append(attrs, "stream_account", f.account)
+				}
+				s.log.InfoContext(ctx, "event stream cut: the client reads more slowly than its events arrive", attrs...)
 				return nil // the client resumes with its Last-Event-ID
 			}
 		case <-beat.C:

@@ -21,6 +21,7 @@ import (
 
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/orders"
 )
@@ -143,7 +144,7 @@ func New(deps Deps, cfg Config) *Server {
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: deps.Logger,
+	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: logctx.Wrap(deps.Logger),
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
 	s.bodies = newBodyGuard(cfg, time.Now)
 	s.live = newLiveTail(deps.Store, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
@@ -210,11 +211,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // wrap adds, around a route: request id, panic recovery, authentication
 // and scope, rate limiting, the body guard (bodies.go), the error table,
-// metrics and the log line.
+// metrics and the log line. The request id, and the account once known,
+// go into the request's context (logctx), so every line logged with it on
+// the request's path names them.
 func (s *Server) wrap(rt Route) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		rc := &RequestContext{ID: requestID(r)}
+		r = r.WithContext(logctx.With(r.Context(), "request_id", rc.ID))
 		rw := &statusWriter{ResponseWriter: w}
 		rw.Header().Set("X-Request-Id", rc.ID)
 		err := func() (err error) {
@@ -224,11 +228,15 @@ func (s *Server) wrap(rt Route) http.Handler {
 						panic(v)
 					}
 					err = errors.New("panic: " + stringify(v))
-					s.log.Error("handler panicked", "route", rt.Pattern, "request_id", rc.ID, "panic", v)
+					s.log.ErrorContext(r.Context(), "handler panicked", "route", rt.Pattern, "panic", v)
 				}
 			}()
 			if !rt.Public {
-				if err := s.authenticate(r, rc, rt.Scope); err != nil {
+				err := s.authenticate(r, rc, rt.Scope)
+				if rc.Principal.AccountID != "" { // a key lacking the scope is still that account's
+					r = r.WithContext(logctx.With(r.Context(), "account_id", rc.Principal.AccountID))
+				}
+				if err != nil {
 					return err
 				}
 				if d := s.limits.wait(rc.Principal.AccountID, s.deps.Now()); d > 0 {
@@ -251,7 +259,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 			} else {
 				p, d := problemFor(err, rc.ID, r.URL.Path)
 				if p.Status >= 500 {
-					s.log.Error("request failed", "route", rt.Pattern, "request_id", rc.ID, "err", err)
+					s.log.ErrorContext(r.Context(), "request failed", "route", rt.Pattern, "err", err)
 				}
 				s.metrics.rejection(p.Code)
 				if !rw.wrote {
@@ -261,10 +269,7 @@ func (s *Server) wrap(rt Route) http.Handler {
 		}
 		s.metrics.observe(rt.Pattern, r.Method, rw.status, time.Since(start))
 		attrs := append([]any{"method", r.Method, "route", rt.Pattern, "status", rw.status,
-			"duration_ms", time.Since(start).Milliseconds(), "request_id", rc.ID}, rc.attrs...)
-		if rc.Principal.AccountID != "" {
-			attrs = append(attrs, "account_id", rc.Principal.AccountID)
-		}
+			"duration_ms", time.Since(start).Milliseconds()}, rc.attrs...)
 		level := slog.LevelInfo
 		if rt.Public && rw.status < 400 {
 			level = slog.LevelDebug // probes and scrapes would drown the log

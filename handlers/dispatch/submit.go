@@ -9,6 +9,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/provider"
 )
 
@@ -67,7 +68,7 @@ func (w *Worker) submit(ctx context.Context, tasks []*task) error {
 		if !ok {
 			continue
 		}
-		ev := w.outcome(t, o, now)
+		ev := w.outcome(ctx, t, o, now)
 		if ev == nil {
 			continue
 		}
@@ -100,21 +101,21 @@ func (w *Worker) submit(ctx context.Context, tasks []*task) error {
 // outcome turns a provider's answer into the attempt's event, feeding the
 // circuit breaker on the way. It returns nil when the outcome is unknown
 // and the job must come back to resubmit the same attempt.
-func (w *Worker) outcome(t *task, o provider.Outcome, now time.Time) domain.Event {
+func (w *Worker) outcome(ctx context.Context, t *task, o provider.Outcome, now time.Time) domain.Event {
 	m := &t.m
-	log := w.log.With("message_id", m.ID, "attempt", m.Attempt, "provider", t.provider)
+	ctx = logctx.With(ctx, "message_id", m.ID, "attempt", m.Attempt, "provider", t.provider)
 	if o.Err == nil {
 		w.record(t.provider, true, now)
 		ev, err := m.Submit(o.Result.ProviderMessageID, o.Result.Latency, now)
 		if err != nil {
-			log.Error("submission not recordable", "err", err)
+			w.log.ErrorContext(ctx, "submission not recordable", "err", err)
 			return nil
 		}
 		return ev
 	}
 	var pe *provider.Error
 	if !errors.As(o.Err, &pe) {
-		log.Error("provider returned an untyped error; will resubmit", "err", o.Err)
+		w.log.ErrorContext(ctx, "provider returned an untyped error; will resubmit", "err", o.Err)
 		t.nakFor = 2 * time.Second
 		return nil
 	}
@@ -126,7 +127,7 @@ func (w *Worker) outcome(t *task, o provider.Outcome, now time.Time) domain.Even
 		// (same idempotency key) is safe; moving on to the next attempt is
 		// not, it could send the message twice.
 		w.record(t.provider, false, now)
-		log.Warn("submission outcome unknown; resubmitting the same attempt", "err", o.Err)
+		w.log.WarnContext(ctx, "submission outcome unknown; resubmitting the same attempt", "err", o.Err)
 		t.nakFor = 2 * time.Second
 		return nil
 	}
@@ -134,7 +135,7 @@ func (w *Worker) outcome(t *task, o provider.Outcome, now time.Time) domain.Even
 	// not a sign of a sick provider.
 	w.record(t.provider, f.Permanent, now)
 	if f.Permanent {
-		log.Info("submission refused permanently", "code", f.Code, "reason", f.Reason)
+		w.log.InfoContext(ctx, "submission refused permanently", "code", f.Code, "reason", f.Reason)
 		ev, err := m.Fail(m.Attempt, f, nil, now)
 		if err != nil {
 			return nil
@@ -144,7 +145,7 @@ func (w *Worker) outcome(t *task, o provider.Outcome, now time.Time) domain.Even
 	if pe.RetryAfter > 0 {
 		f.Reason += fmt.Sprintf(" (provider asked to retry after %s)", pe.RetryAfter)
 	}
-	log.Info("submission failed transiently", "code", f.Code, "reason", f.Reason)
+	w.log.InfoContext(ctx, "submission failed transiently", "code", f.Code, "reason", f.Reason)
 	return w.afterFailure(m, f, nil, now)
 }
 

@@ -28,6 +28,7 @@ import (
 	"github.com/afterok/afterok/domain/routing"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/bus"
+	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/provider"
 	"github.com/afterok/afterok/handlers/scheduler"
 )
@@ -105,7 +106,7 @@ func New(cfg Config) *Worker {
 	if cfg.MaxDeliver <= 0 {
 		cfg.MaxDeliver = 10
 	}
-	return &Worker{cfg: cfg, log: cfg.Logger.With("role", "dispatch"), m: newMetrics(cfg.Registerer)}
+	return &Worker{cfg: cfg, log: logctx.Wrap(cfg.Logger).With("role", "dispatch"), m: newMetrics(cfg.Registerer)}
 }
 
 // Run consumes jobs until ctx ends.

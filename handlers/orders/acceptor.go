@@ -26,6 +26,7 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/accounts"
 )
 
@@ -69,6 +70,7 @@ func New(store *eventstore.Store, now func() time.Time, cfg Config) *Acceptor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	cfg.Logger = logctx.Wrap(cfg.Logger) // its lines name their request (logCtx)
 	return &Acceptor{store: store, now: now, cfg: cfg, lanes: map[string]*lane{}}
 }
 
@@ -130,6 +132,7 @@ func (a *Acceptor) Accept(ctx context.Context, req Request) (Result, error) {
 			}
 		}
 		p = a.build(req)
+		p.logCtx = logctx.With(context.WithoutCancel(ctx), "order_id", p.accepted.OrderID)
 		if err := a.enqueue(p); err != nil {
 			return Result{}, err
 		}
@@ -196,6 +199,10 @@ type pending struct {
 	recheck  bool // lost an idempotency race: answer from the winner's record
 	again    bool // its key was taken by another order of the same commit: start again
 	done     chan struct{}
+	// logCtx carries the request's log ids (logctx) and the order's, for
+	// the lines the lane's goroutine logs about this order alone. It is
+	// detached from the request's cancellation: it only carries values.
+	logCtx context.Context
 }
 
 func (a *Acceptor) build(req Request) *pending {

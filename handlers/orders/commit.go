@@ -44,7 +44,7 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 			p.err, p.body = nil, nil
 			alone, err := a.commitGroup(ctx, account, []*pending{p})
 			if err != nil {
-				a.cfg.Logger.Error("order commit failed", "account_id", account, "order_id", p.accepted.OrderID, "err", err)
+				a.cfg.Logger.ErrorContext(p.logCtx, "order commit failed", "err", err)
 			}
 			for _, p := range alone {
 				close(p.done)
@@ -52,7 +52,10 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 		}
 		return
 	}
-	if err != nil {
+	switch {
+	case err != nil && len(rest) == 1: // one request's: its line names it
+		a.cfg.Logger.ErrorContext(rest[0].logCtx, "order commit failed", "err", err)
+	case err != nil:
 		a.cfg.Logger.Error("order commit failed", "account_id", account, "orders", len(rest), "err", err)
 	}
 	for _, p := range rest {

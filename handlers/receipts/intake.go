@@ -1,6 +1,7 @@
 package receipts
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/afterok/afterok/domain/routing"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 	"github.com/afterok/afterok/handlers/provider"
@@ -84,7 +86,7 @@ type Intake struct {
 func New(cfg Config) *Intake {
 	cfg = cfg.withDefaults()
 	cfg.Providers = maps.Clone(cfg.Providers) // the caller's map stays the caller's
-	return &Intake{cfg: cfg, pool: cfg.Store.Pool(), log: cfg.Logger, metrics: newMetrics(cfg.Registerer)}
+	return &Intake{cfg: cfg, pool: cfg.Store.Pool(), log: logctx.Wrap(cfg.Logger), metrics: newMetrics(cfg.Registerer)}
 }
 
 // Route is POST /v1/receipts/{provider}, to mount with api.Deps.Extra. It
@@ -155,6 +157,9 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 		return &AuthError{Provider: name, Problem: "unknown_provider"}
 	}
 	rc.Log("provider", name)
+	// The request already names its request_id; every line of this
+	// callback names its provider too.
+	ctx := logctx.With(r.Context(), "provider", name)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, in.cfg.MaxBodyBytes))
 	if err != nil {
 		in.metrics.refused.WithLabelValues(name, "unreadable_body").Inc()
@@ -185,16 +190,16 @@ func (in *Intake) serve(w http.ResponseWriter, r *http.Request, rc *api.RequestC
 	}
 	var sum Summary
 	if len(receipts) > 0 {
-		s, err := in.settle(r.Context(), receipts, refused, messageIDs(receipts), rc.ID)
+		s, err := in.settle(ctx, receipts, refused, messageIDs(receipts), rc.ID)
 		if err != nil {
 			return err
 		}
-		in.report(s)
+		in.report(ctx, s, name)
 		sum = summarize(s.incoming)
-	} else if err := recordRefusals(r.Context(), in.pool, name, rc.ID, refused, in.cfg.Now().UTC()); err != nil {
+	} else if err := recordRefusals(ctx, in.pool, name, rc.ID, refused, in.cfg.Now().UTC()); err != nil {
 		return err
 	}
-	sum.Refusals = in.refusals(name, rc.ID, refused)
+	sum.Refusals = in.refusals(ctx, name, refused)
 	sum.Refused = len(refused)
 	sum.Received += sum.Refused
 	rc.Log("received", sum.Received, "applied", sum.Applied, "parked", sum.Parked, "ignored", sum.Ignored, "refused", sum.Refused)
@@ -236,22 +241,29 @@ func messageIDs(rs []provider.Receipt) []string {
 
 // report counts and logs a committed settlement: one line per receipt
 // that did not simply apply, so support can follow a message that did not
-// end as its receipts said.
-func (in *Intake) report(s *settlement) {
+// end as its receipts said. callback is the provider whose callback ctx
+// serves, which ctx's lines already name; "" for the sweeper.
+func (in *Intake) report(ctx context.Context, s *settlement, callback string) {
 	in.metrics.settled(s)
 	for _, e := range s.unparked {
-		in.logEntry(s.books[e.receipt.MessageID], e, true)
+		in.logEntry(ctx, s.books[e.receipt.MessageID], e, true, callback)
 	}
 	for _, e := range s.incoming {
-		in.logEntry(s.books[e.receipt.MessageID], e, false)
+		in.logEntry(ctx, s.books[e.receipt.MessageID], e, false, callback)
 	}
 }
 
-func (in *Intake) logEntry(b *book, e *entry, wasParked bool) {
+func (in *Intake) logEntry(ctx context.Context, b *book, e *entry, wasParked bool, callback string) {
 	r := e.receipt
-	attrs := []any{"message_id", r.MessageID, "order_id", b.msg.OrderID, "attempt", r.Attempt, "provider", r.Provider,
+	attrs := []any{"message_id", r.MessageID, "order_id", b.msg.OrderID, "attempt", r.Attempt,
 		"provider_message_id", r.ProviderMessageID, "status", r.Status, "part", r.Part, "parts", r.Parts,
 		"disposition", e.disposition}
+	switch {
+	case callback == "": // the sweeper: no request names the provider
+		attrs = append(attrs, "provider", r.Provider)
+	case r.Provider != callback: // parked from another provider's callback
+		attrs = append(attrs, "receipt_provider", r.Provider)
+	}
 	if e.reason != "" {
 		attrs = append(attrs, "reason", e.reason)
 	}
@@ -260,17 +272,17 @@ func (in *Intake) logEntry(b *book, e *entry, wasParked bool) {
 	}
 	switch {
 	case e.lostDelivery:
-		in.log.Warn("delivered receipt for an attempt already given up: the handset may get the message twice", attrs...)
+		in.log.WarnContext(ctx, "delivered receipt for an attempt already given up: the handset may get the message twice", attrs...)
 	case e.reason == ReasonProviderMismatch:
 		// An authenticated provider reporting on a message it was not given:
 		// a misrouted callback at best, an attempt to settle another
 		// provider's message at worst. Never applied; worth a look.
-		in.log.Warn("receipt from another provider than the attempt's, ignored", attrs...)
+		in.log.WarnContext(ctx, "receipt from another provider than the attempt's, ignored", attrs...)
 	case e.disposition == Parked && !wasParked:
-		in.log.Info("receipt parked until its submission is recorded", attrs...)
+		in.log.InfoContext(ctx, "receipt parked until its submission is recorded", attrs...)
 	case e.disposition == Ignored && e.reason != ReasonDuplicate:
-		in.log.Info("receipt ignored", attrs...)
+		in.log.InfoContext(ctx, "receipt ignored", attrs...)
 	default:
-		in.log.Debug("receipt settled", attrs...)
+		in.log.DebugContext(ctx, "receipt settled", attrs...)
 	}
 }

@@ -74,7 +74,7 @@ func (in *Intake) applyParked(ctx context.Context, messageIDs []string) (int, er
 	if err != nil {
 		return 0, err
 	}
-	in.report(s)
+	in.report(ctx, s, "")
 	n := 0
 	for _, e := range s.unparked {
 		if e.disposition != Parked {

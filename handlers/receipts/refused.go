@@ -60,14 +60,14 @@ func storable(s string) string {
 
 // refusals reports the refused receipts: counted by provider and code
 // (both bounded), one log line each, and the answer's list.
-func (in *Intake) refusals(name, requestID string, refused []*provider.ReceiptError) []Refusal {
+func (in *Intake) refusals(ctx context.Context, name string, refused []*provider.ReceiptError) []Refusal {
 	if len(refused) == 0 {
 		return nil
 	}
 	out := make([]Refusal, len(refused))
 	for i, r := range refused {
 		in.metrics.itemsRefused.WithLabelValues(name, r.Code).Inc()
-		in.log.Warn("receipt refused", "provider", name, "request_id", requestID, "item", r.Index,
+		in.log.WarnContext(ctx, "receipt refused", "item", r.Index,
 			"field", r.Field, "code", r.Code, "problem", r.Problem)
 		out[i] = Refusal{Index: r.Index, Field: storable(r.Field), Code: r.Code, Problem: storable(r.Problem)}
 	}

@@ -103,7 +103,7 @@ func (in *Intake) settle(ctx context.Context, incoming []provider.Receipt, refus
 		if try >= in.cfg.ConflictRetries {
 			return nil, &ContendedError{Tries: try, Err: err}
 		}
-		in.log.Debug("receipts conflicted with a concurrent append, deciding again", "try", try, "err", err)
+		in.log.DebugContext(ctx, "receipts conflicted with a concurrent append, deciding again", "try", try, "err", err)
 	}
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/bus"
+	"github.com/afterok/afterok/eventstore/logctx"
 )
 
 // Job is a dispatch job: one attempt of one message.
@@ -96,7 +97,7 @@ func New(cfg Config) *Scheduler {
 	if cfg.DispatchConsumer == "" {
 		cfg.DispatchConsumer = "dispatch"
 	}
-	s := &Scheduler{cfg: cfg, log: cfg.Logger.With("role", "scheduler"),
+	s := &Scheduler{cfg: cfg, log: logctx.Wrap(cfg.Logger).With("role", "scheduler"),
 		queued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_jobs_queued_total", Help: "Dispatch jobs queued (MessageQueued appended)."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_messages_expired_total", Help: "Messages failed because their validity elapsed."}),
 		due:     prometheus.NewGauge(prometheus.GaugeOpts{Name: "afterok_scheduler_due_rows", Help: "Rows the last queuer round found due."}),

@@ -12,6 +12,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/logctx"
 )
 
 // The stranded-message check is the backstop behind "a message is never
@@ -227,8 +228,8 @@ func (s *Scheduler) settleStranded(ctx context.Context, tx *eventstore.Tx, gone 
 	jobSeqs := make([]int64, len(requeue))
 	for i, r := range requeue {
 		ids[i], jobSeqs[i] = r.MessageID, int64(seqs[i])
-		s.log.Warn("stranded message queued again: its job was gone", "message_id", r.MessageID, "attempt", r.Attempt,
-			"old_job_seq", r.seq, "job_seq", seqs[i])
+		s.log.WarnContext(logctx.With(ctx, "message_id", r.MessageID, "attempt", r.Attempt),
+			"stranded message queued again: its job was gone", "old_job_seq", r.seq, "job_seq", seqs[i])
 	}
 	if _, err := tx.Exec(ctx, markQueuedSQL, ids, jobSeqs, now); err != nil {
 		return 0, err
