@@ -135,17 +135,17 @@ func (w *Worker) outcome(t *task, o provider.Outcome, now time.Time) domain.Even
 	w.record(t.provider, f.Permanent, now)
 	if f.Permanent {
 		log.Info("submission refused permanently", "code", f.Code, "reason", f.Reason)
-		ev, err := m.Fail(m.Attempt, f, nil, now)
-		if err != nil {
-			return nil
+	} else {
+		if pe.RetryAfter > 0 {
+			f.Reason += fmt.Sprintf(" (provider asked to retry after %s)", pe.RetryAfter)
 		}
-		return ev
+		log.Info("submission failed transiently", "code", f.Code, "reason", f.Reason)
 	}
-	if pe.RetryAfter > 0 {
-		f.Reason += fmt.Sprintf(" (provider asked to retry after %s)", pe.RetryAfter)
+	ev, err := w.cfg.Retry.AfterFailure(m, m.Attempt, f, nil, now)
+	if err != nil {
+		return nil
 	}
-	log.Info("submission failed transiently", "code", f.Code, "reason", f.Reason)
-	return w.afterFailure(m, f, nil, now)
+	return ev
 }
 
 func (w *Worker) record(provider string, ok bool, now time.Time) {
