@@ -26,21 +26,21 @@ var ErrUnknownEvent = errors.New("unknown event type")
 // payload of a given schema version into its current Go value. It is
 // written once, here, and only read afterwards.
 var decoders = map[string]func(version int, data []byte) (Event, error){
-	"OrderAccepted":    decodeV1[OrderAccepted],
-	"OrderCompleted":   decodeV1[OrderCompleted],
-	"MessageAccepted":  decodeV1[MessageAccepted],
-	"MessageQueued":    decodeV1[MessageQueued],
-	"MessageRouted":    decodeV1[MessageRouted],
-	"MessageSubmitted": decodeV1[MessageSubmitted],
-	"MessageDelivered": decodeV1[MessageDelivered],
-	"MessageFailed":    decodeV1[MessageFailed],
-	"MessageRetried":   decodeV1[MessageRetried],
-	"AccountOpened":    decodeV1[AccountOpened],
-	"AccountCredited":  decodeV1[AccountCredited],
-	"BalanceReserved":  decodeV1[BalanceReserved],
-	"BalanceCharged":   decodeV1[BalanceCharged],
-	"BalanceReleased":  decodeV1[BalanceReleased],
-	"APIKeyIssued":     decodeV1[APIKeyIssued],
+	OrderAccepted{}.EventType():    decodeV1[OrderAccepted],
+	OrderCompleted{}.EventType():   decodeV1[OrderCompleted],
+	MessageAccepted{}.EventType():  decodeV1[MessageAccepted],
+	MessageQueued{}.EventType():    decodeV1[MessageQueued],
+	MessageRouted{}.EventType():    decodeV1[MessageRouted],
+	MessageSubmitted{}.EventType(): decodeV1[MessageSubmitted],
+	MessageDelivered{}.EventType(): decodeV1[MessageDelivered],
+	MessageFailed{}.EventType():    decodeV1[MessageFailed],
+	MessageRetried{}.EventType():   decodeV1[MessageRetried],
+	AccountOpened{}.EventType():    decodeV1[AccountOpened],
+	AccountCredited{}.EventType():  decodeV1[AccountCredited],
+	BalanceReserved{}.EventType():  decodeV1[BalanceReserved],
+	BalanceCharged{}.EventType():   decodeV1[BalanceCharged],
+	BalanceReleased{}.EventType():  decodeV1[BalanceReleased],
+	APIKeyIssued{}.EventType():     decodeV1[APIKeyIssued],
 }
 
 // EventTypes lists every event type this build can decode, for
@@ -49,6 +49,18 @@ func EventTypes() []string {
 	out := make([]string, 0, len(decoders))
 	for k := range decoders {
 		out = append(out, k)
+	}
+	return out
+}
+
+// TypesOf lists the stored type names of the given events, for filters
+// that select events by type: a consumer names the Go types it handles,
+// never their names as strings, so a renamed type cannot be filtered out
+// silently.
+func TypesOf(events ...Event) []string {
+	out := make([]string, len(events))
+	for i, e := range events {
+		out[i] = e.EventType()
 	}
 	return out
 }
@@ -81,10 +93,3 @@ func decodeV1[T Event](version int, data []byte) (Event, error) {
 	}
 	return v, nil
 }
-
-// Stream names. Order and message ids are ULIDs, account ids too; a stream
-// per aggregate keeps each history short (a 100,000-message order is
-// 100,001 short streams, not one long one).
-func OrderStream(id string) string   { return "order-" + id }
-func MessageStream(id string) string { return "message-" + id }
-func AccountStream(id string) string { return "account-" + id }

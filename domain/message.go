@@ -71,13 +71,13 @@ func (e *TransitionError) Is(target error) bool {
 // validity can elapse anywhere; Delivered only follows Submitted (a receipt
 // that beats its submission is parked by the intake, not applied).
 var transitions = map[string][]MessageState{
-	"MessageAccepted":  {StateNew},
-	"MessageQueued":    {StateAccepted, StateRetried},
-	"MessageRouted":    {StateQueued},
-	"MessageSubmitted": {StateRouted},
-	"MessageDelivered": {StateSubmitted},
-	"MessageRetried":   {StateQueued, StateRouted, StateSubmitted},
-	"MessageFailed":    {StateAccepted, StateQueued, StateRouted, StateSubmitted, StateRetried},
+	MessageAccepted{}.EventType():  {StateNew},
+	MessageQueued{}.EventType():    {StateAccepted, StateRetried},
+	MessageRouted{}.EventType():    {StateQueued},
+	MessageSubmitted{}.EventType(): {StateRouted},
+	MessageDelivered{}.EventType(): {StateSubmitted},
+	MessageRetried{}.EventType():   {StateQueued, StateRouted, StateSubmitted},
+	MessageFailed{}.EventType():    {StateAccepted, StateQueued, StateRouted, StateSubmitted, StateRetried},
 }
 
 // Message is the message aggregate, folded from its stream.
@@ -142,7 +142,7 @@ func (m *Message) check(eventType string, attempt int) error {
 	if !slices.Contains(transitions[eventType], m.State) {
 		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType}
 	}
-	if attempt != m.Attempt && eventType != "MessageQueued" && eventType != "MessageAccepted" {
+	if attempt != m.Attempt && eventType != (MessageQueued{}).EventType() && eventType != (MessageAccepted{}).EventType() {
 		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType, kind: ErrStaleAttempt,
 			Detail: fmt.Sprintf("event is for attempt %d, message is at attempt %d", attempt, m.Attempt)}
 	}
@@ -199,6 +199,21 @@ func (m *Message) Fail(attempt int, f Failure, receipt json.RawMessage, at time.
 	f.Permanent = true
 	e := MessageFailed{Attempt: attempt, Failure: f, Receipt: receipt, At: at}
 	return e, m.check(e.EventType(), attempt)
+}
+
+// Expired reports whether the message's validity has ended at now: from
+// then on no attempt may start, and a message not yet final is failed by
+// Expire.
+func (m *Message) Expired(now time.Time) bool { return !now.Before(m.ExpiresAt) }
+
+// Expire ends the message, at its current attempt, because its validity
+// ended before a final state: MessageFailed{expired, stage expiry}, the one
+// shape of that failure whoever notices it (the dispatch worker before an
+// attempt, the scheduler's expiry round).
+func (m *Message) Expire(now time.Time) (MessageFailed, error) {
+	return m.Fail(m.Attempt, Failure{Code: CodeExpired, Stage: StageExpiry,
+		Reason: fmt.Sprintf("validity ended at %s before a final state (%s)",
+			m.ExpiresAt.UTC().Format(time.RFC3339), m.State.PublicState())}, nil, now)
 }
 
 // Retry records a transient failure of attempt and when the next may start.
@@ -281,9 +296,9 @@ func (m *Message) Apply(ev Event) error {
 func QueueAfter(last string, nextAttempt int, jobID string, at time.Time) (MessageQueued, error) {
 	m := Message{Attempt: nextAttempt - 1}
 	switch last {
-	case "MessageAccepted":
+	case MessageAccepted{}.EventType():
 		m.State = StateAccepted
-	case "MessageRetried":
+	case MessageRetried{}.EventType():
 		m.State, m.NextAttempt = StateRetried, nextAttempt
 	default:
 		m.State = StateQueued // stands for "not waiting to be queued"

@@ -154,14 +154,14 @@ type streamCheck struct {
 
 func newStreamCheck(stream string) streamCheck {
 	c := streamCheck{stream: stream, prev: genesisHash}
-	switch {
-	case strings.HasPrefix(stream, "message-"):
+	switch kind, _, _ := domain.SplitStream(stream); kind {
+	case domain.KindMessage:
 		var m domain.Message
 		c.fold = m.Apply
-	case strings.HasPrefix(stream, "order-"):
+	case domain.KindOrder:
 		var o domain.Order
 		c.fold = o.Apply
-	case strings.HasPrefix(stream, "account-"):
+	case domain.KindAccount:
 		a := &accountCheck{}
 		c.fold = a.apply
 	}

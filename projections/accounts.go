@@ -3,7 +3,6 @@ package projections
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -33,8 +32,8 @@ func accountsProjection() Projection {
 	return Projection{
 		Name:   "accounts",
 		Tables: []string{"read_accounts"},
-		Types: []string{"AccountOpened", "AccountCredited", "BalanceReserved", "BalanceCharged",
-			"BalanceReleased", "APIKeyIssued"},
+		Types: domain.TypesOf(domain.AccountOpened{}, domain.AccountCredited{}, domain.BalanceReserved{},
+			domain.BalanceCharged{}, domain.BalanceReleased{}, domain.APIKeyIssued{}),
 		Sparse: true,
 		apply:  applyAccounts,
 	}
@@ -101,7 +100,7 @@ func applyAccounts(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEv
 	var ids []string
 	seen := map[string]bool{}
 	for _, e := range batch {
-		if id := strings.TrimPrefix(e.StreamID, "account-"); !seen[id] {
+		if id, _ := domain.AccountIDOf(e.StreamID); !seen[id] {
 			seen[id] = true
 			ids = append(ids, id)
 		}

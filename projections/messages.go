@@ -26,8 +26,9 @@ func messagesProjection() Projection {
 	return Projection{
 		Name:   "messages",
 		Tables: []string{"read_messages", "read_orders", "read_provider_stats", "read_provider_failures"},
-		Types: []string{"MessageAccepted", "MessageQueued", "MessageRouted", "MessageSubmitted", "MessageDelivered",
-			"MessageFailed", "MessageRetried", "OrderAccepted", "OrderCompleted", "BalanceCharged", "BalanceReleased"},
+		Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageQueued{}, domain.MessageRouted{},
+			domain.MessageSubmitted{}, domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageRetried{},
+			domain.OrderAccepted{}, domain.OrderCompleted{}, domain.BalanceCharged{}, domain.BalanceReleased{}),
 		apply: applyMessages,
 	}
 }
@@ -121,13 +122,15 @@ func (b *messagesBatch) order(id string) *Order {
 func applyMessages(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEvent) (result, error) {
 	b := &messagesBatch{orders: map[string]*Order{}, stats: newStatsDelta()}
 	var messageEvents, orderEvents, moneyEvents []eventstore.RecordedEvent
+	charged, released := domain.BalanceCharged{}.EventType(), domain.BalanceReleased{}.EventType()
 	for _, e := range batch {
+		kind, _, _ := domain.SplitStream(e.StreamID)
 		switch {
-		case strings.HasPrefix(e.StreamID, "message-"):
+		case kind == domain.KindMessage:
 			messageEvents = append(messageEvents, e)
-		case strings.HasPrefix(e.StreamID, "order-"):
+		case kind == domain.KindOrder:
 			orderEvents = append(orderEvents, e)
-		case e.Type == "BalanceCharged" || e.Type == "BalanceReleased":
+		case e.Type == charged || e.Type == released:
 			moneyEvents = append(moneyEvents, e)
 		}
 	}
@@ -137,7 +140,8 @@ func applyMessages(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEv
 	}
 	// Every order touched by this batch, loaded once.
 	for _, e := range orderEvents {
-		b.order(strings.TrimPrefix(e.StreamID, "order-"))
+		id, _ := domain.OrderIDOf(e.StreamID)
+		b.order(id)
 	}
 	money := map[string][2]int64{} // order id → charged, refunded
 	for _, e := range moneyEvents {
@@ -147,7 +151,7 @@ func applyMessages(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEv
 			continue
 		}
 		m := money[orderID]
-		if e.Type == "BalanceCharged" {
+		if e.Type == charged {
 			m[0] += amount
 		} else {
 			m[1] += amount
@@ -198,7 +202,7 @@ func (b *messagesBatch) foldMessages(ctx context.Context, tx pgx.Tx, events []ev
 	ids := make([]string, 0, len(events))
 	seen := map[string]bool{}
 	for _, e := range events {
-		if id := strings.TrimPrefix(e.StreamID, "message-"); !seen[id] {
+		if id, _ := domain.MessageIDOf(e.StreamID); !seen[id] {
 			seen[id] = true
 			ids = append(ids, id)
 		}
@@ -301,13 +305,15 @@ func (b *messagesBatch) loadOrders(ctx context.Context, tx pgx.Tx) error {
 
 func (b *messagesBatch) foldOrders(ctx context.Context, tx pgx.Tx, events []eventstore.RecordedEvent) error {
 	streams, err := inVersionOrder(ctx, tx, events, func(s string) int {
-		return b.orders[strings.TrimPrefix(s, "order-")].Version
+		id, _ := domain.OrderIDOf(s)
+		return b.orders[id].Version
 	})
 	if err != nil {
 		return err
 	}
 	for _, s := range streams {
-		o := b.orders[strings.TrimPrefix(s.stream, "order-")]
+		id, _ := domain.OrderIDOf(s.stream)
+		o := b.orders[id]
 		agg := o.aggregate()
 		for _, e := range s.events {
 			ev, err := e.Decode()

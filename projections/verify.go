@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -185,7 +184,7 @@ func (v *verifier) messages(ctx context.Context) error {
 			v.progress("read_messages", v.rep.Rows)
 		}
 	}
-	return v.missing(ctx, p.Name, "read_messages", "message", cp)
+	return v.missing(ctx, p.Name, "read_messages", domain.KindMessage, cp)
 }
 
 func (v *verifier) message(projection string, got *Message, evs []eventstore.RecordedEvent, cp eventstore.Cursor) {
@@ -219,7 +218,8 @@ func (v *verifier) missing(ctx context.Context, projection, table, kind string, 
 		return err
 	}
 	for _, s := range ids {
-		v.diff(projection, table, strings.TrimPrefix(s, kind+"-"), "no row, though the checkpoint has passed the stream's first event")
+		_, id, _ := domain.SplitStream(s)
+		v.diff(projection, table, id, "no row, though the checkpoint has passed the stream's first event")
 	}
 	return nil
 }
@@ -285,7 +285,7 @@ func (v *verifier) orders(ctx context.Context) error {
 			v.progress("read_orders", n)
 		}
 	}
-	if err := v.missing(ctx, p.Name, "read_orders", "order", cp); err != nil {
+	if err := v.missing(ctx, p.Name, "read_orders", domain.KindOrder, cp); err != nil {
 		return err
 	}
 	rows, err := v.tx.Query(ctx, verifyCountsSQL)
@@ -444,7 +444,7 @@ func (v *verifier) accounts(ctx context.Context) error {
 			v.progress("read_accounts", i+1)
 		}
 	}
-	return v.missing(ctx, p.Name, "read_accounts", "account", cp)
+	return v.missing(ctx, p.Name, "read_accounts", domain.KindAccount, cp)
 }
 
 // fieldDiffs lists the fields in which two values of one struct type

@@ -215,7 +215,8 @@ func (b *bench) follow(ctx context.Context, ready chan<- error, finals chan<- ti
 	seen := map[string]bool{}
 	first := true
 	for ctx.Err() == nil {
-		req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/v1/events/stream?type=MessageDelivered,MessageFailed", nil)
+		req, _ := http.NewRequestWithContext(ctx, "GET", b.url+"/v1/events/stream?type="+
+			strings.Join(domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}), ","), nil)
 		req.Header.Set("Authorization", "Bearer "+b.key)
 		if last != "" {
 			req.Header.Set("Last-Event-ID", last)

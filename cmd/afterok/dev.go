@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/afterok/afterok/domain"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // runDev is `afterok dev`: every role and the provider simulator in one
@@ -141,5 +141,5 @@ Submit an order and watch it go from accepted to delivered (…0003 fails over t
 Test numbers (last four digits): 0001 undeliverable, 0002 rejected, 0003 failover, 0004 no receipt (expires), 0005 early receipt.
 Ctrl-C stops it.
 `, time.Now().Format(time.RFC3339), api, api, api, s.simAddr, s.simAddr, nats, d.APIKey, d.AccountID,
-		d.APIKey, api, phone.ExampleDelivered, phone.ExampleFailover, api, api)
+		d.APIKey, api, sim.ExampleDelivered, sim.ExampleFailover, api, api)
 }

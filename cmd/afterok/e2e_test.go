@@ -9,10 +9,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // TestEndToEndEveryTestNumber sends one order with every simulator test
@@ -22,28 +22,28 @@ import (
 func TestEndToEndEveryTestNumber(t *testing.T) {
 	h := newHarness(t)
 	h.start(dispatch.Hooks{})
-	numbers := []string{phone.ExampleDelivered, phone.ExampleUndeliverable, phone.ExampleRejected,
-		phone.ExampleFailover, phone.ExampleEarlyReceipt}
+	numbers := []string{sim.ExampleDelivered, sim.ExampleUndeliverable, sim.ExampleRejected,
+		sim.ExampleFailover, sim.ExampleEarlyReceipt}
 	order, ids := h.order(0, numbers...)
 	// The number whose receipt never comes goes alone with a short validity,
 	// so that it expires quickly while the others keep the default: on a
 	// loaded machine a 3 s validity could also end the failover's retry.
-	expiring, expIDs := h.order(3, phone.ExampleNoReceipt)
-	numbers, ids = append(numbers, phone.ExampleNoReceipt), append(ids, expIDs...)
+	expiring, expIDs := h.order(3, sim.ExampleNoReceipt)
+	numbers, ids = append(numbers, sim.ExampleNoReceipt), append(ids, expIDs...)
 	h.waitOrdersCompleted(30*time.Second, order, expiring)
 
 	want := map[string]string{
-		phone.ExampleDelivered:     "Accepted,Queued,Routed,Submitted,Delivered",
-		phone.ExampleUndeliverable: "Accepted,Queued,Routed,Submitted,Failed",
-		phone.ExampleRejected:      "Accepted,Queued,Routed,Failed",
-		phone.ExampleFailover:      "Accepted,Queued,Routed,Retried,Queued,Routed,Submitted,Delivered",
-		phone.ExampleNoReceipt:     "Accepted,Queued,Routed,Submitted,Failed",
-		phone.ExampleEarlyReceipt:  "Accepted,Queued,Routed,Submitted,Delivered",
+		sim.ExampleDelivered:     "Accepted,Queued,Routed,Submitted,Delivered",
+		sim.ExampleUndeliverable: "Accepted,Queued,Routed,Submitted,Failed",
+		sim.ExampleRejected:      "Accepted,Queued,Routed,Failed",
+		sim.ExampleFailover:      "Accepted,Queued,Routed,Retried,Queued,Routed,Submitted,Delivered",
+		sim.ExampleNoReceipt:     "Accepted,Queued,Routed,Submitted,Failed",
+		sim.ExampleEarlyReceipt:  "Accepted,Queued,Routed,Submitted,Delivered",
 	}
 	failures := map[string]domain.Failure{
-		phone.ExampleUndeliverable: {Code: domain.CodeUndeliverable, Stage: domain.StageDelivery, Permanent: true},
-		phone.ExampleRejected:      {Code: domain.CodeInvalidDestination, Stage: domain.StageSubmit, Permanent: true},
-		phone.ExampleNoReceipt:     {Code: domain.CodeExpired, Stage: domain.StageExpiry, Permanent: true},
+		sim.ExampleUndeliverable: {Code: domain.CodeUndeliverable, Stage: domain.StageDelivery, Permanent: true},
+		sim.ExampleRejected:      {Code: domain.CodeInvalidDestination, Stage: domain.StageSubmit, Permanent: true},
+		sim.ExampleNoReceipt:     {Code: domain.CodeExpired, Stage: domain.StageExpiry, Permanent: true},
 	}
 	for i, to := range numbers {
 		recs := h.history(domain.MessageStream(ids[i]))
@@ -57,7 +57,7 @@ func TestEndToEndEveryTestNumber(t *testing.T) {
 			require.Equal(t, f.Stage, got.Stage, to)
 			require.True(t, got.Permanent, to)
 		}
-		if to == phone.ExampleFailover {
+		if to == sim.ExampleFailover {
 			r1 := evs[2].(domain.MessageRouted)
 			retried := evs[3].(domain.MessageRetried)
 			r2 := evs[5].(domain.MessageRouted)
@@ -69,7 +69,7 @@ func TestEndToEndEveryTestNumber(t *testing.T) {
 			require.Equal(t, 2, r2.Attempt)
 			require.Equal(t, "sim-b", last.(domain.MessageDelivered).Provider)
 		}
-		if to == phone.ExampleDelivered || to == phone.ExampleEarlyReceipt {
+		if to == sim.ExampleDelivered || to == sim.ExampleEarlyReceipt {
 			d := last.(domain.MessageDelivered)
 			require.NotEmpty(t, d.Receipt, "the raw receipt is kept in the event")
 			var raw map[string]any

@@ -8,8 +8,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // crashOnce returns a hook that, the first time it runs, kills the system
@@ -32,8 +32,8 @@ func (h *harness) crashOnce(fired *bool, mu *sync.Mutex) func(ctx context.Contex
 func faultOrder(h *harness) []string {
 	var orders []string
 	for range 3 {
-		o, _ := h.order(0, phone.ExampleDelivered, phone.ExampleFailover, phone.ExampleEarlyReceipt,
-			phone.ExampleUndeliverable, "+4915112345679", "+4915112345680")
+		o, _ := h.order(0, sim.ExampleDelivered, sim.ExampleFailover, sim.ExampleEarlyReceipt,
+			sim.ExampleUndeliverable, "+4915112345679", "+4915112345680")
 		orders = append(orders, o)
 	}
 	return orders

@@ -12,9 +12,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // scrape reads the API's /metrics as series (name and labels, as the text
@@ -50,7 +50,7 @@ func (h *harness) scrape() map[string]float64 {
 func TestMetricsAfterAnEndToEndRun(t *testing.T) {
 	h := newHarness(t)
 	h.start(dispatch.Hooks{})
-	order, _ := h.order(0, phone.ExampleDelivered, phone.ExampleFailover, phone.ExampleUndeliverable, phone.ExampleRejected)
+	order, _ := h.order(0, sim.ExampleDelivered, sim.ExampleFailover, sim.ExampleUndeliverable, sim.ExampleRejected)
 	h.waitOrdersCompleted(30*time.Second, order)
 	want := map[string]float64{
 		`afterok_messages_delivered_total`:                                      2,

@@ -10,11 +10,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // The outage tests stop a dependency for 30 s in the middle of a run of a
@@ -53,10 +53,10 @@ func (h *harness) submitOutageLoad(orders int) *outageRun {
 	h.t.Helper()
 	r := &outageRun{promise: map[string]string{}, prices: map[string]int64{}}
 	specials := map[string]string{
-		phone.ExampleUndeliverable: "failed:" + domain.CodeUndeliverable,
-		phone.ExampleRejected:      "failed:" + domain.CodeInvalidDestination,
-		phone.ExampleFailover:      "delivered",
-		phone.ExampleEarlyReceipt:  "delivered",
+		sim.ExampleUndeliverable: "failed:" + domain.CodeUndeliverable,
+		sim.ExampleRejected:      "failed:" + domain.CodeInvalidDestination,
+		sim.ExampleFailover:      "delivered",
+		sim.ExampleEarlyReceipt:  "delivered",
 	}
 	submit := func(validity int, to []string, want func(string) string) {
 		body := map[string]any{"to": to, "body": "outage test"}
@@ -88,7 +88,7 @@ func (h *harness) submitOutageLoad(orders int) *outageRun {
 			return "delivered"
 		})
 	}
-	submit(noReceiptValidity, []string{phone.ExampleNoReceipt, phone.ExampleNoReceipt, phone.ExampleNoReceipt},
+	submit(noReceiptValidity, []string{sim.ExampleNoReceipt, sim.ExampleNoReceipt, sim.ExampleNoReceipt},
 		func(string) string { return "failed:" + domain.CodeExpired })
 	return r
 }

@@ -19,10 +19,10 @@ import (
 	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/dispatch"
 	"github.com/afterok/afterok/handlers/provider"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // cutProxy forwards TCP connections to PostgreSQL until it is cut; from
@@ -138,7 +138,7 @@ func TestDependencyAwayIsUnavailable(t *testing.T) {
 		header             map[string]string
 	}{
 		{"GET /v1/account", "GET", "/v1/account", nil, map[string]string{"Authorization": "Bearer " + h.key.APIKey}},
-		{"POST /v1/orders", "POST", "/v1/orders", []byte(`{"to":["` + phone.ExampleDelivered + `"],"body":"hi"}`),
+		{"POST /v1/orders", "POST", "/v1/orders", []byte(`{"to":["` + sim.ExampleDelivered + `"],"body":"hi"}`),
 			map[string]string{"Authorization": "Bearer " + h.key.APIKey, "Idempotency-Key": "k1"}},
 		{"POST /v1/receipts/sim-a", "POST", "/v1/receipts/" + h.cfg.Providers[0].Name, receipt,
 			map[string]string{provider.SignatureHeader: signReceipt(secret, receipt)}},

@@ -8,8 +8,10 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 )
+
+// validMobile is a German mobile number that passes every check.
+const validMobile = "+4915112345678"
 
 func account(allowed ...string) *domain.Account {
 	return &domain.Account{ID: "a", Currency: "EUR", AllowedCountries: allowed, Balance: 1_000_000_000}
@@ -18,14 +20,14 @@ func account(allowed ...string) *domain.Account {
 func TestEveryBadMessageIsReported(t *testing.T) {
 	p := accept.NewPlanner(accept.DefaultPolicy(), account())
 	inputs := []accept.Input{
-		{To: phone.ExampleDelivered, Body: "fine"},
+		{To: validMobile, Body: "fine"},
 		{To: "", Body: "x"},
 		{To: "004915112345678", Body: "x"},
 		{To: "+49151", Body: "x"},
-		{To: phone.ExampleDelivered, Body: ""},
-		{To: phone.ExampleDelivered, Body: strings.Repeat("a", 153*10+1)},
-		{To: phone.ExampleDelivered, Body: "x", From: "ThisIsTooLongASender"},
-		{To: phone.ExampleDelivered, Body: "x", From: "Bad<Sender>"},
+		{To: validMobile, Body: ""},
+		{To: validMobile, Body: strings.Repeat("a", 153*10+1)},
+		{To: validMobile, Body: "x", From: "ThisIsTooLongASender"},
+		{To: validMobile, Body: "x", From: "Bad<Sender>"},
 		{To: "+49", Body: "", From: "12"}, // three problems in one message
 	}
 	for i, in := range inputs {
@@ -85,7 +87,7 @@ func TestPlanPricesEveryMessage(t *testing.T) {
 	p := accept.NewPlanner(accept.DefaultPolicy(), account())
 	bodies := []string{"hello", strings.Repeat("a", 161), "emoji 😀", strings.Repeat("€", 81)}
 	for i, b := range bodies {
-		if err := p.Add(i, accept.Input{To: phone.ExampleDelivered, Body: b, From: "Acme"}); err != nil {
+		if err := p.Add(i, accept.Input{To: validMobile, Body: b, From: "Acme"}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -113,7 +115,7 @@ func TestPlanPricesEveryMessage(t *testing.T) {
 
 func TestDestinationsLimitedByAccount(t *testing.T) {
 	p := accept.NewPlanner(accept.DefaultPolicy(), account("FR"))
-	_ = p.Add(0, accept.Input{To: phone.ExampleDelivered, Body: "x"})
+	_ = p.Add(0, accept.Input{To: validMobile, Body: "x"})
 	_, err := p.Finish()
 	var ve *accept.ValidationError
 	if !errors.As(err, &ve) || ve.Errors[0].Code != accept.CodeDestinationNotAllowed {
@@ -126,11 +128,11 @@ func TestOrderSizeLimits(t *testing.T) {
 	pol.MaxMessages = 3
 	p := accept.NewPlanner(pol, account())
 	for i := range 3 {
-		if err := p.Add(i, accept.Input{To: phone.ExampleDelivered, Body: "x"}); err != nil {
+		if err := p.Add(i, accept.Input{To: validMobile, Body: "x"}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := p.Add(3, accept.Input{To: phone.ExampleDelivered, Body: "x"}); !errors.Is(err, accept.ErrTooLarge) {
+	if err := p.Add(3, accept.Input{To: validMobile, Body: "x"}); !errors.Is(err, accept.ErrTooLarge) {
 		t.Fatalf("4th of 3: %v", err)
 	}
 	_, err := accept.NewPlanner(pol, account()).Finish()
@@ -146,7 +148,7 @@ func TestSenderRules(t *testing.T) {
 		"12": false, "1234567890123456": false, "ElevenChars1": false, "Ünïcode": false, "+Acme": false, "12 34": false,
 	} {
 		p := accept.NewPlanner(accept.DefaultPolicy(), account())
-		_ = p.Add(0, accept.Input{To: phone.ExampleDelivered, Body: "x", From: from})
+		_ = p.Add(0, accept.Input{To: validMobile, Body: "x", From: from})
 		_, err := p.Finish()
 		if (err == nil) != ok {
 			t.Errorf("sender %q: err %v, want ok=%v", from, err, ok)
@@ -158,7 +160,7 @@ func TestNotPricedAndCurrencyMismatch(t *testing.T) {
 	acc := account()
 	acc.Currency = "USD"
 	p := accept.NewPlanner(accept.DefaultPolicy(), acc)
-	_ = p.Add(0, accept.Input{To: phone.ExampleDelivered, Body: "x"})
+	_ = p.Add(0, accept.Input{To: validMobile, Body: "x"})
 	_, err := p.Finish()
 	var ve *accept.ValidationError
 	if !errors.As(err, &ve) || ve.Errors[0].Code != accept.CodeNotPriced {

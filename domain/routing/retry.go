@@ -1,6 +1,7 @@
 package routing
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -107,6 +108,21 @@ func (p RetryPolicy) Next(in RetryInput) RetryDecision {
 		}}
 	}
 	return RetryDecision{Retry: true, NextAttempt: attempt + 1, NotBefore: notBefore}
+}
+
+// AfterFailure is the one place that decides what a failed attempt of m
+// leads to, whoever saw it fail (a dispatch worker at routing or
+// submission, the receipt intake from a delivery receipt): Next's decision
+// turned into the message's event, MessageRetried{NotBefore} or
+// MessageFailed{Final}. Both must decide alike, or a message's retry
+// budget and its expiry would depend on which of them saw the failure.
+// receipt is the raw receipt that reported the failure, if one did.
+func (p RetryPolicy) AfterFailure(m *domain.Message, attempt int, f domain.Failure, receipt json.RawMessage, now time.Time) (domain.Event, error) {
+	d := p.Next(RetryInput{MessageID: m.ID, Attempt: attempt, Failure: f, Now: now, ExpiresAt: m.ExpiresAt})
+	if d.Retry {
+		return m.Retry(attempt, f, d.NotBefore, receipt, now)
+	}
+	return m.Fail(attempt, d.Final, receipt, now)
 }
 
 // delay is the jittered wait after the given failed attempt. The doubling is

@@ -19,12 +19,12 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 	"github.com/afterok/afterok/handlers/orders"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // quiet discards the request log lines tests would otherwise print.
@@ -137,8 +137,8 @@ func TestAcceptOrder(t *testing.T) {
 	c := e.account(10_000_000)
 	r := e.do("POST", "/v1/orders", c.APIKey, map[string]any{
 		"messages": []map[string]any{
-			{"to": phone.ExampleDelivered, "body": "Hi", "from": "Acme"},
-			{"to": phone.ExampleDelivered, "body": strings.Repeat("x", 200)},
+			{"to": sim.ExampleDelivered, "body": "Hi", "from": "Acme"},
+			{"to": sim.ExampleDelivered, "body": strings.Repeat("x", 200)},
 		},
 		"validity_seconds": 600, "metadata": map[string]any{"campaign": "welcome"},
 	})
@@ -150,7 +150,7 @@ func TestAcceptOrder(t *testing.T) {
 	require.Len(t, msgs, 2)
 	m1 := msgs[1].(map[string]any)
 	require.EqualValues(t, 2, m1["segments"])
-	require.Equal(t, phone.ExampleDelivered, m1["to"])
+	require.Equal(t, sim.ExampleDelivered, m1["to"])
 	orderID := r.body["order_id"].(string)
 	require.Equal(t, "/v1/orders/"+orderID, r.header.Get("Location"))
 	require.Contains(t, r.body["links"].(map[string]any)["order"], orderID)
@@ -189,7 +189,7 @@ func TestAcceptOrder(t *testing.T) {
 		"OrderAccepted": 1, "BalanceReserved": 1, "MessageAccepted": 2}, types)
 
 	// The broadcast form.
-	r = e.do("POST", "/v1/orders", c.APIKey, map[string]any{"to": []string{phone.ExampleDelivered, phone.ExampleFailover}, "body": "Sale!"})
+	r = e.do("POST", "/v1/orders", c.APIKey, map[string]any{"to": []string{sim.ExampleDelivered, sim.ExampleFailover}, "body": "Sale!"})
 	require.Equal(t, 202, r.status, "%s", r.raw)
 	require.EqualValues(t, 2, r.body["message_count"])
 	require.NoError(t, eventstore.VerifyOK(context.Background(), e.db.Pool))
@@ -214,20 +214,20 @@ func TestRejectionsWriteNothing(t *testing.T) {
 		status int
 		code   string
 	}{
-		{"no key", "", order(phone.ExampleDelivered), nil, 401, "unauthenticated"},
-		{"unknown key", "aok_nope_nope", order(phone.ExampleDelivered), nil, 401, "unauthenticated"},
-		{"missing scope", reader.APIKey, order(phone.ExampleDelivered), nil, 403, "forbidden"},
+		{"no key", "", order(sim.ExampleDelivered), nil, 401, "unauthenticated"},
+		{"unknown key", "aok_nope_nope", order(sim.ExampleDelivered), nil, 401, "unauthenticated"},
+		{"missing scope", reader.APIKey, order(sim.ExampleDelivered), nil, 403, "forbidden"},
 		{"malformed", c.APIKey, `{"messages": [`, nil, 400, "invalid_request"},
 		{"not json", c.APIKey, `hello`, nil, 400, "invalid_request"},
 		{"wrong type", c.APIKey, `{"messages":[{"to": 4915112345678, "body": "x"}]}`, nil, 400, "invalid_request"},
 		{"unknown field", c.APIKey, `{"messages":[], "priority": "high"}`, nil, 400, "invalid_request"},
 		{"unknown message field", c.APIKey, `{"messages":[{"to":"+4915112345678","body":"x","sender":"y"}]}`, nil, 400, "invalid_request"},
 		{"trailing data", c.APIKey, `{"messages":[]} {}`, nil, 400, "invalid_request"},
-		{"bad idempotency key", c.APIKey, order(phone.ExampleDelivered), []string{"Idempotency-Key", "has space"}, 400, "invalid_request"},
-		{"too many messages", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered, phone.ExampleDelivered,
-			phone.ExampleDelivered, phone.ExampleDelivered, phone.ExampleDelivered), nil, 413, "too_large"},
-		{"too many bytes", c.APIKey, map[string]any{"to": []string{phone.ExampleDelivered}, "body": strings.Repeat("x", 5000)}, nil, 413, "too_large"},
-		{"invalid", c.APIKey, order("+49", "12345", phone.ExampleDelivered), nil, 422, "validation_failed"},
+		{"bad idempotency key", c.APIKey, order(sim.ExampleDelivered), []string{"Idempotency-Key", "has space"}, 400, "invalid_request"},
+		{"too many messages", c.APIKey, order(sim.ExampleDelivered, sim.ExampleDelivered, sim.ExampleDelivered,
+			sim.ExampleDelivered, sim.ExampleDelivered, sim.ExampleDelivered), nil, 413, "too_large"},
+		{"too many bytes", c.APIKey, map[string]any{"to": []string{sim.ExampleDelivered}, "body": strings.Repeat("x", 5000)}, nil, 413, "too_large"},
+		{"invalid", c.APIKey, order("+49", "12345", sim.ExampleDelivered), nil, 422, "validation_failed"},
 		{"empty", c.APIKey, `{"messages":[]}`, nil, 422, "validation_failed"},
 		// Text the store cannot hold is refused before the commit, not a 500 from it.
 		{"NUL in body", c.APIKey, `{"messages":[{"to":"+4915112345678","body":"a\u0000"}]}`, nil, 422, "validation_failed"},
@@ -236,7 +236,7 @@ func TestRejectionsWriteNothing(t *testing.T) {
 		{"invalid UTF-8 in body", c.APIKey, "{\"to\":[\"+4915112345678\"],\"body\":\"\xff\"}", nil, 422, "validation_failed"},
 		{"validity as a string", c.APIKey, `{"to":["+4915112345678"],"body":"x","validity_seconds":"60"}`, nil, 400, "invalid_request"},
 		{"repeated key", c.APIKey, `{"to":["+4915112345678"],"body":"x","body":"y"}`, nil, 400, "invalid_request"},
-		{"insufficient", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered), nil, 402, "insufficient_balance"},
+		{"insufficient", c.APIKey, order(sim.ExampleDelivered, sim.ExampleDelivered), nil, 402, "insufficient_balance"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -247,7 +247,7 @@ func TestRejectionsWriteNothing(t *testing.T) {
 		})
 	}
 
-	r := e.do("POST", "/v1/orders", c.APIKey, order("+49", "004915112345678", phone.ExampleDelivered))
+	r := e.do("POST", "/v1/orders", c.APIKey, order("+49", "004915112345678", sim.ExampleDelivered))
 	errs := r.body["errors"].([]any)
 	require.Len(t, errs, 2, "every bad message, not just the first")
 	first := errs[0].(map[string]any)
@@ -256,7 +256,7 @@ func TestRejectionsWriteNothing(t *testing.T) {
 	require.Equal(t, "invalid_number", first["code"])
 	require.Equal(t, "not_e164", errs[1].(map[string]any)["code"])
 
-	r = e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered))
+	r = e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered, sim.ExampleDelivered))
 	require.EqualValues(t, 150000, r.body["required"].(map[string]any)["amount_micros"])
 	require.EqualValues(t, 100000, r.body["available"].(map[string]any)["amount_micros"])
 
@@ -283,7 +283,7 @@ func TestRateLimit(t *testing.T) {
 func TestIdempotentReplays(t *testing.T) {
 	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
 	c := e.account(10_000_000)
-	body := order(phone.ExampleDelivered, phone.ExampleUndeliverable)
+	body := order(sim.ExampleDelivered, sim.ExampleUndeliverable)
 
 	first := e.do("POST", "/v1/orders", c.APIKey, body, "Idempotency-Key", "k-1")
 	require.Equal(t, 202, first.status)
@@ -293,7 +293,7 @@ func TestIdempotentReplays(t *testing.T) {
 	require.Equal(t, first.raw, again.raw, "the original response, byte for byte")
 	require.Equal(t, int64(10_000_000-150000), e.balance(c.AccountID).Balance, "charged once")
 
-	requireProblem(t, e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered), "Idempotency-Key", "k-1"), 409, "idempotency_conflict")
+	requireProblem(t, e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered), "Idempotency-Key", "k-1"), 409, "idempotency_conflict")
 
 	// Another account's identical key is its own.
 	other := e.account(1_000_000)
@@ -346,7 +346,7 @@ func TestConcurrentReservationsNeverOverdraw(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for range perClient {
-				r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered))
+				r := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered))
 				mu.Lock()
 				switch {
 				case r.status == 202:

@@ -22,12 +22,12 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 	"github.com/afterok/afterok/handlers/orders"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // BenchmarkLargeBodiesMemory posts four ~10 MiB orders (20,000 messages
@@ -41,7 +41,7 @@ import (
 func BenchmarkLargeBodiesMemory(b *testing.B) {
 	to := make([]map[string]any, 20_000)
 	for i := range to {
-		to[i] = map[string]any{"to": phone.ExampleDelivered, "body": strings.Repeat("x", 480)}
+		to[i] = map[string]any{"to": sim.ExampleDelivered, "body": strings.Repeat("x", 480)}
 	}
 	body, err := json.Marshal(map[string]any{"messages": to})
 	if err != nil {

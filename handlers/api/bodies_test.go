@@ -14,9 +14,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/api"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // rawPost opens a connection to the test server and sends the head of a
@@ -97,7 +97,7 @@ func TestSteadyUploadOutlastsTheGrace(t *testing.T) {
 	c := e.account(1_000_000_000)
 	to := make([]string, 700)
 	for i := range to {
-		to[i] = phone.ExampleDelivered
+		to[i] = sim.ExampleDelivered
 	}
 	body, err := json.Marshal(order(to...))
 	require.NoError(t, err)

@@ -13,10 +13,10 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
+	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/projections"
 )
 
@@ -25,7 +25,7 @@ import (
 func TestAcceptedNamesItsState(t *testing.T) {
 	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
 	c := e.account(10_000_000)
-	r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered))
+	r := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered))
 	require.Equal(t, 202, r.status, "%s", r.raw)
 	require.Equal(t, "accepted", r.body["state"])
 	require.Equal(t, "accepted", r.body["status"])
@@ -38,7 +38,7 @@ func TestEmptyIdempotencyKeyIsRefused(t *testing.T) {
 	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
 	c := e.account(10_000_000)
 	before := e.eventCount()
-	r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered), "Idempotency-Key", "")
+	r := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered), "Idempotency-Key", "")
 	requireProblem(t, r, 400, "invalid_request")
 	require.Contains(t, r.body["detail"], "Idempotency-Key")
 	require.Equal(t, before, e.eventCount())
@@ -51,7 +51,7 @@ func TestIdempotencyComparesTheOrderNotTheBytes(t *testing.T) {
 	e := newEnv(t, api.Config{}, accept.DefaultPolicy())
 	c := e.account(10_000_000)
 	first := e.do("POST", "/v1/orders", c.APIKey,
-		`{"messages":[{"to":"`+phone.ExampleDelivered+`","body":"Hi","from":"Acme"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		`{"messages":[{"to":"`+sim.ExampleDelivered+`","body":"Hi","from":"Acme"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
 		"Idempotency-Key", "canon-1")
 	require.Equal(t, 202, first.status, "%s", first.raw)
 	location := first.header.Get("Location")
@@ -59,7 +59,7 @@ func TestIdempotencyComparesTheOrderNotTheBytes(t *testing.T) {
 
 	again := e.do("POST", "/v1/orders", c.APIKey,
 		"{ \"metadata\": {\"b\": {\"c\": \"d\"}, \"a\": 1.0},\n  \"validity_seconds\": 600,\n"+
-			`  "messages": [ {"from": "Acme", "body": "H\u0069", "to": "`+phone.ExampleDelivered+`"} ] }`,
+			`  "messages": [ {"from": "Acme", "body": "H\u0069", "to": "`+sim.ExampleDelivered+`"} ] }`,
 		"Idempotency-Key", "canon-1")
 	require.Equal(t, 202, again.status, "%s", again.raw)
 	require.Equal(t, "true", again.header.Get("Idempotent-Replayed"))
@@ -69,10 +69,10 @@ func TestIdempotencyComparesTheOrderNotTheBytes(t *testing.T) {
 
 	// A real difference anywhere is still a conflict.
 	for name, body := range map[string]string{
-		"body":     `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Ho","from":"Acme"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
-		"validity": `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi","from":"Acme"}],"validity_seconds":601,"metadata":{"a":1,"b":{"c":"d"}}}`,
-		"metadata": `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi","from":"Acme"}],"validity_seconds":600,"metadata":{"a":2,"b":{"c":"d"}}}`,
-		"sender":   `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		"body":     `{"messages":[{"to":"` + sim.ExampleDelivered + `","body":"Ho","from":"Acme"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		"validity": `{"messages":[{"to":"` + sim.ExampleDelivered + `","body":"Hi","from":"Acme"}],"validity_seconds":601,"metadata":{"a":1,"b":{"c":"d"}}}`,
+		"metadata": `{"messages":[{"to":"` + sim.ExampleDelivered + `","body":"Hi","from":"Acme"}],"validity_seconds":600,"metadata":{"a":2,"b":{"c":"d"}}}`,
+		"sender":   `{"messages":[{"to":"` + sim.ExampleDelivered + `","body":"Hi"}],"validity_seconds":600,"metadata":{"a":1,"b":{"c":"d"}}}`,
 	} {
 		requireProblem(t, e.do("POST", "/v1/orders", c.APIKey, body, "Idempotency-Key", "canon-1"), 409, "idempotency_conflict")
 		_ = name
@@ -86,7 +86,7 @@ func TestIdempotencyComparesTheOrderNotTheBytes(t *testing.T) {
 func TestOneTimestampFormat(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000, accounts.ScopeOrdersWrite, accounts.ScopeMessagesRead, accounts.ScopeEventsRead, accounts.ScopeAdmin)
-	accepted := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered))
+	accepted := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered))
 	require.Equal(t, 202, accepted.status, "%s", accepted.raw)
 	orderID := accepted.body["order_id"].(string)
 	msgID := accepted.body["messages"].([]any)[0].(map[string]any)["message_id"].(string)
@@ -117,7 +117,7 @@ func TestOneTimestampFormat(t *testing.T) {
 		}
 	}
 	for _, path := range []string{"/v1/orders/" + orderID, "/v1/orders/" + orderID + "/messages", "/v1/messages/" + msgID,
-		"/v1/messages/" + msgID + "?as_of=" + time.Now().UTC().Format(time.RFC3339Nano), "/v1/messages?to=" + phone.ExampleDelivered[1:],
+		"/v1/messages/" + msgID + "?as_of=" + time.Now().UTC().Format(time.RFC3339Nano), "/v1/messages?to=" + sim.ExampleDelivered[1:],
 		"/v1/messages/" + msgID + "/events", "/v1/events", "/v1/accounts/" + c.AccountID, "/v1/providers/stats"} {
 		found := 0
 		walk(path, e.get(path, c.APIKey).body, &found)
@@ -140,7 +140,7 @@ func TestEventsTypeFilterFillsPages(t *testing.T) {
 	c := e.account(100_000_000)
 	var want []string
 	for range 5 {
-		r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered, phone.ExampleDelivered))
+		r := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered, sim.ExampleDelivered, sim.ExampleDelivered))
 		require.Equal(t, 202, r.status, "%s", r.raw)
 		want = append(want, r.body["order_id"].(string))
 	}
@@ -175,7 +175,7 @@ func TestEventsOrderFilterFillsPages(t *testing.T) {
 	c := e.account(100_000_000)
 	var target string
 	for i := range 6 {
-		r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered, phone.ExampleDelivered))
+		r := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered, sim.ExampleDelivered))
 		require.Equal(t, 202, r.status, "%s", r.raw)
 		if i == 2 {
 			target = r.body["order_id"].(string)
@@ -212,7 +212,7 @@ func TestEventsOrderFilterFillsPages(t *testing.T) {
 func TestExpiredIsAFilterAsItIsACount(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000)
-	orderID, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered, phone.ExampleDelivered)
+	orderID, ids := e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered, sim.ExampleDelivered)
 	e.advance(ids[0], queue, route("sim-a"), submit, deliver)
 	e.advance(ids[1], queue, route("sim-a"), failWith(domain.CodeRejected, domain.StageSubmit))
 	e.advance(ids[2], queue, route("sim-a"), submit, failWith(domain.CodeExpired, domain.StageExpiry))
@@ -240,12 +240,12 @@ func TestViewsShowBodyAndMetadata(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000)
 	r := e.do("POST", "/v1/orders", c.APIKey, map[string]any{
-		"messages": []map[string]any{{"to": phone.ExampleDelivered, "body": "Your code is 1234"}},
+		"messages": []map[string]any{{"to": sim.ExampleDelivered, "body": "Your code is 1234"}},
 		"metadata": map[string]any{"campaign": "spring", "n": 3}})
 	require.Equal(t, 202, r.status, "%s", r.raw)
 	orderID := r.body["order_id"].(string)
 	msgID := r.body["messages"].([]any)[0].(map[string]any)["message_id"].(string)
-	plain, _ := e.placeOrder(c.APIKey, phone.ExampleDelivered)
+	plain, _ := e.placeOrder(c.APIKey, sim.ExampleDelivered)
 	e.advance(msgID, queue)
 	e.caughtUp()
 
@@ -272,7 +272,7 @@ func TestViewsShowBodyAndMetadata(t *testing.T) {
 func TestMigrationFillsBodyAndMetadata(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000)
-	r := e.do("POST", "/v1/orders", c.APIKey, map[string]any{"to": []string{phone.ExampleDelivered}, "body": "Old text",
+	r := e.do("POST", "/v1/orders", c.APIKey, map[string]any{"to": []string{sim.ExampleDelivered}, "body": "Old text",
 		"metadata": map[string]any{"k": "v"}})
 	require.Equal(t, 202, r.status, "%s", r.raw)
 	orderID := r.body["order_id"].(string)

@@ -15,9 +15,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/api"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // TestNewStreamStartsAtTheHead: a stream opened without Last-Event-ID or
@@ -27,7 +27,7 @@ func TestNewStreamStartsAtTheHead(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(1_000_000_000)
 	for range 3 {
-		e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered)
+		e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered)
 	}
 	history := e.settled(c.AccountID, c.APIKey)
 	require.NotEmpty(t, history)
@@ -35,7 +35,7 @@ func TestNewStreamStartsAtTheHead(t *testing.T) {
 	s := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1", c.APIKey, "")
 	s.waitHeartbeat(t, 10*time.Second)
 	require.Zero(t, s.received(), "a new stream replayed the account's history")
-	orderID, _ := e.placeOrder(c.APIKey, phone.ExampleDelivered)
+	orderID, _ := e.placeOrder(c.APIKey, sim.ExampleDelivered)
 	ev := s.next(t, 10*time.Second)
 	require.Equal(t, orderID, ev.data["metadata"].(map[string]any)["correlation_id"], "%+v", ev)
 	require.NotContains(t, history, ev.id)
@@ -91,7 +91,7 @@ func TestStreamResumeHandsOverToTheLiveTail(t *testing.T) {
 	c := e.account(1_000_000_000)
 	other := e.account(1_000_000_000)
 	for range 40 {
-		e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered)
+		e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered)
 	}
 	early := e.settled(c.AccountID, c.APIKey)[5]
 	// The live tail is running (someone else follows the account), and
@@ -110,7 +110,7 @@ func TestStreamResumeHandsOverToTheLiveTail(t *testing.T) {
 					return
 				default:
 				}
-				_, ids := e.placeOrder(key, phone.ExampleDelivered, phone.ExampleDelivered)
+				_, ids := e.placeOrder(key, sim.ExampleDelivered, sim.ExampleDelivered)
 				e.advance(ids[0], queue, route("sim-a"))
 			}
 		}()
@@ -125,7 +125,7 @@ func TestStreamResumeHandsOverToTheLiveTail(t *testing.T) {
 	var inWindow sync.Once
 	e.api.SetBeforeAttach(func() {
 		inWindow.Do(func() {
-			orderID, _ := e.placeOrder(c.APIKey, phone.ExampleDelivered)
+			orderID, _ := e.placeOrder(c.APIKey, sim.ExampleDelivered)
 			for {
 				ev := watcher.next(t, 30*time.Second)
 				if ev.data["metadata"].(map[string]any)["correlation_id"] == orderID {
@@ -258,7 +258,7 @@ func TestSlowStreamIsCut(t *testing.T) {
 	reader := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1", c.APIKey, "")
 	to := make([]string, 1000)
 	for i := range to {
-		to[i] = phone.ExampleDelivered
+		to[i] = sim.ExampleDelivered
 	}
 	orders := 0
 	// Beyond the stream's buffer (1,000 events), the connection's socket

@@ -17,12 +17,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 	"github.com/afterok/afterok/handlers/orders"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // logBuffer collects JSON log lines from several handlers at once.
@@ -96,7 +96,7 @@ func TestDeepLogLinesNameTheRequest(t *testing.T) {
 	require.NoError(t, err)
 	before := e.eventCount()
 
-	r := e.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered),
+	r := e.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered),
 		"Idempotency-Key", "refused-by-test", "X-Request-Id", "it-req-500")
 	requireProblem(t, r, 500, "internal")
 	require.Equal(t, "it-req-500", r.header.Get("X-Request-Id"))

@@ -25,11 +25,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/accounts"
 	"github.com/afterok/afterok/handlers/api"
 	"github.com/afterok/afterok/handlers/orders"
+	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/handlers/receipts"
 )
 
@@ -217,12 +217,12 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	wo := main.account(1_000_000, accounts.ScopeOrdersWrite)
 	ro := main.account(1_000_000, accounts.ScopeMessagesRead)
 	poor := main.account(10)
-	orderID, ids := main.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered)
+	orderID, ids := main.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered)
 	main.advance(ids[0], queue, route("sim-a"), submit, deliver)
 	main.advance(ids[1], queue, route("sim-a"), failWith("expired", "expiry"))
 	main.caughtUp()
 	msg := ids[0]
-	first := main.do("POST", "/v1/orders", c.APIKey, order(phone.ExampleDelivered), "Idempotency-Key", "doc-1")
+	first := main.do("POST", "/v1/orders", c.APIKey, order(sim.ExampleDelivered), "Idempotency-Key", "doc-1")
 	require.Equal(t, 202, first.status, "%s", first.raw)
 
 	// A server whose account may make one request (then 429), and one
@@ -255,7 +255,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		{"get /v1/orders/{id}", "/v1/orders/" + orderID, c.APIKey, wo.APIKey, "", "/v1/orders/" + unknown},
 		{"get /v1/orders/{id}/messages", "/v1/orders/" + orderID + "/messages?state=expired", c.APIKey, wo.APIKey,
 			"/v1/orders/" + orderID + "/messages?limit=0", "/v1/orders/" + unknown + "/messages"},
-		{"get /v1/messages", "/v1/messages?to=" + phone.ExampleDelivered[1:], c.APIKey, wo.APIKey, "/v1/messages?limit=x", ""},
+		{"get /v1/messages", "/v1/messages?to=" + sim.ExampleDelivered[1:], c.APIKey, wo.APIKey, "/v1/messages?limit=x", ""},
 		{"get /v1/messages/{id}", "/v1/messages/" + msg, c.APIKey, wo.APIKey, "/v1/messages/" + msg + "?as_of=yesterday", "/v1/messages/" + unknown},
 		{"get /v1/messages/{id}/events", "/v1/messages/" + msg + "/events", c.APIKey, wo.APIKey, "", "/v1/messages/" + unknown + "/events"},
 		{"get /v1/events", "/v1/events?type=MessageDelivered", c.APIKey, wo.APIKey, "/v1/events?limit=0", ""},
@@ -286,7 +286,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	post := func(status int, key, body string, hdr ...string) docCase {
 		return docCase{op: "post /v1/orders", status: status, srv: srv, path: "/v1/orders", key: key, body: body, hdr: hdr}
 	}
-	good := `{"messages":[{"to":"` + phone.ExampleDelivered + `","body":"Hi"}],"metadata":{"ref":"A-1"}}`
+	good := `{"messages":[{"to":"` + sim.ExampleDelivered + `","body":"Hi"}],"metadata":{"ref":"A-1"}}`
 	cases = append(cases,
 		post(202, c.APIKey, good),
 		post(400, c.APIKey, `{"messages": [`),
@@ -294,7 +294,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		post(402, poor.APIKey, good),
 		post(403, ro.APIKey, good),
 		post(409, c.APIKey, good, "Idempotency-Key", "doc-1"),
-		post(413, c.APIKey, `{"to":["`+strings.Repeat(phone.ExampleDelivered+`","`, 3)+phone.ExampleDelivered+`"],"body":"x"}`),
+		post(413, c.APIKey, `{"to":["`+strings.Repeat(sim.ExampleDelivered+`","`, 3)+sim.ExampleDelivered+`"],"body":"x"}`),
 		post(422, c.APIKey, `{"messages":[{"to":"+49","body":"Hi"}]}`),
 	)
 	wrong := post(405, c.APIKey, "")

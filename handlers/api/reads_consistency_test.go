@@ -11,8 +11,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 func repeat(n int, to string) []string {
@@ -68,8 +68,8 @@ func requireEachOnce(t *testing.T, want, got []string, what string) {
 func TestCursorPaginationOverAChangingSet(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(1_000_000_000)
-	orderID, ids := e.placeOrder(c.APIKey, repeat(150, phone.ExampleDelivered)...)
-	_, older := e.placeOrder(c.APIKey, repeat(20, phone.ExampleFailover)...)
+	orderID, ids := e.placeOrder(c.APIKey, repeat(150, sim.ExampleDelivered)...)
+	_, older := e.placeOrder(c.APIKey, repeat(20, sim.ExampleFailover)...)
 	e.caughtUp()
 	next := 0
 	change := func() {
@@ -79,7 +79,7 @@ func TestCursorPaginationOverAChangingSet(t *testing.T) {
 				next++
 			}
 		}
-		e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered) // newer than anything listed
+		e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered) // newer than anything listed
 		e.caughtUp()
 	}
 
@@ -99,7 +99,7 @@ func TestCursorPaginationOverAChangingSet(t *testing.T) {
 	all := append(append([]string{}, ids...), older...)
 	got = e.pageThrough("/v1/messages?limit=11", c.APIKey, change)
 	requireEachOnce(t, all, got, "search")
-	got = e.pageThrough("/v1/messages?limit=6&to="+url.QueryEscape(phone.ExampleFailover), c.APIKey, change)
+	got = e.pageThrough("/v1/messages?limit=6&to="+url.QueryEscape(sim.ExampleFailover), c.APIKey, change)
 	requireEachOnce(t, older, got, "search by number")
 	require.Len(t, got, len(older))
 	got = e.pageThrough("/v1/messages?limit=13&order_id="+orderID, c.APIKey, change)
@@ -142,14 +142,14 @@ func TestEventStreamResumesWithoutLoss(t *testing.T) {
 	}
 	for _, key := range []string{c.APIKey, c.APIKey, other.APIKey} {
 		write(func() error {
-			_, ids := e.placeOrder(key, phone.ExampleDelivered, phone.ExampleDelivered)
+			_, ids := e.placeOrder(key, sim.ExampleDelivered, sim.ExampleDelivered)
 			e.advance(ids[0], queue, route("sim-a"), submit, deliver)
 			return nil
 		})
 	}
 	// The slow committer: a transaction that appends, then stays open.
 	write(func() error {
-		_, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered)
+		_, ids := e.placeOrder(c.APIKey, sim.ExampleDelivered)
 		return e.store.InTx(ctx, func(tx *eventstore.Tx) error {
 			m := domain.Message{}
 			evs, err := eventstore.ReadStream(ctx, tx, domain.MessageStream(ids[0]), 1)
@@ -231,7 +231,7 @@ func TestTimeTravelEqualsTheReadModel(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000)
 	before := time.Now()
-	_, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleFailover)
+	_, ids := e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleFailover)
 	type snapshot struct {
 		id   string
 		at   time.Time

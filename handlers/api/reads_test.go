@@ -12,9 +12,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
-	"github.com/afterok/afterok/domain/phone"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // TestReadEndpointsFollowTheLifecycle reads an order and its messages at
@@ -22,7 +22,7 @@ import (
 func TestReadEndpointsFollowTheLifecycle(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000)
-	orderID, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleRejected, phone.ExampleFailover)
+	orderID, ids := e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleRejected, sim.ExampleFailover)
 
 	// Straight after 202 the order reads as accepted, projected or not.
 	r := e.get("/v1/orders/"+orderID, c.APIKey)
@@ -115,7 +115,7 @@ func TestReadEndpointsFollowTheLifecycle(t *testing.T) {
 func TestMessageEventsReportABrokenChain(t *testing.T) {
 	e := newReadEnv(t)
 	c := e.account(10_000_000)
-	_, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered)
+	_, ids := e.placeOrder(c.APIKey, sim.ExampleDelivered)
 	e.advance(ids[0], queue, route("sim-a"))
 	require.Equal(t, "valid", e.get("/v1/messages/"+ids[0]+"/events", c.APIKey).body["hash_chain"])
 	ctx := context.Background()
@@ -137,8 +137,8 @@ func TestReadIsolation(t *testing.T) {
 	a := e.account(10_000_000)
 	b := e.account(10_000_000)
 	admin := e.account(1, accounts.ScopeAdmin)
-	orderA, idsA := e.placeOrder(a.APIKey, phone.ExampleDelivered, phone.ExampleRejected)
-	orderB, idsB := e.placeOrder(b.APIKey, phone.ExampleDelivered)
+	orderA, idsA := e.placeOrder(a.APIKey, sim.ExampleDelivered, sim.ExampleRejected)
+	orderB, idsB := e.placeOrder(b.APIKey, sim.ExampleDelivered)
 	e.advance(idsA[0], queue, route("sim-a"), submit, deliver)
 	e.advance(idsB[0], queue)
 	e.caughtUp()
@@ -171,8 +171,8 @@ func TestReadIsolation(t *testing.T) {
 	}
 
 	// Lists: B's search never shows A's rows, whatever the filter.
-	for _, q := range []string{"", "?order_id=" + orderA, "?to=" + url.QueryEscape(phone.ExampleDelivered), "?state=delivered",
-		"?state=accepted", "?since=2000-01-01T00:00:00Z", "?to=" + strings.TrimPrefix(phone.ExampleRejected, "+")} {
+	for _, q := range []string{"", "?order_id=" + orderA, "?to=" + url.QueryEscape(sim.ExampleDelivered), "?state=delivered",
+		"?state=accepted", "?since=2000-01-01T00:00:00Z", "?to=" + strings.TrimPrefix(sim.ExampleRejected, "+")} {
 		r := e.get("/v1/messages"+q, b.APIKey)
 		for _, m := range r.body["messages"].([]any) {
 			require.Equal(t, b.AccountID, m.(map[string]any)["account_id"], "search %q leaked", q)
@@ -180,7 +180,7 @@ func TestReadIsolation(t *testing.T) {
 		}
 	}
 	require.Len(t, e.get("/v1/messages?order_id="+orderA, b.APIKey).body["messages"], 0)
-	require.Len(t, e.get("/v1/messages?to="+url.QueryEscape(phone.ExampleDelivered), b.APIKey).body["messages"], 1, "B's own message to the same number")
+	require.Len(t, e.get("/v1/messages?to="+url.QueryEscape(sim.ExampleDelivered), b.APIKey).body["messages"], 1, "B's own message to the same number")
 	requireProblem(t, e.do("GET", "/v1/messages?account_id="+a.AccountID, b.APIKey, nil), 403, "forbidden")
 	require.Len(t, e.get("/v1/messages?account_id="+a.AccountID, admin.APIKey).body["messages"], 2)
 
@@ -223,7 +223,7 @@ func TestReadyzShowsProjectionLag(t *testing.T) {
 	c := e.account(10_000_000)
 	e.caughtUp()
 	e.stop() // the projector is down
-	_, ids := e.placeOrder(c.APIKey, phone.ExampleDelivered, phone.ExampleDelivered)
+	_, ids := e.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered)
 	e.advance(ids[0], queue)
 	r := e.get("/readyz", "")
 	require.Equal(t, "ready", r.body["status"], "a lagging read side does not make the API unready")

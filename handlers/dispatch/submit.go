@@ -136,17 +136,17 @@ func (w *Worker) outcome(ctx context.Context, t *task, o provider.Outcome, now t
 	w.record(t.provider, f.Permanent, now)
 	if f.Permanent {
 		w.log.InfoContext(ctx, "submission refused permanently", "code", f.Code, "reason", f.Reason)
-		ev, err := m.Fail(m.Attempt, f, nil, now)
-		if err != nil {
-			return nil
+	} else {
+		if pe.RetryAfter > 0 {
+			f.Reason += fmt.Sprintf(" (provider asked to retry after %s)", pe.RetryAfter)
 		}
-		return ev
+		w.log.InfoContext(ctx, "submission failed transiently", "code", f.Code, "reason", f.Reason)
 	}
-	if pe.RetryAfter > 0 {
-		f.Reason += fmt.Sprintf(" (provider asked to retry after %s)", pe.RetryAfter)
+	ev, err := w.cfg.Retry.AfterFailure(m, m.Attempt, f, nil, now)
+	if err != nil {
+		return nil
 	}
-	w.log.InfoContext(ctx, "submission failed transiently", "code", f.Code, "reason", f.Reason)
-	return w.afterFailure(m, f, nil, now)
+	return ev
 }
 
 func (w *Worker) record(provider string, ok bool, now time.Time) {

@@ -349,9 +349,8 @@ func notYetQueuedDelay(msg jetstream.Msg) time.Duration {
 // whether the attempt goes on to submission.
 func (w *Worker) decide(t *task, now time.Time) (domain.Event, bool) {
 	m := &t.m
-	if !now.Before(m.ExpiresAt) {
-		ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeExpired, Stage: domain.StageExpiry,
-			Reason: "validity ended before the message could be sent"}, nil, now)
+	if m.Expired(now) {
+		ev, err := m.Expire(now)
 		return ev, err == nil
 	}
 	w.mu.Lock()
@@ -364,8 +363,8 @@ func (w *Worker) decide(t *task, now time.Time) (domain.Event, bool) {
 		return nil, false
 	}
 	if failure != nil {
-		ev := w.afterFailure(m, *failure, nil, now)
-		return ev, ev != nil
+		ev, err := w.cfg.Retry.AfterFailure(m, m.Attempt, *failure, nil, now)
+		return ev, err == nil
 	}
 	if _, ok := w.cfg.Providers[decision.Provider]; !ok {
 		ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeNoRoute, Stage: domain.StageRouting,
@@ -379,22 +378,4 @@ func (w *Worker) decide(t *task, now time.Time) (domain.Event, bool) {
 	}
 	t.submit, t.provider = true, decision.Provider
 	return ev, true
-}
-
-// afterFailure turns a failed attempt into MessageRetried or MessageFailed
-// by the retry policy.
-func (w *Worker) afterFailure(m *domain.Message, f domain.Failure, receipt json.RawMessage, now time.Time) domain.Event {
-	d := w.cfg.Retry.Next(routing.RetryInput{MessageID: m.ID, Attempt: m.Attempt, Failure: f, Now: now, ExpiresAt: m.ExpiresAt})
-	if d.Retry {
-		ev, err := m.Retry(m.Attempt, f, d.NotBefore, receipt, now)
-		if err != nil {
-			return nil
-		}
-		return ev
-	}
-	ev, err := m.Fail(m.Attempt, d.Final, receipt, now)
-	if err != nil {
-		return nil
-	}
-	return ev
 }

@@ -228,16 +228,10 @@ func (d *decider) event(b *book, r provider.Receipt) (domain.Event, error) {
 			return nil, nil
 		}
 		return m.Deliver(r.Attempt, r.Raw, r.DoneAt, d.now)
-	case provider.ReceiptFailed:
-		return m.Fail(r.Attempt, failureOf(r), r.Raw, d.now)
-	case provider.ReceiptRetry:
-		f := failureOf(r)
-		next := d.policy.Next(routing.RetryInput{MessageID: m.ID, Attempt: r.Attempt, Failure: f,
-			Now: d.now, ExpiresAt: m.ExpiresAt})
-		if next.Retry {
-			return m.Retry(r.Attempt, f, next.NotBefore, r.Raw, d.now)
-		}
-		return m.Fail(r.Attempt, next.Final, r.Raw, d.now)
+	case provider.ReceiptFailed, provider.ReceiptRetry:
+		// The receipt's failure says whether it is permanent; the policy
+		// decides the rest, as it does for the workers' failures.
+		return d.policy.AfterFailure(m, r.Attempt, failureOf(r), r.Raw, d.now)
 	}
 	return nil, fmt.Errorf("receipt for message %s: unknown status %q", r.MessageID, r.Status)
 }
@@ -247,7 +241,11 @@ func (d *decider) event(b *book, r provider.Receipt) (domain.Event, error) {
 // fallback only keeps a broken invariant from becoming a nil dereference.
 func failureOf(r provider.Receipt) domain.Failure {
 	if r.Failure != nil {
-		return *r.Failure
+		f := *r.Failure
+		// A failed receipt is final by its status's definition, whatever
+		// its adapter put in the failure.
+		f.Permanent = f.Permanent || r.Status == provider.ReceiptFailed
+		return f
 	}
 	return domain.Failure{Code: domain.CodeUndeliverable, Reason: "provider reported " + string(r.Status),
 		Stage: domain.StageDelivery, Permanent: r.Status == provider.ReceiptFailed, Provider: r.Provider}

@@ -28,10 +28,11 @@ type Config struct {
 	// Providers maps a provider's name (the {provider} of the path) to the
 	// secret it signs its callbacks with.
 	Providers map[string][]byte
-	// Retry decides what a transient failure receipt leads to. The zero
-	// value means routing.DefaultRetryPolicy(); it must be the policy the
-	// dispatch workers use, or a message's retry budget depends on which of
-	// the two saw the failure.
+	// Retry decides what a transient failure receipt leads to, through
+	// RetryPolicy.AfterFailure as the dispatch workers do. The zero value
+	// means routing.DefaultRetryPolicy(); it must be the policy the workers
+	// are given, or a message's retry budget depends on which of the two
+	// saw the failure.
 	Retry routing.RetryPolicy
 	// Now is the clock (default time.Now).
 	Now        func() time.Time

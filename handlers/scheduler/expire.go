@@ -2,8 +2,6 @@ package scheduler
 
 import (
 	"context"
-	"fmt"
-	"time"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
@@ -52,9 +50,8 @@ func (s *Scheduler) expireRound(ctx context.Context) (int, error) {
 			if m.State.Final() || m.State == domain.StateNew {
 				continue
 			}
-			ev, err := m.Fail(m.Attempt, domain.Failure{Code: domain.CodeExpired, Stage: domain.StageExpiry,
-				Reason: fmt.Sprintf("validity ended at %s before a final state (%s)", m.ExpiresAt.Format(time.RFC3339), m.State.PublicState())},
-				nil, now)
+			// The claim compared expires_at with now already.
+			ev, err := m.Expire(now)
 			if err != nil {
 				return err
 			}

@@ -138,7 +138,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 func (s *Scheduler) follow(ctx context.Context) error {
 	return s.cfg.Store.Run(ctx, eventstore.Consumer{
 		Name:   "scheduler",
-		Filter: eventstore.Filter{Types: []string{"MessageAccepted", "MessageRetried", "MessageDelivered", "MessageFailed"}},
+		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageRetried{}, domain.MessageDelivered{}, domain.MessageFailed{})},
 		Logger: s.log,
 		Handle: s.apply,
 	})
@@ -191,11 +191,13 @@ func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []events
 			r.inserted, r.account, r.attempt, r.due, r.expires = true, e.AccountID, 1, e.At, e.ExpiresAt
 			r.order, r.trace, r.version, r.lastType, r.causedBy = e.OrderID, rec.Metadata.TraceID, rec.Version, rec.Type, rec.ID
 		case domain.MessageRetried:
-			r := get(messageID(rec.StreamID))
+			id, _ := domain.MessageIDOf(rec.StreamID)
+			r := get(id)
 			r.retried, r.attempt, r.due = true, e.NextAttempt, e.NotBefore
 			r.version, r.lastType, r.causedBy = rec.Version, rec.Type, rec.ID
 		case domain.MessageDelivered, domain.MessageFailed:
-			get(messageID(rec.StreamID)).final = true
+			id, _ := domain.MessageIDOf(rec.StreamID)
+			get(id).final = true
 		}
 	}
 	var insIDs, insAcc, insOrder, insTrace, insType []string
@@ -241,8 +243,6 @@ func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []events
 	}
 	return b.send(ctx, tx)
 }
-
-func messageID(stream string) string { return stream[len("message-"):] }
 
 // loop runs round until ctx ends, pausing when a round found nothing.
 func (s *Scheduler) loop(ctx context.Context, round func(context.Context) (int, error)) error {

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,7 +65,7 @@ func New(cfg Config) *Tracker {
 func (t *Tracker) Run(ctx context.Context) error {
 	return t.cfg.Store.Run(ctx, eventstore.Consumer{
 		Name: "tracker", BatchSize: t.cfg.BatchSize, Logger: t.log, Handle: t.apply,
-		Filter: eventstore.Filter{Types: []string{"MessageDelivered", "MessageFailed"}, Sparse: true},
+		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}), Sparse: true},
 	})
 }
 
@@ -118,7 +117,8 @@ func (t *Tracker) apply(ctx context.Context, tx *eventstore.Tx, batch []eventsto
 		if err != nil {
 			return err
 		}
-		f := final{id: strings.TrimPrefix(rec.StreamID, "message-"), order: rec.Metadata.CorrelationID}
+		id, _ := domain.MessageIDOf(rec.StreamID) // the filter passes message events only
+		f := final{id: id, order: rec.Metadata.CorrelationID}
 		if e, ok := ev.(domain.MessageFailed); ok {
 			f.failed, f.expired = true, e.Failure.Code == domain.CodeExpired
 		}
@@ -170,7 +170,8 @@ func (t *Tracker) prices(ctx context.Context, tx *eventstore.Tx, streams []strin
 		if err := rows.Scan(&stream, &m.AmountMicros, &m.Currency); err != nil {
 			return nil, err
 		}
-		out[strings.TrimPrefix(stream, "message-")] = m
+		id, _ := domain.MessageIDOf(stream)
+		out[id] = m
 	}
 	return out, rows.Err()
 }

@@ -1,12 +1,14 @@
-package phone
+package sim
 
-// Test numbers for the provider simulator, which picks a message's fate by
-// the destination's last four digits. They are exported so that tests, the
-// README and examples across the project use the same numbers, and so that
-// a change to the simulator's table shows up as a change here.
+// Test numbers of the simulator, which picks a message's fate by the
+// destination's last four digits (outcomeOf). They live beside that table
+// so that a change to it shows up as a change here, and are exported so
+// that tests, the README and examples across the project use the same
+// numbers.
 //
-// All are German mobile numbers (Telekom's 0151 range) that pass Parse; a
-// test keeps it so as the metadata is updated. They are formally valid, not
+// All are German mobile numbers (Telekom's 0151 range) that pass afterok's
+// number validation (domain/phone); a test keeps it so as the metadata is
+// updated. They are formally valid, not
 // known to be unassigned, so they are for the simulator only: never send to
 // them through a real provider.
 const (
