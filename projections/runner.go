@@ -203,3 +203,10 @@ func newRunnerMetrics(reg prometheus.Registerer) (*runnerMetrics, error) {
 	}
 	return m, nil
 }
+
+// MaintainedTables are the read models eventstore.Maintain should look
+// after: their rows are rewritten as every message moves on.
+var MaintainedTables = []eventstore.Table{
+	{Name: "read_messages", Every: 30 * time.Second},
+	{Name: "read_orders", Every: 30 * time.Second},
+}

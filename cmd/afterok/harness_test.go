@@ -117,13 +117,11 @@ func (h *harness) start(hooks dispatch.Hooks, roles ...string) *running {
 		rs[r] = true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := start(ctx, h.env(), rs)
+	s, err := start(ctx, h.env(), rs, hooks)
 	require.NoError(h.t, err)
-	s.hooks = hooks
-	apiL, simL, err := s.listen()
-	require.NoError(h.t, err)
+	require.NoError(h.t, s.listen())
 	r := &running{sys: s, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx, apiL, simL) }()
+	go func() { r.done <- s.Run(ctx) }()
 	h.running = r
 	if h.key.APIKey == "" {
 		c, err := s.accounts.Create(context.Background(), accounts.NewAccount{Name: "e2e",

@@ -274,3 +274,6 @@ func (in *Intake) logEntry(b *book, e *entry, wasParked bool) {
 		in.log.Debug("receipt settled", attrs...)
 	}
 }
+
+// MaintainedTables are the tables the intake wants eventstore.Maintainn// to look after: parked receipts are inserted and deleted as they settle.
+var MaintainedTables = []eventstore.Table{{Name: "receipts", Every: time.Minute}}

@@ -441,3 +441,6 @@ func awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) ([]uint64,
 	}
 	return seqs, nil
 }
+
+// MaintainedTables are the tables the scheduler wants eventstore.Maintainn// to look after: its schedule gains and loses a row for every attempt.
+var MaintainedTables = []eventstore.Table{{Name: "message_schedule", Every: 15 * time.Second}}

@@ -308,3 +308,6 @@ func (t *Tracker) advance(ctx context.Context, tx *eventstore.Tx, orders []*sett
 	t.completed.Add(float64(len(completedIDs)))
 	return nil
 }
+
+// MaintainedTables are the tables the tracker wants eventstore.Maintainn// to look after: an order's progress row is updated for every message.
+var MaintainedTables = []eventstore.Table{{Name: "order_progress", Every: time.Minute}}
