@@ -169,8 +169,10 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		for _, p := range s.cfg.Providers {
 			secrets[p.Name] = []byte(p.Secret)
 		}
-		s.intake = receipts.New(receipts.Config{Store: s.store, Providers: secrets, Retry: s.cfg.Retry,
-			Now: time.Now, Logger: env.log, Registerer: s.registerer(roleReceipts)})
+		if s.intake, err = receipts.New(receipts.Config{Store: s.store, Providers: secrets, Retry: s.cfg.Retry,
+			Now: time.Now, Logger: env.log, Registerer: s.registerer(roleReceipts)}); err != nil {
+			return nil, err
+		}
 	}
 	if roles[roleReceipts] {
 		s.add(stageFollowers, "receipt sweeper", func(ctx context.Context) error { s.intake.RunSweeper(ctx, 5*time.Second); return nil })
@@ -183,10 +185,14 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		s.add(stageFollowers, "relay", r.Run)
 	}
 	if roles[roleTracker] {
-		s.add(stageFollowers, "tracker", tracker.New(tracker.Config{Store: s.store, Logger: env.log, Registerer: s.registry}).Run)
+		t, err := tracker.New(tracker.Config{Store: s.store, Logger: env.log, Registerer: s.registry})
+		if err != nil {
+			return nil, err
+		}
+		s.add(stageFollowers, "tracker", t.Run)
 	}
 	if roles[roleProject] {
-		p, err := projections.NewRunner(s.store, projections.Config{Logger: env.log, Registry: s.registry, LagInterval: 5 * time.Second})
+		p, err := projections.NewRunner(projections.Config{Store: s.store, Logger: env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
 		if err != nil {
 			return nil, err
 		}
@@ -201,7 +207,10 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		}
 	}
 	if roles[roleScheduler] {
-		sc := scheduler.New(scheduler.Config{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry})
+		sc, err := scheduler.New(scheduler.Config{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry})
+		if err != nil {
+			return nil, err
+		}
 		s.add(stageProducers, "scheduler", sc.Run)
 	}
 	if roles[roleDispatch] {
@@ -209,9 +218,12 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		if err != nil {
 			return nil, err
 		}
-		w := dispatch.New(dispatch.Config{Store: s.store, JetStream: s.js, Names: s.names, Providers: provs, Routes: s.cfg.Routes,
+		w, err := dispatch.New(dispatch.Config{Store: s.store, JetStream: s.js, Names: s.names, Providers: provs, Routes: s.cfg.Routes,
 			Breaker: breaker, Retry: s.cfg.Retry, Receipts: s.intake, Logger: env.log, Registerer: s.registry,
 			BatchSize: s.cfg.DispatchBatch, Fetchers: s.cfg.DispatchFetchers, AckWait: s.cfg.DispatchAckWait, Hooks: s.hooks})
+		if err != nil {
+			return nil, err
+		}
 		s.add(stageProducers, "dispatch", w.Run)
 	}
 	ok = true

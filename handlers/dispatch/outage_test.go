@@ -48,9 +48,10 @@ func newOutageRig(t *testing.T, maxDeliver int, ackWait time.Duration) *outageRi
 	}
 	breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
 	require.NoError(t, err)
-	r.worker = dispatch.New(dispatch.Config{Store: r.store, JetStream: r.nats.JS, Names: r.nats.Names, Providers: providers,
+	r.worker, err = dispatch.New(dispatch.Config{Store: r.store, JetStream: r.nats.JS, Names: r.nats.Names, Providers: providers,
 		Routes: routing.DefaultTable(), Breaker: breaker, Retry: routing.DefaultRetryPolicy(),
 		MaxDeliver: maxDeliver, AckWait: ackWait})
+	require.NoError(t, err)
 	return r
 }
 

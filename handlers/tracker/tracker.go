@@ -10,7 +10,9 @@
 package tracker
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -41,17 +43,19 @@ type Tracker struct {
 	refunded  prometheus.Counter
 }
 
-// New returns a Tracker.
-func New(cfg Config) *Tracker {
-	if cfg.Now == nil {
+// New returns a Tracker, or an error naming what cfg lacks.
+func New(cfg Config) (*Tracker, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("tracker: Config.Store is required")
+	case cfg.BatchSize < 0:
+		return nil, errors.New("tracker: Config.BatchSize must not be negative")
+	}
+	if cfg.Now == nil { // a func is not comparable, so not cmp.Or's
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 1000
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, 1000)
 	t := &Tracker{cfg: cfg, log: cfg.Logger.With("role", "tracker"),
 		completed: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_orders_completed_total", Help: "Orders completed."}),
 		refunded:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_messages_refunded_total", Help: "Failed messages whose price was released."}),
@@ -59,7 +63,7 @@ func New(cfg Config) *Tracker {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(t.completed, t.refunded)
 	}
-	return t
+	return t, nil
 }
 
 // Run follows the tail until ctx ends.
