@@ -79,7 +79,8 @@ func newHarnessOn(t *testing.T, db *storetest.DB, n *storetest.NATS) *harness {
 	sc.SubmitLatency, sc.SubmitJitter, sc.ReceiptDelay, sc.ReceiptFlush = 2*time.Millisecond, time.Millisecond, 20*time.Millisecond, 10*time.Millisecond
 	sc.ReceiptBackoff, sc.ReceiptMaxBackoff = 100*time.Millisecond, time.Second // receipts wait out outages (default max age: hours)
 	sc.DedupWindow = 10 * time.Minute
-	h.sim = sim.New(sc)
+	h.sim, err = sim.New(sc)
+	require.NoError(h.t, err)
 	l, err := net.Listen("tcp", cfg.SimAddr)
 	require.NoError(t, err)
 	srv := &http.Server{Handler: h.sim.Handler()}

@@ -297,10 +297,10 @@ func (s *system) buildSim() error {
 	c.SubmitLatency, c.ReceiptDelay = s.cfg.SimSubmitLatency, s.cfg.SimReceiptDelay
 	c.SubmitJitter = c.SubmitLatency / 2
 	c.Logger = s.env.log.With("role", "sim")
-	if err := c.Validate(); err != nil {
+	var err error
+	if s.simulator, err = sim.New(c); err != nil {
 		return err
 	}
-	s.simulator = sim.New(c)
 	s.simSrv = &http.Server{Addr: s.cfg.SimAddr, Handler: s.simulator.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	s.add(stageSim, "sim", s.simulator.Run)
 	s.add(stageSim, "sim http", func(ctx context.Context) error { return serveUntil(ctx, s.simSrv, s.simL) })

@@ -37,7 +37,9 @@ func newOutageRig(t *testing.T, maxDeliver int, ackWait time.Duration) *outageRi
 	r.store = eventstore.New(r.db.Pool)
 	sc := sim.DefaultConfig()
 	sc.CallbackBase = "http://127.0.0.1:1" // receipts are not this test's concern
-	r.sim = sim.New(sc)
+	var err error
+	r.sim, err = sim.New(sc)
+	require.NoError(t, err)
 	srv := httptest.NewServer(r.sim.Handler())
 	t.Cleanup(srv.Close)
 	providers := map[string]provider.Provider{}
