@@ -80,3 +80,14 @@ func maintainOne(ctx context.Context, pool *pgxpool.Pool, t Table) error {
 	_, err = conn.Exec(ctx, stmt+pgx.Identifier{t.Name}.Sanitize(), pgx.QueryExecModeSimpleProtocol)
 	return err
 }
+
+// MaintainedTables are the store's own tables that Maintain should look
+// after: the stream heads and consumer checkpoints are updated on every
+// append, and the events table only grows, so it is analysed often and
+// vacuumed rarely.
+var MaintainedTables = []Table{
+	{Name: "streams", Every: 30 * time.Second},
+	{Name: "checkpoints", Every: 15 * time.Second},
+	{Name: "events", Every: time.Minute, AnalyzeOnly: true},
+	{Name: "events", Every: 10 * time.Minute},
+}

@@ -1,6 +1,7 @@
 package eventstore
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -98,30 +99,14 @@ type RelayConfig struct {
 }
 
 func (c RelayConfig) withDefaults() RelayConfig {
-	if c.CheckpointName == "" {
-		c.CheckpointName = "relay"
-	}
-	if c.BatchSize <= 0 {
-		c.BatchSize = 500
-	}
-	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 1024
-	}
-	if c.Poll <= 0 {
-		c.Poll = 100 * time.Millisecond
-	}
-	if c.AckTimeout <= 0 {
-		c.AckTimeout = 5 * time.Second
-	}
-	if c.CheckpointInterval <= 0 {
-		c.CheckpointInterval = 200 * time.Millisecond
-	}
-	if c.LagInterval <= 0 {
-		c.LagInterval = time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
+	c.CheckpointName = cmp.Or(c.CheckpointName, "relay")
+	c.BatchSize = cmp.Or(c.BatchSize, 500)
+	c.MaxInFlight = cmp.Or(c.MaxInFlight, 1024)
+	c.Poll = cmp.Or(c.Poll, 100*time.Millisecond)
+	c.AckTimeout = cmp.Or(c.AckTimeout, 5*time.Second)
+	c.CheckpointInterval = cmp.Or(c.CheckpointInterval, 200*time.Millisecond)
+	c.LagInterval = cmp.Or(c.LagInterval, time.Second)
+	c.Logger = cmp.Or(c.Logger, slog.Default())
 	return c
 }
 
@@ -144,6 +129,9 @@ type Relay struct {
 func NewRelay(cfg RelayConfig) (*Relay, error) {
 	if cfg.Store == nil || cfg.JetStream == nil || cfg.Names.Prefix == "" {
 		return nil, errors.New("relay: Store, JetStream and Names are required")
+	}
+	if cfg.BatchSize < 0 || cfg.MaxInFlight < 0 || cfg.Poll < 0 || cfg.AckTimeout < 0 || cfg.CheckpointInterval < 0 || cfg.LagInterval < 0 {
+		return nil, errors.New("relay: sizes and intervals must not be negative")
 	}
 	cfg = cfg.withDefaults()
 	m, err := newRelayMetrics(cfg.Registerer)

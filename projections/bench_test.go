@@ -257,7 +257,7 @@ func benchLag(b *testing.B, rate int, d time.Duration) {
 	ctx := context.Background()
 	f := newFixture(b)
 	reg := prometheus.NewRegistry()
-	stop := f.start(projections.Config{Registry: reg, Poll: 20 * time.Millisecond})
+	stop := f.start(projections.Config{Registerer: reg, Poll: 20 * time.Millisecond})
 	const size, writers = 100, 4
 	var mu sync.Mutex
 	var events, messages int

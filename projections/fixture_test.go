@@ -251,7 +251,7 @@ func (f *fixture) start(cfg projections.Config) (stop func()) {
 	if cfg.Poll == 0 {
 		cfg.Poll = 20 * time.Millisecond
 	}
-	r, err := projections.NewRunner(f.store, cfg)
+	r, err := projections.NewRunner(withStore(cfg, f.store))
 	require.NoError(f.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -310,4 +310,9 @@ func (f *fixture) dump(schema string, only ...string) map[string][]string {
 		}
 	}
 	return out
+}
+
+func withStore(cfg projections.Config, s *eventstore.Store) projections.Config {
+	cfg.Store = s
+	return cfg
 }

@@ -38,7 +38,7 @@ func referenceProjector(t *testing.T, f *fixture) *pgxpool.Pool {
 	pool, err := pgxpool.NewWithConfig(f.ctx, cfg)
 	require.NoError(t, err)
 	t.Cleanup(pool.Close)
-	r, err := projections.NewRunner(eventstore.New(pool), projections.Config{Logger: quiet, Poll: 20 * time.Millisecond})
+	r, err := projections.NewRunner(projections.Config{Store: eventstore.New(pool), Logger: quiet, Poll: 20 * time.Millisecond})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -1,6 +1,7 @@
 package projections
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 
 // Config configures a Runner. The zero value runs every projection.
 type Config struct {
+	Store *eventstore.Store
 	// Projections names the projections to run (default: all).
 	Projections []string
 	// BatchSize is the most events applied per transaction (default 1,000).
@@ -24,9 +26,10 @@ type Config struct {
 	Poll time.Duration
 	// LagInterval is how often the lag gauges are sampled (default 1 s).
 	LagInterval time.Duration
-	// Registry receives the runner's metrics (default: a private registry).
-	Registry prometheus.Registerer
-	Logger   *slog.Logger
+	// Registerer receives the runner's metrics (default: a private
+	// registry).
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 	// Now is the clock lag is measured with (default time.Now).
 	Now func() time.Time
 }
@@ -42,24 +45,24 @@ type Runner struct {
 	log         *slog.Logger
 }
 
-// NewRunner returns a Runner over store.
-func NewRunner(store *eventstore.Store, cfg Config) (*Runner, error) {
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 1000
+// NewRunner returns a Runner over cfg.Store, or an error naming what cfg
+// lacks.
+func NewRunner(cfg Config) (*Runner, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("projections: Config.Store is required")
+	case cfg.BatchSize < 0 || cfg.Poll < 0 || cfg.LagInterval < 0:
+		return nil, errors.New("projections: Config.BatchSize, Poll and LagInterval must not be negative")
 	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = 100 * time.Millisecond
+	store := cfg.Store
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, 1000)
+	cfg.Poll = cmp.Or(cfg.Poll, 100*time.Millisecond)
+	cfg.LagInterval = cmp.Or(cfg.LagInterval, time.Second)
+	if cfg.Registerer == nil { // not cmp.Or: it would build a registry every time
+		cfg.Registerer = prometheus.NewRegistry()
 	}
-	if cfg.LagInterval <= 0 {
-		cfg.LagInterval = time.Second
-	}
-	if cfg.Registry == nil {
-		cfg.Registry = prometheus.NewRegistry()
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Now == nil {
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	if cfg.Now == nil { // a func is not comparable, so not cmp.Or's
 		cfg.Now = time.Now
 	}
 	ps := All()
@@ -73,11 +76,11 @@ func NewRunner(store *eventstore.Store, cfg Config) (*Runner, error) {
 			ps = append(ps, p)
 		}
 	}
-	m, err := newRunnerMetrics(cfg.Registry)
+	m, err := newRunnerMetrics(cfg.Registerer)
 	if err != nil {
 		return nil, err
 	}
-	if err := cfg.Registry.Register(newStateGauge(store.Pool(), cfg.Logger, 10*time.Second)); err != nil {
+	if err := cfg.Registerer.Register(newStateGauge(store.Pool(), cfg.Logger, 10*time.Second)); err != nil {
 		return nil, fmt.Errorf("projection metrics: %w", err)
 	}
 	return &Runner{store: store, cfg: cfg, projections: ps, metrics: m, log: cfg.Logger}, nil
@@ -202,4 +205,11 @@ func newRunnerMetrics(reg prometheus.Registerer) (*runnerMetrics, error) {
 		}
 	}
 	return m, nil
+}
+
+// MaintainedTables are the read models eventstore.Maintain should look
+// after: their rows are rewritten as every message moves on.
+var MaintainedTables = []eventstore.Table{
+	{Name: "read_messages", Every: 30 * time.Second},
+	{Name: "read_orders", Every: 30 * time.Second},
 }

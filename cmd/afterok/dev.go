@@ -12,6 +12,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/dispatch"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
@@ -22,12 +23,11 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	roles, _ := parseRoles("all,sim")
-	s, err := start(ctx, env, roles)
+	s, err := start(ctx, env, roles, dispatch.Hooks{})
 	if err != nil {
 		return err
 	}
-	apiL, simL, err := s.listen()
-	if err != nil {
+	if err := s.listen(); err != nil {
 		s.close()
 		return err
 	}
@@ -37,7 +37,7 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	s.banner(demo)
-	return s.Run(ctx, apiL, simL)
+	return s.Run(ctx)
 }
 
 // runServe is `afterok serve --roles …`.
@@ -51,17 +51,16 @@ func runServe(ctx context.Context, env *environment, args []string) error {
 	if err != nil {
 		return err
 	}
-	s, err := start(ctx, env, roles)
+	s, err := start(ctx, env, roles, dispatch.Hooks{})
 	if err != nil {
 		return err
 	}
-	apiL, simL, err := s.listen()
-	if err != nil {
+	if err := s.listen(); err != nil {
 		s.close()
 		return err
 	}
 	env.log.Info("afterok serving", "roles", strings.Join(sortedRoles(roles), ","), "api", s.apiAddr, "simulator", s.simAddr)
-	return s.Run(ctx, apiL, simL)
+	return s.Run(ctx)
 }
 
 // runProviderSim is `afterok provider-sim`: the simulator alone.
@@ -76,12 +75,11 @@ func runProviderSim(ctx context.Context, env *environment, args []string) error 
 	if err := s.buildSim(); err != nil {
 		return err
 	}
-	_, simL, err := s.listen()
-	if err != nil {
+	if err := s.listen(); err != nil {
 		return err
 	}
 	env.log.Info("provider simulator serving", "addr", s.simAddr, "receipts_to", *callback)
-	return s.Run(ctx, nil, simL)
+	return s.Run(ctx)
 }
 
 // demoCredentials are kept in the data directory so that every `make run`

@@ -79,7 +79,8 @@ func newHarnessOn(t *testing.T, db *storetest.DB, n *storetest.NATS) *harness {
 	sc.SubmitLatency, sc.SubmitJitter, sc.ReceiptDelay, sc.ReceiptFlush = 2*time.Millisecond, time.Millisecond, 20*time.Millisecond, 10*time.Millisecond
 	sc.ReceiptBackoff, sc.ReceiptMaxBackoff = 100*time.Millisecond, time.Second // receipts wait out outages (default max age: hours)
 	sc.DedupWindow = 10 * time.Minute
-	h.sim = sim.New(sc)
+	h.sim, err = sim.New(sc)
+	require.NoError(h.t, err)
 	l, err := net.Listen("tcp", cfg.SimAddr)
 	require.NoError(t, err)
 	srv := &http.Server{Handler: h.sim.Handler()}
@@ -117,13 +118,11 @@ func (h *harness) start(hooks dispatch.Hooks, roles ...string) *running {
 		rs[r] = true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s, err := start(ctx, h.env(), rs)
+	s, err := start(ctx, h.env(), rs, hooks)
 	require.NoError(h.t, err)
-	s.hooks = hooks
-	apiL, simL, err := s.listen()
-	require.NoError(h.t, err)
+	require.NoError(h.t, s.listen())
 	r := &running{sys: s, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx, apiL, simL) }()
+	go func() { r.done <- s.Run(ctx) }()
 	h.running = r
 	if h.key.APIKey == "" {
 		c, err := s.accounts.Create(context.Background(), accounts.NewAccount{Name: "e2e",

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -73,6 +74,11 @@ func parseRoles(s string) (map[string]bool, error) {
 }
 
 // system is one afterok process: the connections and the roles it runs.
+//
+// Its life has three steps, each done for every role before the next
+// begins: start builds every role (a bad configuration fails here, before
+// any port is open), listen binds the ports, and Run runs the roles and
+// stops them in the reverse order of the stages they were started in.
 type system struct {
 	env      *environment
 	cfg      Config
@@ -90,20 +96,44 @@ type system struct {
 	acceptor  *orders.Acceptor
 	intake    *receipts.Intake
 	simulator *sim.Simulator
-	projector *projections.Runner
+	api       *api.Server
 
-	apiSrv, simSrv *http.Server
-	apiAddr        string
-	simAddr        string
-
-	hooks dispatch.Hooks // fault tests stop workers at chosen points
+	simSrv, pprofSrv   *http.Server
+	apiL, simL, pprofL net.Listener
+	apiAddr, simAddr   string
+	stages             [stageCount][]task
+	hooks              dispatch.Hooks // fault tests stop workers at chosen points
 }
 
-// start connects and builds every component of the selected roles; Run
-// starts them.
-func start(ctx context.Context, env *environment, roles map[string]bool) (*system, error) {
+// The stages roles start in, in this order; they stop in the reverse one.
+// Producers stop first (no new submissions), then the simulator delivers
+// the receipts it owes, then the API stops taking requests and commits
+// the orders in hand, and only then do the followers (relay, tracker,
+// projections) stop, after everything they follow has been written.
+const (
+	stageFollowers = iota
+	stageAPI
+	stageSim
+	stageProducers
+	stageCount
+)
+
+// task is one goroutine of a role; it runs until its context ends.
+type task struct {
+	name string
+	run  func(context.Context) error
+}
+
+func (s *system) add(stage int, name string, run func(context.Context) error) {
+	s.stages[stage] = append(s.stages[stage], task{name: name, run: run})
+}
+
+// start connects and builds every component of the selected roles; listen
+// then binds the ports and Run runs them. Nothing listens before every role
+// is built.
+func start(ctx context.Context, env *environment, roles map[string]bool, hooks dispatch.Hooks) (*system, error) {
 	s := &system{env: env, cfg: env.cfg, roles: roles, registry: prometheus.NewRegistry(),
-		names: bus.Names{Prefix: env.cfg.Prefix}}
+		names: bus.Names{Prefix: env.cfg.Prefix}, hooks: hooks}
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ok := false
 	defer func() {
@@ -111,12 +141,24 @@ func start(ctx context.Context, env *environment, roles map[string]bool) (*syste
 			s.close()
 		}
 	}()
+	// The providers first: they need no connection, and a bad URL is the
+	// likeliest mistake in a configuration.
+	var provs map[string]provider.Provider
+	if roles[roleDispatch] {
+		var err error
+		if provs, err = s.providers(); err != nil {
+			return nil, err
+		}
+	}
 	pool, err := connectTraced(ctx, env, strings.Join(sortedRoles(roles), ","), eventstore.NewQueryMetrics(s.registry))
 	if err != nil {
 		return nil, err
 	}
 	s.pool, s.store = pool, eventstore.New(pool)
 	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()))
+	s.add(stageFollowers, "table maintenance", func(ctx context.Context) error {
+		return eventstore.Maintain(ctx, s.pool, maintainedTables(), s.env.log)
+	})
 	if roles[roleRelay] || roles[roleScheduler] || roles[roleDispatch] {
 		if err := s.connectNATS(ctx); err != nil {
 			return nil, err
@@ -127,23 +169,62 @@ func start(ctx context.Context, env *environment, roles map[string]bool) (*syste
 		for _, p := range s.cfg.Providers {
 			secrets[p.Name] = []byte(p.Secret)
 		}
-		s.intake = receipts.New(receipts.Config{Store: s.store, Providers: secrets, Retry: s.cfg.Retry,
-			Now: time.Now, Logger: env.log, Registerer: s.registerer(roleReceipts)})
+		if s.intake, err = receipts.New(receipts.Config{Store: s.store, Providers: secrets, Retry: s.cfg.Retry,
+			Now: time.Now, Logger: env.log, Registerer: s.registerer(roleReceipts)}); err != nil {
+			return nil, err
+		}
+	}
+	if roles[roleReceipts] {
+		s.add(stageFollowers, "receipt sweeper", func(ctx context.Context) error { s.intake.RunSweeper(ctx, 5*time.Second); return nil })
+	}
+	if roles[roleRelay] {
+		r, err := eventstore.NewRelay(eventstore.RelayConfig{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		s.add(stageFollowers, "relay", r.Run)
+	}
+	if roles[roleTracker] {
+		t, err := tracker.New(tracker.Config{Store: s.store, Logger: env.log, Registerer: s.registry})
+		if err != nil {
+			return nil, err
+		}
+		s.add(stageFollowers, "tracker", t.Run)
 	}
 	if roles[roleProject] {
-		if s.projector, err = projections.NewRunner(s.store, projections.Config{Logger: env.log, Registry: s.registry, LagInterval: 5 * time.Second}); err != nil {
+		p, err := projections.NewRunner(projections.Config{Store: s.store, Logger: env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
+		if err != nil {
 			return nil, err
 		}
+		s.add(stageFollowers, "projections", p.Run)
 	}
 	if roles[roleAPI] || roles[roleReceipts] {
-		if err := s.buildAPI(); err != nil {
-			return nil, err
-		}
+		s.buildAPI()
 	}
 	if roles[roleSim] {
 		if err := s.buildSim(); err != nil {
 			return nil, err
 		}
+	}
+	if roles[roleScheduler] {
+		sc, err := scheduler.New(scheduler.Config{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry})
+		if err != nil {
+			return nil, err
+		}
+		s.add(stageProducers, "scheduler", sc.Run)
+	}
+	if roles[roleDispatch] {
+		breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
+		if err != nil {
+			return nil, err
+		}
+		w, err := dispatch.New(dispatch.Config{Store: s.store, JetStream: s.js, Names: s.names, Providers: provs, Routes: s.cfg.Routes,
+			Breaker: breaker, Retry: s.cfg.Retry, Receipts: s.intake, Logger: env.log, Registerer: s.registry,
+			BatchSize: s.cfg.DispatchBatch, Fetchers: s.cfg.DispatchFetchers, AckWait: s.cfg.DispatchAckWait, Hooks: s.hooks})
+		if err != nil {
+			return nil, err
+		}
+		s.add(stageProducers, "dispatch", w.Run)
 	}
 	ok = true
 	return s, nil
@@ -177,7 +258,7 @@ func (s *system) connectNATS(ctx context.Context) error {
 		EventsMaxBytes: s.cfg.NATSEventsMaxBytes})
 }
 
-func (s *system) buildAPI() error {
+func (s *system) buildAPI() {
 	s.acceptor = orders.New(s.store, time.Now, orders.Config{IdempotencyTTL: s.cfg.IdempotencyTTL, Logger: s.env.log})
 	policy := accept.DefaultPolicy()
 	policy.MaxMessages, policy.Prices = s.cfg.MaxMessages, s.cfg.Prices
@@ -196,11 +277,18 @@ func (s *system) buildAPI() error {
 	}
 	deps := api.Deps{Store: s.store, Accounts: s.accounts, Acceptor: s.acceptor, Policy: policy, Registry: s.registry,
 		Logger: s.env.log, Now: time.Now, Ready: ready, Extra: extra}
-	srv := api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
+	s.api = api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
 		MaxStreamsPerAccount: s.cfg.MaxStreamsPerAccount, BodyBudgetBytes: s.cfg.BodyBudget,
 		BodyMinRate: s.cfg.BodyMinRate, BodyGrace: s.cfg.BodyGrace})
-	s.apiSrv = &http.Server{Addr: s.cfg.Addr, Handler: srv, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute}
-	return nil
+	s.add(stageAPI, "api", func(ctx context.Context) error {
+		err := s.api.Run(ctx, s.apiL)
+		s.acceptor.Close() // the orders in hand are committed before the followers stop
+		return err
+	})
+	s.add(stageAPI, "idempotency janitor", func(ctx context.Context) error {
+		s.acceptor.RunJanitor(ctx, time.Minute)
+		return nil
+	})
 }
 
 func (s *system) buildSim() error {
@@ -209,11 +297,13 @@ func (s *system) buildSim() error {
 	c.SubmitLatency, c.ReceiptDelay = s.cfg.SimSubmitLatency, s.cfg.SimReceiptDelay
 	c.SubmitJitter = c.SubmitLatency / 2
 	c.Logger = s.env.log.With("role", "sim")
-	if err := c.Validate(); err != nil {
+	var err error
+	if s.simulator, err = sim.New(c); err != nil {
 		return err
 	}
-	s.simulator = sim.New(c)
 	s.simSrv = &http.Server{Addr: s.cfg.SimAddr, Handler: s.simulator.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.add(stageSim, "sim", s.simulator.Run)
+	s.add(stageSim, "sim http", func(ctx context.Context) error { return serveUntil(ctx, s.simSrv, s.simL) })
 	return nil
 }
 
@@ -229,117 +319,62 @@ func (s *system) providers() (map[string]provider.Provider, error) {
 	return out, nil
 }
 
-// listen binds the HTTP servers before anything runs, so that the printed
-// addresses are real and a taken port fails the start.
-func (s *system) listen() (api, simL net.Listener, err error) {
-	if s.apiSrv != nil {
-		if api, err = net.Listen("tcp", s.cfg.Addr); err != nil {
-			return nil, nil, fmt.Errorf("api: %w", err)
+// listen binds the ports after every role is built and before anything
+// runs, so that the printed addresses are real and a taken port fails the
+// start. On an error it closes what it had bound.
+func (s *system) listen() (err error) {
+	defer func() {
+		if err != nil {
+			for _, l := range []net.Listener{s.apiL, s.simL, s.pprofL} {
+				if l != nil {
+					l.Close()
+				}
+			}
 		}
-		s.apiAddr = api.Addr().String()
+	}()
+	if s.api != nil {
+		if s.apiL, err = net.Listen("tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("api: %w", err)
+		}
+		s.apiAddr = s.apiL.Addr().String()
 	}
 	if s.simSrv != nil {
-		if simL, err = net.Listen("tcp", s.cfg.SimAddr); err != nil {
-			if api != nil {
-				api.Close()
-			}
-			return nil, nil, fmt.Errorf("provider simulator: %w", err)
+		if s.simL, err = net.Listen("tcp", s.cfg.SimAddr); err != nil {
+			return fmt.Errorf("provider simulator: %w", err)
 		}
-		s.simAddr = simL.Addr().String()
-	}
-	return api, simL, nil
-}
-
-// Run runs the roles until ctx ends, then shuts down in order: stop making
-// new submissions, let the simulator deliver the receipts it owes, stop
-// taking requests and commit the orders in hand, then stop the followers.
-func (s *system) Run(ctx context.Context, apiL, simL net.Listener) error {
-	defer s.close()
-	errs := make(chan error, 16)
-	var producers, followers, simWG sync.WaitGroup
-	prodCtx, stopProducers := context.WithCancel(context.Background())
-	followCtx, stopFollowers := context.WithCancel(context.Background())
-	simCtx, stopSim := context.WithCancel(context.Background())
-	defer stopProducers()
-	defer stopFollowers()
-	defer stopSim()
-	goRole := func(wg *sync.WaitGroup, ctx context.Context, name string, f func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := f(ctx); err != nil && ctx.Err() == nil {
-				errs <- fmt.Errorf("%s: %w", name, err)
-			}
-		}()
+		s.simAddr = s.simL.Addr().String()
 	}
 	if s.cfg.PprofAddr != "" {
-		pp := &http.Server{Addr: s.cfg.PprofAddr, Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
-		goRole(&followers, followCtx, "pprof", func(ctx context.Context) error {
-			stopped := make(chan struct{})
-			defer close(stopped)
-			go func() { // closes the server when the role stops
-				select {
-				case <-ctx.Done():
-					_ = pp.Close()
-				case <-stopped:
+		if s.pprofL, err = net.Listen("tcp", s.cfg.PprofAddr); err != nil {
+			return fmt.Errorf("pprof: %w", err)
+		}
+		s.pprofSrv = &http.Server{Handler: pprofHandler(), ReadHeaderTimeout: 10 * time.Second}
+		s.add(stageFollowers, "pprof", func(ctx context.Context) error { return serveUntil(ctx, s.pprofSrv, s.pprofL) })
+	}
+	return nil
+}
+
+// Run runs the roles until ctx ends or one fails, then stops them stage by
+// stage in reverse (see the stages), and closes the connections last.
+func (s *system) Run(ctx context.Context) error {
+	defer s.close()
+	errs := make(chan error, 16)
+	var stops [stageCount]context.CancelFunc
+	var wgs [stageCount]sync.WaitGroup
+	for i, tasks := range s.stages {
+		// Not ctx's children: each stage stops only when its turn comes.
+		stageCtx, stop := context.WithCancel(context.Background())
+		stops[i] = stop
+		defer stop()
+		for _, t := range tasks {
+			wgs[i].Add(1)
+			go func() {
+				defer wgs[i].Done()
+				if err := t.run(stageCtx); err != nil && stageCtx.Err() == nil {
+					errs <- fmt.Errorf("%s: %w", t.name, err)
 				}
 			}()
-			if err := pp.ListenAndServe(); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-	}
-	if s.pool != nil { // `afterok provider-sim` has no database
-		goRole(&followers, followCtx, "table maintenance", func(ctx context.Context) error {
-			return eventstore.Maintain(ctx, s.pool, maintainedTables, s.env.log)
-		})
-	}
-	if s.simulator != nil {
-		goRole(&simWG, simCtx, "sim", s.simulator.Run)
-		goRole(&simWG, simCtx, "sim http", func(context.Context) error { return serve(s.simSrv, simL) })
-	}
-	if s.apiSrv != nil {
-		goRole(&followers, followCtx, "api", func(context.Context) error { return serve(s.apiSrv, apiL) })
-		goRole(&followers, followCtx, "idempotency janitor", func(ctx context.Context) error {
-			s.acceptor.RunJanitor(ctx, time.Minute)
-			return nil
-		})
-	}
-	if s.roles[roleReceipts] {
-		goRole(&followers, followCtx, "receipt sweeper", func(ctx context.Context) error { s.intake.RunSweeper(ctx, 5*time.Second); return nil })
-	}
-	if s.roles[roleRelay] {
-		r, err := eventstore.NewRelay(eventstore.RelayConfig{Store: s.store, JetStream: s.js, Names: s.names, Logger: s.env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
-		if err != nil {
-			return err
 		}
-		goRole(&followers, followCtx, "relay", r.Run)
-	}
-	if s.roles[roleTracker] {
-		t := tracker.New(tracker.Config{Store: s.store, Logger: s.env.log, Registerer: s.registry})
-		goRole(&followers, followCtx, "tracker", t.Run)
-	}
-	if s.roles[roleProject] {
-		goRole(&followers, followCtx, "projections", s.projector.Run)
-	}
-	if s.roles[roleScheduler] {
-		sc := scheduler.New(scheduler.Config{Store: s.store, JetStream: s.js, Names: s.names, Logger: s.env.log, Registerer: s.registry})
-		goRole(&producers, prodCtx, "scheduler", sc.Run)
-	}
-	if s.roles[roleDispatch] {
-		provs, err := s.providers()
-		if err != nil {
-			return err
-		}
-		breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
-		if err != nil {
-			return err
-		}
-		w := dispatch.New(dispatch.Config{Store: s.store, JetStream: s.js, Names: s.names, Providers: provs, Routes: s.cfg.Routes,
-			Breaker: breaker, Retry: s.cfg.Retry, Receipts: s.intake, Logger: s.env.log, Registerer: s.registry,
-			BatchSize: s.cfg.DispatchBatch, Fetchers: s.cfg.DispatchFetchers, AckWait: s.cfg.DispatchAckWait, Hooks: s.hooks})
-		goRole(&producers, prodCtx, "dispatch", w.Run)
 	}
 	var runErr error
 	select {
@@ -348,41 +383,36 @@ func (s *system) Run(ctx context.Context, apiL, simL net.Listener) error {
 		s.env.log.Error("a role failed; shutting down", "err", runErr)
 	}
 	s.env.log.Info("shutting down")
-	stopProducers()
-	producers.Wait()
-	if s.simulator != nil {
-		stopSim()
-		shutdownHTTP(s.simSrv)
-		simWG.Wait()
+	for i := stageCount - 1; i >= 0; i-- {
+		stops[i]()
+		wgs[i].Wait()
 	}
-	if s.apiSrv != nil {
-		shutdownHTTP(s.apiSrv)
-		s.acceptor.Close()
-	}
-	stopFollowers()
-	followers.Wait()
 	return runErr
 }
 
-// maintainedTables are the tables that churn on every message; they are
-// vacuumed by afterok itself when the server's autovacuum is off.
-var maintainedTables = []eventstore.Table{
-	{Name: "streams", Every: 30 * time.Second},
-	{Name: "message_schedule", Every: 15 * time.Second},
-	{Name: "read_messages", Every: 30 * time.Second},
-	{Name: "read_orders", Every: 30 * time.Second},
-	{Name: "receipts", Every: time.Minute},
-	{Name: "order_progress", Every: time.Minute},
-	{Name: "checkpoints", Every: 15 * time.Second},
-	{Name: "events", Every: time.Minute, AnalyzeOnly: true},
-	{Name: "events", Every: 10 * time.Minute},
+// maintainedTables are the tables that churn on every message, as the
+// packages that write them name them; they are vacuumed by afterok itself
+// when the server's autovacuum is off.
+func maintainedTables() []eventstore.Table {
+	return slices.Concat(eventstore.MaintainedTables, scheduler.MaintainedTables,
+		projections.MaintainedTables, receipts.MaintainedTables, tracker.MaintainedTables)
 }
 
-func serve(srv *http.Server, l net.Listener) error {
-	if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+// serveUntil serves srv on l until ctx ends, then shuts it down.
+func serveUntil(ctx context.Context, srv *http.Server, l net.Listener) error {
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	var err error
+	select {
+	case err = <-served:
+	case <-ctx.Done():
+		shutdownHTTP(srv)
+		err = <-served
 	}
-	return nil
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
 }
 
 func shutdownHTTP(srv *http.Server) {

@@ -47,6 +47,8 @@ type liveTail struct {
 	count    int
 	stop     context.CancelFunc // nil while no reader runs
 	gen      int                // tells a stopped reader that it was replaced
+	closed   bool               // the server is shutting down: no new streams
+	readers  sync.WaitGroup     // the reader goroutines, for close to wait on
 }
 
 // subscriber is one open stream.
@@ -100,6 +102,13 @@ func (l *liveTail) limitError() error {
 func (l *liveTail) subscribe(f eventFilter) (*subscriber, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.closed {
+		// A request that raced the shutdown: it gets a stream that ends at
+		// once, as a cut one does, and the client resumes elsewhere.
+		sub := &subscriber{filter: f, ch: make(chan liveEvent)}
+		close(sub.ch)
+		return sub, nil
+	}
 	subs := l.accounts[f.account]
 	if len(subs) >= l.max {
 		return nil, l.limitError()
@@ -120,7 +129,7 @@ func (l *liveTail) subscribe(f eventFilter) (*subscriber, error) {
 func (l *liveTail) attach(ctx context.Context, sub *subscriber) (eventstore.Cursor, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.stop == nil {
+	if l.stop == nil && !l.closed {
 		// Under the lock: a concurrent attach must not start a second
 		// reader, and this is one query per reader start, not per stream.
 		head, err := l.store.Head(ctx)
@@ -130,6 +139,7 @@ func (l *liveTail) attach(ctx context.Context, sub *subscriber) (eventstore.Curs
 		runCtx, cancel := context.WithCancel(context.Background())
 		l.stop, l.cursor = cancel, head
 		l.gen++
+		l.readers.Add(1)
 		go l.run(runCtx, l.gen, head)
 	}
 	sub.attached, sub.from = true, l.cursor
@@ -161,9 +171,27 @@ func (l *liveTail) removeLocked(sub *subscriber) {
 	}
 }
 
+// close ends every open stream, as a cut does (the clients resume with
+// their Last-Event-ID), refuses new ones, stops the reader and waits for
+// it. http.Server.Shutdown waits for streaming requests, which never go
+// idle by themselves, so the server calls close when its shutdown begins.
+func (l *liveTail) close() {
+	l.mu.Lock()
+	l.closed = true
+	for _, subs := range l.accounts {
+		for sub := range subs {
+			close(sub.ch)
+			l.removeLocked(sub)
+		}
+	}
+	l.mu.Unlock()
+	l.readers.Wait()
+}
+
 // run follows the tail from cursor until ctx ends or a newer reader
 // replaced it.
 func (l *liveTail) run(ctx context.Context, gen int, cursor eventstore.Cursor) {
+	defer l.readers.Done()
 	backoff := time.Duration(0)
 	poll := time.NewTimer(l.poll)
 	defer poll.Stop()

@@ -203,7 +203,9 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	doc := loadOpenAPI(t)
 	secret := []byte("receipts-secret")
 	intakeFor := func(store *eventstore.Store) api.Route {
-		return receipts.New(receipts.Config{Store: store, Providers: map[string][]byte{"sim-a": secret}, Logger: quiet}).Route()
+		in, err := receipts.New(receipts.Config{Store: store, Providers: map[string][]byte{"sim-a": secret}, Logger: quiet})
+		require.NoError(t, err)
+		return in.Route()
 	}
 
 	// The main server: the API, the receipt intake and the projections.

@@ -25,7 +25,8 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal(raw, &doc))
 	require.Equal(t, "3.1.0", doc.OpenAPI)
-	intake := receipts.New(receipts.Config{Store: eventstore.New(nil), Providers: map[string][]byte{"sim-a": []byte("s")}})
+	intake, err := receipts.New(receipts.Config{Store: eventstore.New(nil), Providers: map[string][]byte{"sim-a": []byte("s")}})
+	require.NoError(t, err)
 	srv := api.New(api.Deps{Logger: quiet, Extra: []api.Route{intake.Route()}}, api.Config{})
 	mounted := map[string]bool{}
 	for _, rt := range srv.Routes() {

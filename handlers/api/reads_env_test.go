@@ -37,7 +37,7 @@ func newReadEnv(t *testing.T) *readEnv {
 // project (re)starts the projection runner.
 func (e *readEnv) project() {
 	e.registry = prometheus.NewRegistry()
-	r, err := projections.NewRunner(e.store, projections.Config{Registry: e.registry, Logger: quiet,
+	r, err := projections.NewRunner(projections.Config{Store: e.store, Registerer: e.registry, Logger: quiet,
 		Poll: 20 * time.Millisecond, LagInterval: 50 * time.Millisecond})
 	require.NoError(e.t, err)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -35,8 +35,9 @@ func TestJobAtItsDeliveryLimitFailsTheMessage(t *testing.T) {
 	require.NoError(t, err)
 	breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
 	require.NoError(t, err)
-	w := dispatch.New(dispatch.Config{Store: s, JetStream: n.JS, Names: n.Names, Routes: routing.DefaultTable(),
+	w, err := dispatch.New(dispatch.Config{Store: s, JetStream: n.JS, Names: n.Names, Routes: routing.DefaultTable(),
 		Breaker: breaker, Retry: routing.DefaultRetryPolicy(), MaxDeliver: 2, AckWait: time.Second})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	// Wait until the worker's consumer (and its advisory watch) exist.

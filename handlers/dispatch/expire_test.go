@@ -41,8 +41,9 @@ func TestJobPastTheValidityExpiresTheMessage(t *testing.T) {
 	}
 	breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
 	require.NoError(t, err)
-	w := dispatch.New(dispatch.Config{Store: s, JetStream: n.JS, Names: n.Names, Routes: routing.DefaultTable(),
+	w, err := dispatch.New(dispatch.Config{Store: s, JetStream: n.JS, Names: n.Names, Routes: routing.DefaultTable(),
 		Breaker: breaker, Retry: routing.DefaultRetryPolicy(), AckWait: time.Second})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	_, err = n.JS.Publish(ctx, n.Names.DispatchSubject(id), []byte(`{"message_id":"`+id+`","attempt":1,"account_id":"acc"}`),

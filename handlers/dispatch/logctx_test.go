@@ -57,7 +57,9 @@ func TestJobLinesNameTheJob(t *testing.T) {
 	store := eventstore.New(db.Pool)
 	sc := sim.DefaultConfig()
 	sc.CallbackBase = "http://127.0.0.1:1" // receipts are not this test's concern
-	srv := httptest.NewServer(sim.New(sc).Handler())
+	simulator, err := sim.New(sc)
+	require.NoError(t, err)
+	srv := httptest.NewServer(simulator.Handler())
 	t.Cleanup(srv.Close)
 	providers := map[string]provider.Provider{}
 	for name, pc := range sc.Providers {
@@ -68,9 +70,10 @@ func TestJobLinesNameTheJob(t *testing.T) {
 	breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
 	require.NoError(t, err)
 	var logs jobLogs
-	w := dispatch.New(dispatch.Config{Store: store, JetStream: nc.JS, Names: nc.Names, Providers: providers,
+	w, err := dispatch.New(dispatch.Config{Store: store, JetStream: nc.JS, Names: nc.Names, Providers: providers,
 		Routes: routing.DefaultTable(), Breaker: breaker, Retry: routing.DefaultRetryPolicy(),
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	defer func() { cancel(); <-done }()

@@ -37,7 +37,9 @@ func newOutageRig(t *testing.T, maxDeliver int, ackWait time.Duration) *outageRi
 	r.store = eventstore.New(r.db.Pool)
 	sc := sim.DefaultConfig()
 	sc.CallbackBase = "http://127.0.0.1:1" // receipts are not this test's concern
-	r.sim = sim.New(sc)
+	var err error
+	r.sim, err = sim.New(sc)
+	require.NoError(t, err)
 	srv := httptest.NewServer(r.sim.Handler())
 	t.Cleanup(srv.Close)
 	providers := map[string]provider.Provider{}
@@ -48,9 +50,10 @@ func newOutageRig(t *testing.T, maxDeliver int, ackWait time.Duration) *outageRi
 	}
 	breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
 	require.NoError(t, err)
-	r.worker = dispatch.New(dispatch.Config{Store: r.store, JetStream: r.nats.JS, Names: r.nats.Names, Providers: providers,
+	r.worker, err = dispatch.New(dispatch.Config{Store: r.store, JetStream: r.nats.JS, Names: r.nats.Names, Providers: providers,
 		Routes: routing.DefaultTable(), Breaker: breaker, Retry: routing.DefaultRetryPolicy(),
 		MaxDeliver: maxDeliver, AckWait: ackWait})
+	require.NoError(t, err)
 	return r
 }
 

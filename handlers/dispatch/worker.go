@@ -13,6 +13,7 @@
 package dispatch
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -83,30 +84,28 @@ type Worker struct {
 	mu sync.Mutex
 }
 
-// New returns a Worker.
-func New(cfg Config) *Worker {
-	if cfg.Now == nil {
+// New returns a Worker, or an error naming what cfg lacks.
+func New(cfg Config) (*Worker, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("dispatch: Config.Store is required")
+	case cfg.JetStream == nil:
+		return nil, errors.New("dispatch: Config.JetStream is required")
+	case cfg.Routes == nil || cfg.Breaker == nil:
+		return nil, errors.New("dispatch: Config.Routes and Config.Breaker are required")
+	case cfg.BatchSize < 0 || cfg.Fetchers < 0 || cfg.AckWait < 0 || cfg.MaxDeliver < 0:
+		return nil, errors.New("dispatch: Config.BatchSize, Fetchers, AckWait and MaxDeliver must not be negative")
+	}
+	if cfg.Now == nil { // a func is not comparable, so not cmp.Or's
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.Consumer == "" {
-		cfg.Consumer = "dispatch"
-	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 200
-	}
-	if cfg.Fetchers <= 0 {
-		cfg.Fetchers = 2
-	}
-	if cfg.AckWait <= 0 {
-		cfg.AckWait = 30 * time.Second
-	}
-	if cfg.MaxDeliver <= 0 {
-		cfg.MaxDeliver = 10
-	}
-	return &Worker{cfg: cfg, log: logctx.Wrap(cfg.Logger).With("role", "dispatch"), m: newMetrics(cfg.Registerer)}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.Consumer = cmp.Or(cfg.Consumer, "dispatch")
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, 200)
+	cfg.Fetchers = cmp.Or(cfg.Fetchers, 2)
+	cfg.AckWait = cmp.Or(cfg.AckWait, 30*time.Second)
+	cfg.MaxDeliver = cmp.Or(cfg.MaxDeliver, 10)
+	return &Worker{cfg: cfg, log: logctx.Wrap(cfg.Logger).With("role", "dispatch"), m: newMetrics(cfg.Registerer)}, nil
 }
 
 // Run consumes jobs until ctx ends.

@@ -56,7 +56,11 @@ func newEnv(t *testing.T, tune func(*sim.Config)) *env {
 	if tune != nil {
 		tune(&cfg)
 	}
-	e.sim = sim.New(cfg)
+	var err error
+	e.sim, err = sim.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	handler := e.sim.Handler()
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, "/batch") {

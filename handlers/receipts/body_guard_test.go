@@ -30,9 +30,10 @@ func TestTrickledReceiptGets408(t *testing.T) {
 	store := eventstore.New(storetest.NewDB(t).Pool)
 	reg := prometheus.NewRegistry()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	in := receipts.New(receipts.Config{Store: store, Providers: map[string][]byte{"sim-a": secretA},
+	in, err := receipts.New(receipts.Config{Store: store, Providers: map[string][]byte{"sim-a": secretA},
 		Retry: routing.RetryPolicy{MaxAttempts: 3, Base: 5 * time.Second, Max: time.Minute},
 		Now:   time.Now, Logger: quiet, Registerer: reg, Tolerance: time.Minute})
+	require.NoError(t, err)
 	srv := httptest.NewServer(api.New(api.Deps{Store: store, Registry: reg, Logger: quiet, Extra: []api.Route{in.Route()}},
 		api.Config{BodyGrace: 300 * time.Millisecond, BodyMinRate: 1000}))
 	t.Cleanup(srv.Close)

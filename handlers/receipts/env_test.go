@@ -84,7 +84,8 @@ func newEnv(t *testing.T, opts ...func(*receipts.Config)) *env {
 	for _, o := range opts {
 		o(&cfg)
 	}
-	in := receipts.New(cfg)
+	in, err := receipts.New(cfg)
+	require.NoError(t, err)
 	srv := httptest.NewServer(api.New(api.Deps{Store: store, Registry: reg, Logger: quiet, Now: clk.Now,
 		Extra: []api.Route{in.Route()}}, api.Config{}))
 	t.Cleanup(srv.Close)

@@ -1,6 +1,7 @@
 package receipts
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -51,24 +52,16 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
-	if c.Retry == (routing.RetryPolicy{}) {
-		c.Retry = routing.DefaultRetryPolicy()
-	}
-	if c.Now == nil {
+	c.Retry = cmp.Or(c.Retry, routing.DefaultRetryPolicy())
+	if c.Now == nil { // a func is not comparable, so not cmp.Or's
 		c.Now = time.Now
 	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	if c.Registerer == nil {
+	c.Logger = cmp.Or(c.Logger, slog.Default())
+	if c.Registerer == nil { // not cmp.Or: it would build a registry every time
 		c.Registerer = prometheus.NewRegistry()
 	}
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 4 << 20
-	}
-	if c.ConflictRetries <= 0 {
-		c.ConflictRetries = 5
-	}
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 4<<20)
+	c.ConflictRetries = cmp.Or(c.ConflictRetries, 5)
 	return c
 }
 
@@ -83,11 +76,17 @@ type Intake struct {
 	beforeLock func(try int)
 }
 
-// New returns an Intake.
-func New(cfg Config) *Intake {
+// New returns an Intake, or an error naming what cfg lacks.
+func New(cfg Config) (*Intake, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("receipts: Config.Store is required")
+	case cfg.Tolerance < 0 || cfg.MaxBodyBytes < 0 || cfg.ConflictRetries < 0:
+		return nil, errors.New("receipts: Config.Tolerance, MaxBodyBytes and ConflictRetries must not be negative")
+	}
 	cfg = cfg.withDefaults()
 	cfg.Providers = maps.Clone(cfg.Providers) // the caller's map stays the caller's
-	return &Intake{cfg: cfg, pool: cfg.Store.Pool(), log: logctx.Wrap(cfg.Logger), metrics: newMetrics(cfg.Registerer)}
+	return &Intake{cfg: cfg, pool: cfg.Store.Pool(), log: logctx.Wrap(cfg.Logger), metrics: newMetrics(cfg.Registerer)}, nil
 }
 
 // Route is POST /v1/receipts/{provider}, to mount with api.Deps.Extra. It
@@ -287,3 +286,6 @@ func (in *Intake) logEntry(ctx context.Context, b *book, e *entry, wasParked boo
 		in.log.DebugContext(ctx, "receipt settled", attrs...)
 	}
 }
+
+// MaintainedTables are the tables the intake wants eventstore.Maintainn// to look after: parked receipts are inserted and deleted as they settle.
+var MaintainedTables = []eventstore.Table{{Name: "receipts", Every: time.Minute}}

@@ -50,9 +50,10 @@ func TestStrandedLineNamesTheMessage(t *testing.T) {
 	n := storetest.NewNATS(t)
 	s := eventstore.New(db.Pool)
 	var logs lineBuffer
-	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+	sc, err := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
 		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 	defer func() { cancel(); <-done }()

@@ -9,6 +9,7 @@
 package scheduler
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -74,29 +75,25 @@ type Scheduler struct {
 	requeued prometheus.Counter
 }
 
-// New returns a Scheduler.
-func New(cfg Config) *Scheduler {
-	if cfg.Now == nil {
+// New returns a Scheduler, or an error naming what cfg lacks.
+func New(cfg Config) (*Scheduler, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("scheduler: Config.Store is required")
+	case cfg.JetStream == nil:
+		return nil, errors.New("scheduler: Config.JetStream is required")
+	case cfg.BatchSize < 0 || cfg.Poll < 0 || cfg.StrandedAfter < 0 || cfg.StrandedEvery < 0:
+		return nil, errors.New("scheduler: Config.BatchSize, Poll, StrandedAfter and StrandedEvery must not be negative")
+	}
+	if cfg.Now == nil { // a func is not comparable, so not cmp.Or's
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
-	}
-	if cfg.Poll <= 0 {
-		cfg.Poll = 100 * time.Millisecond
-	}
-	if cfg.StrandedAfter <= 0 {
-		cfg.StrandedAfter = 2 * time.Minute
-	}
-	if cfg.StrandedEvery <= 0 {
-		cfg.StrandedEvery = 15 * time.Second
-	}
-	if cfg.DispatchConsumer == "" {
-		cfg.DispatchConsumer = "dispatch"
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, 500)
+	cfg.Poll = cmp.Or(cfg.Poll, 100*time.Millisecond)
+	cfg.StrandedAfter = cmp.Or(cfg.StrandedAfter, 2*time.Minute)
+	cfg.StrandedEvery = cmp.Or(cfg.StrandedEvery, 15*time.Second)
+	cfg.DispatchConsumer = cmp.Or(cfg.DispatchConsumer, "dispatch")
 	s := &Scheduler{cfg: cfg, log: logctx.Wrap(cfg.Logger).With("role", "scheduler"),
 		queued:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_jobs_queued_total", Help: "Dispatch jobs queued (MessageQueued appended)."}),
 		expired: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_scheduler_messages_expired_total", Help: "Messages failed because their validity elapsed."}),
@@ -107,7 +104,7 @@ func New(cfg Config) *Scheduler {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(s.queued, s.expired, s.due, s.requeued)
 	}
-	return s
+	return s, nil
 }
 
 // Run runs until ctx ends.
@@ -442,3 +439,6 @@ func awaitAcks(ctx context.Context, futures []jetstream.PubAckFuture) ([]uint64,
 	}
 	return seqs, nil
 }
+
+// MaintainedTables are the tables the scheduler wants eventstore.Maintainn// to look after: its schedule gains and loses a row for every attempt.
+var MaintainedTables = []eventstore.Table{{Name: "message_schedule", Every: 15 * time.Second}}

@@ -44,7 +44,8 @@ func TestQueuesDurablyAndExpires(t *testing.T) {
 	db := storetest.NewDB(t)
 	n := storetest.NewNATS(t)
 	s := eventstore.New(db.Pool)
-	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond})
+	sc, err := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 
@@ -109,7 +110,8 @@ func TestRepublishAfterACrashIsDeduplicated(t *testing.T) {
 	_, err := n.JS.Publish(ctx, n.Names.DispatchSubject(id), []byte(`{"message_id":"`+id+`","attempt":1}`),
 		jetstream.WithMsgID(id+":1"))
 	require.NoError(t, err)
-	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond})
+	sc, err := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 	require.Eventually(t, func() bool { return len(types(t, s, id)) == 2 }, 20*time.Second, 20*time.Millisecond)
@@ -133,8 +135,9 @@ func TestStrandedMessageIsQueuedAgain(t *testing.T) {
 	db := storetest.NewDB(t)
 	n := storetest.NewNATS(t)
 	s := eventstore.New(db.Pool)
-	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+	sc, err := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
 		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 	defer func() { cancel(); <-done }()
@@ -192,8 +195,9 @@ func TestDeadJobNobodyDeadLetteredIsQueuedAgain(t *testing.T) {
 	cons, err := n.JS.CreateOrUpdateConsumer(ctx, n.Names.DispatchStream(), jetstream.ConsumerConfig{Durable: "dispatch",
 		AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: 1, AckWait: 200 * time.Millisecond})
 	require.NoError(t, err)
-	sc := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
+	sc, err := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
 		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond})
+	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
 	defer func() { cancel(); <-done }()

@@ -10,7 +10,9 @@
 package tracker
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sort"
@@ -40,17 +42,19 @@ type Tracker struct {
 	refunded  prometheus.Counter
 }
 
-// New returns a Tracker.
-func New(cfg Config) *Tracker {
-	if cfg.Now == nil {
+// New returns a Tracker, or an error naming what cfg lacks.
+func New(cfg Config) (*Tracker, error) {
+	switch {
+	case cfg.Store == nil:
+		return nil, errors.New("tracker: Config.Store is required")
+	case cfg.BatchSize < 0:
+		return nil, errors.New("tracker: Config.BatchSize must not be negative")
+	}
+	if cfg.Now == nil { // a func is not comparable, so not cmp.Or's
 		cfg.Now = time.Now
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 1000
-	}
+	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
+	cfg.BatchSize = cmp.Or(cfg.BatchSize, 1000)
 	t := &Tracker{cfg: cfg, log: cfg.Logger.With("role", "tracker"),
 		completed: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_orders_completed_total", Help: "Orders completed."}),
 		refunded:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_messages_refunded_total", Help: "Failed messages whose price was released."}),
@@ -58,7 +62,7 @@ func New(cfg Config) *Tracker {
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(t.completed, t.refunded)
 	}
-	return t
+	return t, nil
 }
 
 // Run follows the tail until ctx ends.
@@ -309,3 +313,6 @@ func (t *Tracker) advance(ctx context.Context, tx *eventstore.Tx, orders []*sett
 	t.completed.Add(float64(len(completedIDs)))
 	return nil
 }
+
+// MaintainedTables are the tables the tracker wants eventstore.Maintainn// to look after: an order's progress row is updated for every message.
+var MaintainedTables = []eventstore.Table{{Name: "order_progress", Every: time.Minute}}

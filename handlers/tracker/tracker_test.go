@@ -77,7 +77,8 @@ func TestTrackerSettlesOnceAndCompletes(t *testing.T) {
 	acc, err := accounts.New(s, time.Now).Create(ctx, accounts.NewAccount{Name: "a", Credit: eur(10_000)})
 	require.NoError(t, err)
 	order, ids := seedOrder(t, s, acc.AccountID, 4)
-	tr := tracker.New(tracker.Config{Store: s, BatchSize: 2})
+	tr, err := tracker.New(tracker.Config{Store: s, BatchSize: 2})
+	require.NoError(t, err)
 
 	finish(t, s, acc.AccountID, order, ids[0], false)
 	finish(t, s, acc.AccountID, order, ids[1], true)

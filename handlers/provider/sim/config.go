@@ -1,6 +1,7 @@
 package sim
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -130,7 +131,9 @@ func (c Config) Validate() error {
 	for _, d := range []struct {
 		name  string
 		value time.Duration
-	}{{"SubmitLatency", c.SubmitLatency}, {"SubmitJitter", c.SubmitJitter}, {"ReceiptDelay", c.ReceiptDelay}, {"ReceiptFlush", c.ReceiptFlush}} {
+	}{{"SubmitLatency", c.SubmitLatency}, {"SubmitJitter", c.SubmitJitter}, {"ReceiptDelay", c.ReceiptDelay}, {"ReceiptFlush", c.ReceiptFlush},
+		{"ReceiptMaxAge", c.ReceiptMaxAge}, {"ReceiptBackoff", c.ReceiptBackoff}, {"ReceiptMaxBackoff", c.ReceiptMaxBackoff},
+		{"ReceiptTimeout", c.ReceiptTimeout}, {"DedupWindow", c.DedupWindow}, {"DrainTimeout", c.DrainTimeout}} {
 		if d.value < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative", d.name))
 		}
@@ -142,33 +145,15 @@ func (c Config) Validate() error {
 }
 
 func (c Config) withDefaults() Config {
-	if c.ReceiptBatch <= 0 {
-		c.ReceiptBatch = 100
-	}
-	if c.ReceiptMaxAge <= 0 {
-		c.ReceiptMaxAge = 6 * time.Hour
-	}
-	if c.ReceiptBackoff <= 0 {
-		c.ReceiptBackoff = 100 * time.Millisecond
-	}
-	if c.ReceiptMaxBackoff <= 0 {
-		c.ReceiptMaxBackoff = 10 * time.Second
-	}
-	if c.ReceiptTimeout <= 0 {
-		c.ReceiptTimeout = 10 * time.Second
-	}
-	if c.ReceiptQueue <= 0 {
-		c.ReceiptQueue = 50_000
-	}
-	if c.ReceiptWorkers <= 0 {
-		c.ReceiptWorkers = 4
-	}
-	if c.DedupWindow <= 0 {
-		c.DedupWindow = 2 * time.Minute
-	}
-	if c.DrainTimeout <= 0 {
-		c.DrainTimeout = 5 * time.Second
-	}
+	c.ReceiptBatch = cmp.Or(c.ReceiptBatch, 100)
+	c.ReceiptMaxAge = cmp.Or(c.ReceiptMaxAge, 6*time.Hour)
+	c.ReceiptBackoff = cmp.Or(c.ReceiptBackoff, 100*time.Millisecond)
+	c.ReceiptMaxBackoff = cmp.Or(c.ReceiptMaxBackoff, 10*time.Second)
+	c.ReceiptTimeout = cmp.Or(c.ReceiptTimeout, 10*time.Second)
+	c.ReceiptQueue = cmp.Or(c.ReceiptQueue, 50_000)
+	c.ReceiptWorkers = cmp.Or(c.ReceiptWorkers, 4)
+	c.DedupWindow = cmp.Or(c.DedupWindow, 2*time.Minute)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, 5*time.Second)
 	if c.Client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.MaxIdleConnsPerHost = c.ReceiptWorkers * 2

@@ -49,10 +49,13 @@ type providerState struct {
 	stats       counters
 }
 
-// New returns a simulator for cfg, which it does not check: call
-// cfg.Validate first. Receipts are only sent while Run runs; until then
-// accepted messages wait in the queue, and once it is full, submissions wait.
-func New(cfg Config) *Simulator {
+// New returns a simulator for cfg, or cfg.Validate's error. Receipts are
+// only sent while Run runs; until then accepted messages wait in the
+// queue, and once it is full, submissions wait.
+func New(cfg Config) (*Simulator, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	s := &Simulator{
 		cfg:       cfg,
@@ -77,7 +80,7 @@ func New(cfg Config) *Simulator {
 	mux.HandleFunc("POST /{provider}/v1/messages/batch", s.submitBatch)
 	mux.HandleFunc("GET /stats", s.serveStats)
 	s.handler = mux
-	return s
+	return s, nil
 }
 
 // Handler returns the simulator's HTTP API: the providers' submit endpoints

@@ -423,7 +423,10 @@ func TestStatsEndpoint(t *testing.T) {
 }
 
 func TestRunTwice(t *testing.T) {
-	s := sim.New(sim.Config{Providers: testProviders(), CallbackBase: "http://127.0.0.1:1"})
+	s, err := sim.New(sim.Config{Providers: testProviders(), CallbackBase: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := s.Run(ctx); err != nil {

@@ -117,10 +117,10 @@ func start(t *testing.T, tune func(*sim.Config)) *harness {
 	if tune != nil {
 		tune(&cfg)
 	}
-	if err := cfg.Validate(); err != nil {
+	s, err := sim.New(cfg)
+	if err != nil {
 		t.Fatal(err)
 	}
-	s := sim.New(cfg)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 
