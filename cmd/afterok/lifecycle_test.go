@@ -13,9 +13,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
 // TestBadProviderURLFailsBeforeTheAPIListens: every role is built before
