@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -66,7 +67,7 @@ func TestOneBadOrderDoesNotFailItsGroupCommit(t *testing.T) {
 			return l != nil && len(l.queue) == n
 		}
 	}
-	require.Eventually(t, queued(0), 5*time.Second, time.Millisecond, "the first order is being committed")
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return queued(0)(), "the first order is being committed" })
 
 	const good, poisoned = 6, 3 // the poisoned one sits in the middle of the group
 	results := make([]Result, good+1)
@@ -85,7 +86,7 @@ func TestOneBadOrderDoesNotFailItsGroupCommit(t *testing.T) {
 			results[i], errs[i] = a.Accept(ctx, request(body, key))
 		}()
 		// One at a time, so the poisoned order is neither first nor last.
-		require.Eventually(t, queued(i+1), 5*time.Second, time.Millisecond)
+		storetest.Poll(t, 5*time.Second, func() (bool, string) { return queued(i + 1)(), fmt.Sprintf("racer %d waits in the lane", i) })
 	}
 	require.NoError(t, lock.Rollback(ctx))
 	wg.Wait()

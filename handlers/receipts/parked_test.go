@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/receipts"
 )
 
@@ -182,7 +183,9 @@ func TestRunSweeper(t *testing.T) {
 	}()
 
 	e.step(id, 1, domain.StateSubmitted)
-	require.Eventually(t, func() bool { return len(e.eventsOf(id, "MessageDelivered")) == 1 }, 10*time.Second, 10*time.Millisecond)
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		return len(e.eventsOf(id, "MessageDelivered")) == 1, "the parked receipt applied once"
+	})
 	require.Equal(t, domain.StateDelivered, e.state(id))
 
 	require.Error(t, e.intake.RunSweeper(ctx, 0), "an interval of 0 is a mistake, not a busy loop")
