@@ -23,6 +23,7 @@ import (
 // MessageFailed{dead_lettered} and removes the job, instead of leaving the
 // message waiting for a job that no longer comes.
 func TestJobAtItsDeliveryLimitFailsTheMessage(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	db := storetest.NewDB(t)

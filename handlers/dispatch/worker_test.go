@@ -15,6 +15,7 @@ import (
 // excluded from the next attempt unless it only throttled us), a permanent
 // one fails the message; neither is decided by the HTTP status alone.
 func TestWorkerRecordsEachProviderAnswer(t *testing.T) {
+	t.Parallel()
 	r := newWorkerRig(t)
 	tests := []struct {
 		name   string
@@ -78,6 +79,7 @@ func TestWorkerRecordsEachProviderAnswer(t *testing.T) {
 // the same attempt is resubmitted with the same idempotency key, never a
 // second attempt (which the provider could not recognise as a repeat).
 func TestWorkerResubmitsAnUnknownOutcome(t *testing.T) {
+	t.Parallel()
 	r := newWorkerRig(t)
 	id := r.message(t, time.Now().Add(time.Hour))
 	r.provider.expect(id, answer{delay: 2 * rigTimeout}, answer{})
@@ -92,6 +94,7 @@ func TestWorkerResubmitsAnUnknownOutcome(t *testing.T) {
 // recorded (the worker died between the two) is submitted on that route
 // without routing again, under the same idempotency key.
 func TestWorkerResubmitsARoutedAttempt(t *testing.T) {
+	t.Parallel()
 	r := newWorkerRig(t)
 	id := r.message(t, time.Now().Add(time.Hour))
 	r.record(t, id, func(m *domain.Message) (domain.Event, error) {
@@ -110,6 +113,7 @@ func TestWorkerResubmitsARoutedAttempt(t *testing.T) {
 // the last the policy allows and fails too, the message fails with
 // attempts_exhausted, keeping the last failure's stage and provider.
 func TestWorkerFailsOverThenExhaustsAttempts(t *testing.T) {
+	t.Parallel()
 	r := newWorkerRig(t)
 	unavailable := answer{status: 503, body: `{"error":{"code":"unavailable"}}`}
 	for _, tc := range []struct {
@@ -149,6 +153,7 @@ func TestWorkerFailsOverThenExhaustsAttempts(t *testing.T) {
 // TestWorkerFailsAnExpiredMessageBeforeRouting: a job taken after the
 // message's validity ended fails it as expired without asking a provider.
 func TestWorkerFailsAnExpiredMessageBeforeRouting(t *testing.T) {
+	t.Parallel()
 	r := newWorkerRig(t)
 	id := r.message(t, time.Now().Add(-time.Second))
 	seq := r.publish(t, id, 1)
@@ -166,6 +171,7 @@ func TestWorkerFailsAnExpiredMessageBeforeRouting(t *testing.T) {
 // that outlived the stream's window, a late redelivery) is acknowledged
 // and changes nothing.
 func TestWorkerAcksAStaleJob(t *testing.T) {
+	t.Parallel()
 	r := newWorkerRig(t)
 	id := r.message(t, time.Now().Add(time.Hour))
 	r.waitAcked(t, r.publish(t, id, 1))

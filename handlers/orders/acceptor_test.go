@@ -22,6 +22,7 @@ import (
 // answer must still be one order, one charge, and every racer told its id
 // (or, for a different body, a conflict).
 func TestRepeatedKeyInOneCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDB(t)
 	store := eventstore.New(db.Pool)

@@ -25,6 +25,7 @@ import (
 // accepted, each exactly once and charged once, and the poisoned one alone
 // refused with ErrUnstorable (a client error, not a 500).
 func TestOneBadOrderDoesNotFailItsGroupCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDB(t)
 	store := eventstore.New(db.Pool)

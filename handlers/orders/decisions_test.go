@@ -92,6 +92,7 @@ func (r *acceptRig) balance(t *testing.T) (balance, reserved int64) {
 // nothing written; an order the balance cannot pay is refused with nothing
 // written, its key not taken.
 func TestAcceptReservesAndReplays(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r := newAcceptRig(t, 200_000, Config{})
 	before := r.written(t)
@@ -140,6 +141,7 @@ func TestAcceptReservesAndReplays(t *testing.T) {
 // commit holds is committed on its own transaction, whole; the small
 // orders queued around it are committed in others.
 func TestLargeOrderIsCommittedAlone(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	r := newAcceptRig(t, 10_000_000, Config{BatchMessages: 3})
 	// Hold the account so the lane's first commit waits and the rest queue.

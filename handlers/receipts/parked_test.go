@@ -15,6 +15,7 @@ import (
 )
 
 func TestReceiptBeforeSubmissionIsParkedThenApplied(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	other := e.newMessage(1, domain.StateSubmitted)
@@ -57,6 +58,7 @@ func TestReceiptBeforeSubmissionIsParkedThenApplied(t *testing.T) {
 }
 
 func TestParkedWhereverTheSubmissionIsStillToCome(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		attempt int
@@ -85,6 +87,7 @@ func TestParkedWhereverTheSubmissionIsStillToCome(t *testing.T) {
 }
 
 func TestParkedReceiptsApplyInArrivalOrder(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// A transient failure, then a delivery, of the same attempt: the
 	// failure retried the attempt before the delivery could count.
@@ -112,6 +115,7 @@ func TestParkedReceiptsApplyInArrivalOrder(t *testing.T) {
 }
 
 func TestCallbackAppliesTheParkedReceiptsOfItsMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(2, domain.StateRouted)
 	require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered").part(1, 2)))
@@ -124,6 +128,7 @@ func TestCallbackAppliesTheParkedReceiptsOfItsMessage(t *testing.T) {
 }
 
 func TestSweepAppliesWhatApplyParkedMissed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateAccepted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -154,6 +159,7 @@ func TestSweepAppliesWhatApplyParkedMissed(t *testing.T) {
 }
 
 func TestSweepResolvesReceiptsOfMessagesThatEnded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -168,6 +174,7 @@ func TestSweepResolvesReceiptsOfMessagesThatEnded(t *testing.T) {
 }
 
 func TestRunSweeper(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -192,6 +199,7 @@ func TestRunSweeper(t *testing.T) {
 }
 
 func TestParkedListsTheOldestFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var ids []string
 	for range 3 {

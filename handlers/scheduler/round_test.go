@@ -152,6 +152,7 @@ func (r *roundRig) jobIDs(t *testing.T) []string {
 // more than its batch; it leaves alone a retry not yet due and a message
 // it already queued.
 func TestQueueRoundPicksTheDueOldestFirst(t *testing.T) {
+	t.Parallel()
 	t0 := time.Now().UTC().Truncate(time.Millisecond)
 	r := newRoundRig(t, 2, t0)
 	valid := t0.Add(time.Hour)
@@ -186,6 +187,7 @@ func TestQueueRoundPicksTheDueOldestFirst(t *testing.T) {
 // whose validity ended (wherever they stand short of a final state), no
 // more than its batch, and leaves valid ones alone.
 func TestExpireRoundFailsTheLapsed(t *testing.T) {
+	t.Parallel()
 	t0 := time.Now().UTC().Truncate(time.Millisecond)
 	r := newRoundRig(t, 2, t0)
 	future := t0.Add(time.Hour) // not due for queueing: only expiry concerns this test
