@@ -1,6 +1,7 @@
 package dispatch_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -64,7 +65,7 @@ func TestWorkerRecordsEachProviderAnswer(t *testing.T) {
 				got = ev.Failure
 			}
 			if tc.reasonPrefix != "" {
-				require.True(t, len(got.Reason) > len(tc.reasonPrefix) && got.Reason[:len(tc.reasonPrefix)] == tc.reasonPrefix, got.Reason)
+				require.True(t, strings.HasPrefix(got.Reason, tc.reasonPrefix), got.Reason)
 				got.Reason = ""
 			}
 			require.Equal(t, tc.failure, got)
