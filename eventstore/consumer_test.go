@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/storetest"
 )
 
 // TestConsumerAppliesEachEventOnceDespiteFailuresAndRivals runs two
@@ -62,13 +63,13 @@ func TestConsumerAppliesEachEventOnceDespiteFailuresAndRivals(t *testing.T) {
 	var last eventstore.Cursor
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT xid, global_position FROM events
 		ORDER BY xid DESC, global_position DESC LIMIT 1`).Scan(&last.XID, &last.Position))
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		var n int
 		_ = db.Pool.QueryRow(ctx, `SELECT count(DISTINCT event_id) FROM applied`).Scan(&n)
 		cp, _ := eventstore.Checkpoint(ctx, db.Pool, "test")
 		// the checkpoint also moves past the filtered-out tail
-		return n == total && cp == last
-	}, 30*time.Second, 20*time.Millisecond)
+		return n == total && cp == last, fmt.Sprintf("%d of %d events applied, checkpoint %v of %v", n, total, cp, last)
+	})
 	stop()
 	wg.Wait()
 	var rows, distinct int

@@ -20,6 +20,7 @@ import (
 
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/bus"
+	"github.com/afterok/afterok/eventstore/storetest"
 )
 
 // TestRelayCrashBetweenAckAndCheckpoint kills the relay after the stream
@@ -116,12 +117,13 @@ func TestRelayHoldsCheckpointWithoutAcks(t *testing.T) {
 		_, err := g.store.Append(ctx, "order-1", eventstore.Any, ev("MessageQueued", i))
 		require.NoError(t, err)
 	}
-	require.Eventually(t, func() bool { return metric(t, reg, "afterok_relay_publish_errors_total", "reason", "no_stream") >= 2 },
-		30*time.Second, 5*time.Millisecond, "the relay must keep trying")
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		return metric(t, reg, "afterok_relay_publish_errors_total", "reason", "no_stream") >= 2, "the relay must keep trying"
+	})
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
 		lag := relay.Lag()
-		return lag.Events == 25 && lag.Behind == 90*time.Second
-	}, 10*time.Second, 5*time.Millisecond, "lag: %+v", relay.Lag())
+		return lag.Events == 25 && lag.Behind == 90*time.Second, fmt.Sprintf("lag: %+v", relay.Lag())
+	})
 	require.Equal(t, 25.0, metric(t, reg, "afterok_relay_lag_events"))
 	require.Equal(t, 90.0, metric(t, reg, "afterok_relay_lag_seconds"))
 	cp, err := eventstore.Checkpoint(ctx, g.db.Pool, "relay")
@@ -132,7 +134,7 @@ func TestRelayHoldsCheckpointWithoutAcks(t *testing.T) {
 	tail := g.tail()
 	g.waitCheckpoint("relay", tail, 30*time.Second)
 	g.requireStreamIsTail(tail[len(before):]) // the new stream holds what came after
-	require.Eventually(t, func() bool { return relay.Lag().Events == 0 }, 10*time.Second, 5*time.Millisecond)
+	storetest.Poll(t, 10*time.Second, func() (bool, string) { return relay.Lag().Events == 0, fmt.Sprintf("lag: %+v", relay.Lag()) })
 }
 
 // TestRelayKeepsOrderWhenTheStreamRefusesAnEvent makes the stream refuse
@@ -167,8 +169,9 @@ func TestRelayKeepsOrderWhenTheStreamRefusesAnEvent(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	g.start(g.config(reg))
 	g.waitCheckpoint("relay", tail[:5], 30*time.Second)
-	require.Eventually(t, func() bool { return metric(t, reg, "afterok_relay_publish_errors_total", "reason", "rejected") >= 2 },
-		30*time.Second, 5*time.Millisecond, "the relay must keep trying the refused event")
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		return metric(t, reg, "afterok_relay_publish_errors_total", "reason", "rejected") >= 2, "the relay must keep trying the refused event"
+	})
 	cp, err := eventstore.Checkpoint(ctx, g.db.Pool, "relay")
 	require.NoError(t, err)
 	require.Equal(t, tail[4].Cursor(), cp, "the checkpoint must stop before the refused event")
@@ -196,12 +199,18 @@ func TestRelayRidesOutNATSRestart(t *testing.T) {
 	}
 	seen := uint64(0)
 	for range 2 {
-		require.Eventually(t, func() bool { return g.streamCount() >= seen+300 }, 30*time.Second, 5*time.Millisecond)
+		storetest.Poll(t, 30*time.Second, func() (bool, string) {
+			return g.streamCount() >= seen+300, fmt.Sprintf("%d relayed, want %d", g.streamCount(), seen+300)
+		})
 		g.nats.Restart(t, 300*time.Millisecond)
-		require.Eventually(t, func() bool { seen = g.streamCount(); return seen > 0 }, 30*time.Second, 5*time.Millisecond)
+		storetest.Poll(t, 30*time.Second, func() (bool, string) {
+			seen = g.streamCount()
+			return seen > 0, "the stream is back"
+		})
 	}
-	require.Eventually(t, func() bool { return g.streamCount() >= seen+300 }, 30*time.Second, 5*time.Millisecond,
-		"nothing relayed after the restart")
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		return g.streamCount() >= seen+300, "nothing relayed after the restart"
+	})
 	close(stop)
 	wg.Wait()
 	tail := g.tail()
@@ -228,15 +237,18 @@ func TestRelayRecoversFromKilledConnections(t *testing.T) {
 	defer killer.Close(ctx)
 	seen := uint64(0)
 	for range 3 {
-		require.Eventually(t, func() bool { return g.streamCount() >= seen+200 }, 30*time.Second, 5*time.Millisecond)
+		storetest.Poll(t, 30*time.Second, func() (bool, string) {
+			return g.streamCount() >= seen+200, fmt.Sprintf("%d relayed, want %d", g.streamCount(), seen+200)
+		})
 		var killed int
 		require.NoError(t, killer.QueryRow(ctx, `SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
 			WHERE datname = current_database() AND pid <> pg_backend_pid()) k`).Scan(&killed))
 		require.NotZero(t, killed, "no connection to kill")
 		seen = g.streamCount()
 	}
-	require.Eventually(t, func() bool { return g.streamCount() >= seen+200 }, 30*time.Second, 5*time.Millisecond,
-		"nothing relayed after the connections were killed")
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		return g.streamCount() >= seen+200, "nothing relayed after the connections were killed"
+	})
 	close(stop)
 	wg.Wait()
 	tail := g.tail()

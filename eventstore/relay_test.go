@@ -83,15 +83,15 @@ func (g *relayRig) tail() []eventstore.RecordedEvent {
 	g.t.Helper()
 	ctx := context.Background()
 	var evs []eventstore.RecordedEvent
-	require.Eventually(g.t, func() bool {
+	storetest.Poll(g.t, 30*time.Second, func() (bool, string) {
 		var n int
 		if err := g.db.Pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
-			return false
+			return false, err.Error()
 		}
 		var err error
 		evs, _, err = g.store.ReadAll(ctx, eventstore.Cursor{}, 1_000_000, eventstore.Filter{})
-		return err == nil && len(evs) == n
-	}, 30*time.Second, time.Millisecond)
+		return err == nil && len(evs) == n, fmt.Sprintf("read %d of %d events (%v)", len(evs), n, err)
+	})
 	return evs
 }
 
@@ -100,10 +100,10 @@ func (g *relayRig) tail() []eventstore.RecordedEvent {
 func (g *relayRig) waitCheckpoint(name string, tail []eventstore.RecordedEvent, within time.Duration) {
 	g.t.Helper()
 	want := tail[len(tail)-1].Cursor()
-	require.Eventually(g.t, func() bool {
+	storetest.Poll(g.t, within, func() (bool, string) {
 		got, err := eventstore.Checkpoint(context.Background(), g.db.Pool, name)
-		return err == nil && got == want
-	}, within, 5*time.Millisecond, "checkpoint %s never reached %s", name, want)
+		return err == nil && got == want, fmt.Sprintf("checkpoint %s never reached %s", name, want)
+	})
 }
 
 // streamCount is the number of messages in the events stream (0 while the
@@ -325,10 +325,10 @@ func TestRelayPublishesEveryEventOnceInTailOrder(t *testing.T) {
 	require.Equal(t, float64(len(tail)), metric(t, reg, "afterok_relay_events_published_total", "result", "stored"))
 	require.Zero(t, metric(t, reg, "afterok_relay_events_published_total", "result", "duplicate"))
 	require.Zero(t, sumPublishErrors(t, reg))
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
 		lag := relay.Lag()
-		return lag.Cursor == tail[len(tail)-1].Cursor() && lag.Events == 0 && lag.Behind == 0
-	}, 10*time.Second, 5*time.Millisecond)
+		return lag.Cursor == tail[len(tail)-1].Cursor() && lag.Events == 0 && lag.Behind == 0, fmt.Sprintf("lag: %+v", lag)
+	})
 	require.Zero(t, metric(t, reg, "afterok_relay_lag_events"))
 	require.ErrorIs(t, relay.stop(), context.Canceled, "Run returns only when its context ends")
 }
@@ -406,7 +406,9 @@ func TestRelayWritesCheckpointOnShutdown(t *testing.T) {
 	cfg := g.config(nil)
 	cfg.CheckpointInterval = time.Hour
 	relay := g.start(cfg)
-	require.Eventually(t, func() bool { return g.streamCount() == uint64(len(tail)) }, 30*time.Second, 5*time.Millisecond)
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		return g.streamCount() == uint64(len(tail)), fmt.Sprintf("%d in the stream, want %d", g.streamCount(), len(tail))
+	})
 	cp, err := eventstore.Checkpoint(ctx, g.db.Pool, "relay")
 	require.NoError(t, err)
 	require.Equal(t, eventstore.Cursor{}, cp)

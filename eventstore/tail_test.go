@@ -246,12 +246,12 @@ var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 func settle(t *testing.T, s *eventstore.Store, db *storetest.DB) {
 	t.Helper()
 	ctx := context.Background()
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		var n int
 		if err := db.Pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n); err != nil {
-			return false
+			return false, err.Error()
 		}
 		got, _, err := s.ReadAll(ctx, eventstore.Cursor{}, n+1, eventstore.Filter{})
-		return err == nil && len(got) == n
-	}, 30*time.Second, 10*time.Millisecond)
+		return err == nil && len(got) == n, fmt.Sprintf("the tail read %d of %d events (%v)", len(got), n, err)
+	})
 }

@@ -48,11 +48,6 @@ func MessageHistory(ctx context.Context, q eventstore.Querier, t Tenant, id stri
 	return streamHistory(ctx, q, t, domain.MessageStream(id))
 }
 
-// OrderHistory is MessageHistory for an order stream.
-func OrderHistory(ctx context.Context, q eventstore.Querier, t Tenant, id string) (History, error) {
-	return streamHistory(ctx, q, t, domain.OrderStream(id))
-}
-
 func streamHistory(ctx context.Context, q eventstore.Querier, t Tenant, stream string) (History, error) {
 	rows, err := q.Query(ctx, historySQL, stream)
 	if err != nil {

@@ -181,18 +181,6 @@ func (h *harness) post(path string, body any) (int, map[string]any) {
 	}
 }
 
-func (h *harness) get(path string) (int, map[string]any) {
-	h.t.Helper()
-	req, _ := http.NewRequest("GET", "http://"+h.cfg.Addr+path, nil)
-	req.Header.Set("Authorization", "Bearer "+h.key.APIKey)
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(h.t, err)
-	defer res.Body.Close()
-	var out map[string]any
-	_ = json.NewDecoder(res.Body).Decode(&out)
-	return res.StatusCode, out
-}
-
 // order submits an order and returns its id and message ids in order.
 func (h *harness) order(validity int, to ...string) (string, []string) {
 	h.t.Helper()

@@ -41,10 +41,9 @@ func outageDown(t *testing.T) time.Duration {
 // the simulator's numbers, and one order of numbers that never get a
 // receipt, with a validity that ends after the outage.
 type outageRun struct {
-	orders   []string
-	promise  map[string]string // message id → final state and code its number promises
-	prices   map[string]int64  // message id → price in micros
-	noReport string
+	orders  []string
+	promise map[string]string // message id → final state and code its number promises
+	prices  map[string]int64  // message id → price in micros
 }
 
 const noReceiptValidity = 60 // seconds: longer than the outage, short enough for the test

@@ -1,7 +1,6 @@
 package storetest
 
 import (
-	"context"
 	"fmt"
 	"net"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"sort"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/afterok/afterok/eventstore"
 )
@@ -145,16 +143,4 @@ func freePort(t testing.TB) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
-}
-
-// WaitReachable polls until the pool answers, for tests that go on after
-// Start.
-func WaitReachable(t testing.TB, db *DB, timeout time.Duration) {
-	t.Helper()
-	Poll(t, timeout, func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		err := db.Pool.Ping(ctx)
-		return err == nil, fmt.Sprint(err)
-	})
 }

@@ -26,9 +26,6 @@ type NATS struct {
 	addr     string // of the stopped embedded server
 }
 
-// External reports whether tests run against the NATS at NATS_URL.
-func External() bool { return os.Getenv("NATS_URL") != "" }
-
 // TestEventsMaxBytes is the events stream's size limit in tests.
 const TestEventsMaxBytes = 256 << 20
 

@@ -2,6 +2,7 @@ package dispatch_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 // MessageFailed{dead_lettered} and removes the job, instead of leaving the
 // message waiting for a job that no longer comes.
 func TestJobAtItsDeliveryLimitFailsTheMessage(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	db := storetest.NewDB(t)
@@ -41,18 +43,18 @@ func TestJobAtItsDeliveryLimitFailsTheMessage(t *testing.T) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = w.Run(ctx) }()
 	// Wait until the worker's consumer (and its advisory watch) exist.
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
 		_, err := n.JS.Consumer(ctx, n.Names.DispatchStream(), "dispatch")
-		return err == nil
-	}, 10*time.Second, 20*time.Millisecond)
+		return err == nil, "the worker's consumer"
+	})
 	_, err = n.JS.Publish(ctx, n.Names.DispatchSubject(id), []byte(`{"message_id":"`+id+`","attempt":1,"account_id":"acc"}`),
 		jetstream.WithMsgID(id+":1"))
 	require.NoError(t, err)
 
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		recs, err := s.ReadStream(ctx, domain.MessageStream(id), 1)
-		return err == nil && len(recs) == 2
-	}, 30*time.Second, 50*time.Millisecond)
+		return err == nil && len(recs) == 2, fmt.Sprintf("%d events (%v), want MessageFailed", len(recs), err)
+	})
 	recs, err := s.ReadStream(ctx, domain.MessageStream(id), 1)
 	require.NoError(t, err)
 	evs, err := eventstore.DecodeAll(recs)
@@ -60,14 +62,14 @@ func TestJobAtItsDeliveryLimitFailsTheMessage(t *testing.T) {
 	f := evs[1].(domain.MessageFailed).Failure
 	require.Equal(t, domain.CodeDeadLettered, f.Code)
 	require.True(t, f.Permanent)
-	require.Eventually(t, func() bool {
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
 		st, err := n.JS.Stream(ctx, n.Names.DispatchStream())
 		if err != nil {
-			return false
+			return false, "the dead job left the queue"
 		}
 		info, err := st.Info(ctx)
-		return err == nil && info.State.Msgs == 0
-	}, 10*time.Second, 50*time.Millisecond, "the dead job left the queue")
+		return err == nil && info.State.Msgs == 0, "the dead job left the queue"
+	})
 	cancel()
 	<-done
 	require.NoError(t, eventstore.VerifyOK(context.Background(), db.Pool))

@@ -99,6 +99,7 @@ func (r *outageRig) types(t *testing.T, id string) []string {
 // the job up and left the message queued for ever; held, the job submits
 // once the store is back.
 func TestJobsWaitOutAStoreOutage(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := newOutageRig(t, 3, 2*time.Second)
@@ -142,6 +143,7 @@ func TestJobsWaitOutAStoreOutage(t *testing.T) {
 // (what the handler did) left the message waiting for a job that JetStream
 // would never deliver again.
 func TestDeadLetterWaitsForTheStore(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	r := newOutageRig(t, 3, 2*time.Second)

@@ -12,7 +12,6 @@ package orders
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -117,9 +116,6 @@ type Result struct {
 	Status   int
 	Body     []byte // set for replays and for fresh acceptances with a key
 }
-
-// RequestHash hashes a request body for idempotency comparison.
-func RequestHash(body []byte) [32]byte { return sha256.Sum256(body) }
 
 // Accept accepts the order or returns why not: an *domain.InsufficientBalanceError,
 // ErrIdempotencyConflict, ErrShuttingDown, or a storage error.

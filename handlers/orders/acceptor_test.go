@@ -22,6 +22,7 @@ import (
 // answer must still be one order, one charge, and every racer told its id
 // (or, for a different body, a conflict).
 func TestRepeatedKeyInOneCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDB(t)
 	store := eventstore.New(db.Pool)
@@ -64,7 +65,7 @@ func TestRepeatedKeyInOneCommit(t *testing.T) {
 			return l != nil && len(l.queue) == n
 		}
 	}
-	require.Eventually(t, queued(0), 5*time.Second, time.Millisecond, "the first order is being committed")
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return queued(0)(), "the first order is being committed" })
 
 	const racers = 6
 	results := make([]Result, racers+1)
@@ -80,7 +81,7 @@ func TestRepeatedKeyInOneCommit(t *testing.T) {
 			results[i], errs[i] = a.Accept(ctx, request("dup", body))
 		}()
 	}
-	require.Eventually(t, queued(racers+1), 5*time.Second, time.Millisecond, "every racer waits in the same lane")
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return queued(racers + 1)(), "every racer waits in the same lane" })
 	require.NoError(t, lock.Rollback(ctx))
 	wg.Wait()
 	require.NoError(t, <-first)

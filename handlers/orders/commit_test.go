@@ -2,6 +2,7 @@ package orders
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -24,6 +25,7 @@ import (
 // accepted, each exactly once and charged once, and the poisoned one alone
 // refused with ErrUnstorable (a client error, not a 500).
 func TestOneBadOrderDoesNotFailItsGroupCommit(t *testing.T) {
+	t.Parallel()
 	ctx := context.Background()
 	db := storetest.NewDB(t)
 	store := eventstore.New(db.Pool)
@@ -66,7 +68,7 @@ func TestOneBadOrderDoesNotFailItsGroupCommit(t *testing.T) {
 			return l != nil && len(l.queue) == n
 		}
 	}
-	require.Eventually(t, queued(0), 5*time.Second, time.Millisecond, "the first order is being committed")
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return queued(0)(), "the first order is being committed" })
 
 	const good, poisoned = 6, 3 // the poisoned one sits in the middle of the group
 	results := make([]Result, good+1)
@@ -85,7 +87,7 @@ func TestOneBadOrderDoesNotFailItsGroupCommit(t *testing.T) {
 			results[i], errs[i] = a.Accept(ctx, request(body, key))
 		}()
 		// One at a time, so the poisoned order is neither first nor last.
-		require.Eventually(t, queued(i+1), 5*time.Second, time.Millisecond)
+		storetest.Poll(t, 5*time.Second, func() (bool, string) { return queued(i + 1)(), fmt.Sprintf("racer %d waits in the lane", i) })
 	}
 	require.NoError(t, lock.Rollback(ctx))
 	wg.Wait()

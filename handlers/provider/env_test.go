@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/provider"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
@@ -137,16 +138,8 @@ func (e *env) receiptsFor(id string) []provider.Receipt {
 // waitReceipt polls until a receipt for id has arrived.
 func (e *env) waitReceipt(id string) provider.Receipt {
 	e.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if rs := e.receiptsFor(id); len(rs) > 0 {
-			return rs[0]
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("no receipt for %s within 5 s", id)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	storetest.Poll(e.t, 5*time.Second, func() (bool, string) { return len(e.receiptsFor(id)) > 0, "a receipt for " + id })
+	return e.receiptsFor(id)[0]
 }
 
 func (e *env) adapter(name string, tune func(*provider.HTTPConfig)) *provider.HTTP {

@@ -77,6 +77,7 @@ func (e *env) postConcurrently(bodies ...[]wire) []reply {
 }
 
 func TestConcurrentSameReceiptDeliversOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	receipts.SetBeforeLock(e.intake, lineUp(t, 2))
 	id := e.newMessage(1, domain.StateSubmitted)
@@ -93,6 +94,7 @@ func TestConcurrentSameReceiptDeliversOnce(t *testing.T) {
 }
 
 func TestConcurrentPartsOfOneMessageDeliverOnce(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	receipts.SetBeforeLock(e.intake, lineUp(t, 2))
 	id := e.newMessage(2, domain.StateSubmitted)
@@ -108,6 +110,7 @@ func TestConcurrentPartsOfOneMessageDeliverOnce(t *testing.T) {
 }
 
 func TestConcurrentSubmissionIsSeen(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	// The worker's MessageSubmitted lands after the intake loaded the
@@ -123,6 +126,7 @@ func TestConcurrentSubmissionIsSeen(t *testing.T) {
 }
 
 func TestConcurrentExpiryWins(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	receipts.SetBeforeLock(e.intake, func(try int) {
@@ -139,6 +143,7 @@ func TestConcurrentExpiryWins(t *testing.T) {
 }
 
 func TestStillConflictingAnswers503(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *receipts.Config) { c.ConflictRetries = 3 })
 	id := e.newMessage(1, domain.StateSubmitted)
 	// Every try, the message moves on under the intake.

@@ -18,6 +18,7 @@ import (
 )
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	b := body(rcpt(id, "delivered"))
@@ -73,6 +74,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestTooLargeBodyIsRefused(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t, func(c *receipts.Config) { c.MaxBodyBytes = 64 })
 	id := e.newMessage(1, domain.StateSubmitted)
 	r := e.post(rcpt(id, "delivered"))
@@ -87,6 +89,7 @@ func TestTooLargeBodyIsRefused(t *testing.T) {
 // could never get the good receipts of it through. Now each bad receipt is
 // refused alone, recorded, and reported in the answer; the rest applies.
 func TestOneBadReceiptDoesNotHoldBackTheBatch(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a, b := e.newMessage(1, domain.StateSubmitted), e.newMessage(1, domain.StateSubmitted)
 	good := func(id string) string {
@@ -158,11 +161,13 @@ func TestOneBadReceiptDoesNotHoldBackTheBatch(t *testing.T) {
 }
 
 func TestEmptyCallback(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	require.Equal(t, receipts.Summary{}, e.mustPost())
 }
 
 func TestDelivered(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	m, _ := e.message(id)
@@ -199,6 +204,7 @@ func TestDelivered(t *testing.T) {
 }
 
 func TestPermanentFailure(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	w := rcpt(id, "undeliverable")
@@ -216,6 +222,7 @@ func TestPermanentFailure(t *testing.T) {
 }
 
 func TestTransientFailureIsRetriedByThePolicy(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	require.Equal(t, receipts.Summary{Received: 1, Applied: 1}, e.mustPost(rcpt(id, "failed_temporary")))
@@ -234,6 +241,7 @@ func TestTransientFailureIsRetriedByThePolicy(t *testing.T) {
 }
 
 func TestTransientFailureOfTheLastAttemptFails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t) // MaxAttempts 3
 	id := e.newMessage(1, domain.StateSubmitted)
 	for attempt := 1; attempt < 3; attempt++ {
@@ -253,6 +261,7 @@ func TestTransientFailureOfTheLastAttemptFails(t *testing.T) {
 }
 
 func TestTransientFailureNearExpiryFails(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	e.clock.set(e.clock.Now().Add(time.Hour - time.Second)) // the next attempt could not start in time
@@ -263,6 +272,7 @@ func TestTransientFailureNearExpiryFails(t *testing.T) {
 }
 
 func TestLateReceiptsNeverChangeAFinalState(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -281,6 +291,7 @@ func TestLateReceiptsNeverChangeAFinalState(t *testing.T) {
 }
 
 func TestStaleAttempt(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted)
 	e.mustPost(rcpt(id, "failed_temporary")) // attempt 1 is retried
@@ -300,6 +311,7 @@ func TestStaleAttempt(t *testing.T) {
 }
 
 func TestUnknownMessageIsKeptAsIgnored(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	require.Equal(t, receipts.Summary{Received: 1, Ignored: 1}, e.mustPost(rcpt("01NOSUCHMESSAGE", "delivered")))
 	require.Equal(t, []row{{Part: 1, Status: "delivered", Disposition: "ignored", Reason: "unknown_message", Resolved: true}},
@@ -307,6 +319,7 @@ func TestUnknownMessageIsKeptAsIgnored(t *testing.T) {
 }
 
 func TestAnotherProvidersReceiptIsIgnored(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted) // submitted to sim-a
 	b := body(rcpt(id, "delivered"))
@@ -324,6 +337,7 @@ func TestAnotherProvidersReceiptIsIgnored(t *testing.T) {
 }
 
 func TestOneCallbackForManyMessages(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	a, b, c := e.newMessage(1, domain.StateSubmitted), e.newMessage(1, domain.StateSubmitted), e.newMessage(1, domain.StateRouted)
 	sum := e.mustPost(rcpt(a, "delivered"), rcpt(b, "undeliverable"), rcpt(c, "delivered"), rcpt(a, "delivered"))
@@ -375,6 +389,7 @@ func (l *lockedBuffer) lines() []map[string]any {
 }
 
 func TestLogsNameTheMessage(t *testing.T) {
+	t.Parallel()
 	var logs lockedBuffer
 	e := newEnv(t, func(c *receipts.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	id := e.newMessage(1, domain.StateSubmitted)
@@ -402,6 +417,7 @@ func TestLogsNameTheMessage(t *testing.T) {
 // make the genuine receipt a "duplicate": that suppressed sim-a's
 // delivered receipt and the message ended failed{expired}.
 func TestAnotherProvidersReceiptCannotShadow(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	postB := func(w wire) receipts.Summary {
 		t.Helper()

@@ -11,6 +11,7 @@ import (
 )
 
 func TestMultipartDeliveredOnceEveryPartIs(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(2, domain.StateSubmitted)
 
@@ -39,6 +40,7 @@ func TestMultipartDeliveredOnceEveryPartIs(t *testing.T) {
 }
 
 func TestMultipartPartsInOneCallback(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(3, domain.StateSubmitted)
 	sum := e.mustPost(rcpt(id, "delivered").part(3, 3), rcpt(id, "delivered").part(1, 3),
@@ -49,6 +51,7 @@ func TestMultipartPartsInOneCallback(t *testing.T) {
 }
 
 func TestMultipartRepeatedPartsNeverComplete(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(3, domain.StateSubmitted)
 	e.mustPost(rcpt(id, "delivered").part(1, 3), rcpt(id, "delivered").part(1, 3))
@@ -58,6 +61,7 @@ func TestMultipartRepeatedPartsNeverComplete(t *testing.T) {
 }
 
 func TestMultipartProviderSplitDecides(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateSubmitted) // one segment by our count
 	e.mustPost(rcpt(id, "delivered").part(1, 2))
@@ -67,6 +71,7 @@ func TestMultipartProviderSplitDecides(t *testing.T) {
 }
 
 func TestMultipartOneFailedPartFailsTheMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(2, domain.StateSubmitted)
 	e.mustPost(rcpt(id, "delivered").part(1, 2))
@@ -84,6 +89,7 @@ func TestMultipartOneFailedPartFailsTheMessage(t *testing.T) {
 }
 
 func TestMultipartTransientPartRetriesTheMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(2, domain.StateSubmitted)
 	e.mustPost(rcpt(id, "delivered").part(1, 2), rcpt(id, "failed_temporary").part(2, 2))

@@ -10,10 +10,12 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/receipts"
 )
 
 func TestReceiptBeforeSubmissionIsParkedThenApplied(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	other := e.newMessage(1, domain.StateSubmitted)
@@ -56,6 +58,7 @@ func TestReceiptBeforeSubmissionIsParkedThenApplied(t *testing.T) {
 }
 
 func TestParkedWhereverTheSubmissionIsStillToCome(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		attempt int
@@ -84,6 +87,7 @@ func TestParkedWhereverTheSubmissionIsStillToCome(t *testing.T) {
 }
 
 func TestParkedReceiptsApplyInArrivalOrder(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	// A transient failure, then a delivery, of the same attempt: the
 	// failure retried the attempt before the delivery could count.
@@ -111,6 +115,7 @@ func TestParkedReceiptsApplyInArrivalOrder(t *testing.T) {
 }
 
 func TestCallbackAppliesTheParkedReceiptsOfItsMessage(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(2, domain.StateRouted)
 	require.Equal(t, receipts.Summary{Received: 1, Parked: 1}, e.mustPost(rcpt(id, "delivered").part(1, 2)))
@@ -123,6 +128,7 @@ func TestCallbackAppliesTheParkedReceiptsOfItsMessage(t *testing.T) {
 }
 
 func TestSweepAppliesWhatApplyParkedMissed(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateAccepted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -153,6 +159,7 @@ func TestSweepAppliesWhatApplyParkedMissed(t *testing.T) {
 }
 
 func TestSweepResolvesReceiptsOfMessagesThatEnded(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -167,6 +174,7 @@ func TestSweepResolvesReceiptsOfMessagesThatEnded(t *testing.T) {
 }
 
 func TestRunSweeper(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	id := e.newMessage(1, domain.StateRouted)
 	e.mustPost(rcpt(id, "delivered"))
@@ -182,13 +190,16 @@ func TestRunSweeper(t *testing.T) {
 	}()
 
 	e.step(id, 1, domain.StateSubmitted)
-	require.Eventually(t, func() bool { return len(e.eventsOf(id, "MessageDelivered")) == 1 }, 10*time.Second, 10*time.Millisecond)
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		return len(e.eventsOf(id, "MessageDelivered")) == 1, "the parked receipt applied once"
+	})
 	require.Equal(t, domain.StateDelivered, e.state(id))
 
 	require.Error(t, e.intake.RunSweeper(ctx, 0), "an interval of 0 is a mistake, not a busy loop")
 }
 
 func TestParkedListsTheOldestFirst(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	var ids []string
 	for range 3 {

@@ -17,6 +17,7 @@ import (
 // missing index: the question is whether an index serves the query at
 // all, which is what keeps it fast on a table of millions.
 func TestQueriesUseTheirIndexes(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDB(t)
 	ctx := context.Background()
 	if _, err := db.Pool.Exec(ctx, `INSERT INTO receipts (provider, provider_message_id, message_id, attempt, part, parts,

@@ -51,9 +51,9 @@ func TestQueuesDurablyAndExpires(t *testing.T) {
 
 	live := accept(t, s, time.Now().Add(time.Hour))
 	short := accept(t, s, time.Now().Add(500*time.Millisecond))
-	require.Eventually(t, func() bool {
-		return len(types(t, s, live)) == 2 && len(types(t, s, short)) == 3
-	}, 20*time.Second, 20*time.Millisecond)
+	storetest.Poll(t, 20*time.Second, func() (bool, string) {
+		return len(types(t, s, live)) == 2 && len(types(t, s, short)) == 3, fmt.Sprintf("live %v, short %v", types(t, s, live), types(t, s, short))
+	})
 	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, live))
 	require.Equal(t, []string{"MessageAccepted", "MessageQueued", "MessageFailed"}, types(t, s, short),
 		"queued, never picked up (no workers), expired at its validity")
@@ -114,7 +114,7 @@ func TestRepublishAfterACrashIsDeduplicated(t *testing.T) {
 	require.NoError(t, err)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = sc.Run(ctx) }()
-	require.Eventually(t, func() bool { return len(types(t, s, id)) == 2 }, 20*time.Second, 20*time.Millisecond)
+	storetest.Poll(t, 20*time.Second, func() (bool, string) { return len(types(t, s, id)) == 2, fmt.Sprintf("history %v", types(t, s, id)) })
 	stream, err := n.JS.Stream(ctx, n.Names.DispatchStream())
 	require.NoError(t, err)
 	info, err := stream.Info(ctx)

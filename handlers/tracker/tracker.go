@@ -73,12 +73,6 @@ func (t *Tracker) Run(ctx context.Context) error {
 	})
 }
 
-// Handle exposes the tracker's batch handler, for tests that drive the
-// consumer step by step.
-func Handle(t *Tracker) func(context.Context, *eventstore.Tx, []eventstore.RecordedEvent) error {
-	return t.apply
-}
-
 // settlement is what one batch settles for one order.
 type settlement struct {
 	order, account    string

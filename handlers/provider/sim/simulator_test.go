@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/provider"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
@@ -74,7 +75,7 @@ func TestReplayIsNotASend(t *testing.T) {
 	if st.Submitted != 1 || st.IdempotentReplays != 1 || st.DuplicateSubmissions != 0 {
 		t.Fatalf("stats %+v", st.Counters)
 	}
-	eventually(t, "the receipt", func() bool { return h.sink.count() == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sink.count() == 1, "the receipt" })
 	if got := h.sink.byMessage("m1"); len(got) != 1 || got[0].ProviderMessageID != first.ID {
 		t.Fatalf("receipts %+v: want exactly one, for %s", got, first.ID)
 	}
@@ -188,7 +189,7 @@ func TestReceiptsAreSignedBatchedAndPerPart(t *testing.T) {
 	}
 	// 4 + 3 receipts; the odd one waits for its batch to fill or flush, and
 	// ReceiptFlush is an hour, so exactly 6 arrive now in batches of 2.
-	eventually(t, "six receipts", func() bool { return h.sink.count() == 6 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sink.count() == 6, "six receipts" })
 	h.sink.mu.Lock()
 	sizes, refusals := h.sink.sizes, h.sink.refusals
 	h.sink.mu.Unlock()
@@ -221,7 +222,7 @@ func TestReceiptRetriedAfterRefusal(t *testing.T) {
 	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
 	// The sim counts a receipt once the sink's answer is back, just after
 	// the sink has recorded it.
-	eventually(t, "the receipt", func() bool { return h.sim.Stats().ReceiptsSent == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sim.Stats().ReceiptsSent == 1, "the receipt" })
 	h.sink.mu.Lock()
 	requests := h.sink.requests
 	h.sink.mu.Unlock()
@@ -237,7 +238,7 @@ func TestReceiptGivenUpAfterRetries(t *testing.T) {
 	h := start(t, func(c *sim.Config) { c.ReceiptRetries = 2 })
 	h.sink.refuse = 1000
 	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
-	eventually(t, "the receipt to be given up", func() bool { return h.sim.Stats().ReceiptsFailed == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sim.Stats().ReceiptsFailed == 1, "the receipt to be given up" })
 	h.sink.mu.Lock()
 	requests := h.sink.requests
 	h.sink.mu.Unlock()
@@ -259,7 +260,7 @@ func TestReceiptOutlastsAnOutageOfTheReceiver(t *testing.T) {
 	})
 	h.sink.refuse = 200
 	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
-	eventually(t, "the receipt after 200 refusals", func() bool { return h.sim.Stats().ReceiptsSent == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sim.Stats().ReceiptsSent == 1, "the receipt after 200 refusals" })
 	if st := h.sim.Stats(); st.ReceiptsFailed != 0 || st.ReceiptsDropped != 0 {
 		t.Fatalf("stats %+v", st.Counters)
 	}
@@ -274,7 +275,7 @@ func TestReceiptGivenUpAtItsMaxAge(t *testing.T) {
 	})
 	h.sink.refuse = 1_000_000
 	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
-	eventually(t, "the receipt to be given up", func() bool { return h.sim.Stats().ReceiptsFailed == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sim.Stats().ReceiptsFailed == 1, "the receipt to be given up" })
 	h.sink.mu.Lock()
 	requests := h.sink.requests
 	h.sink.mu.Unlock()
@@ -289,7 +290,7 @@ func TestReceiptWithWrongSecretIsRefused(t *testing.T) {
 		c.ReceiptRetries, c.ReceiptMaxAge = 0, time.Nanosecond // give up after the first refusal
 	})
 	submit(t, h, "sim-a", "m1:1", "m1", 1, "+4915112340000")
-	eventually(t, "the receipt to fail", func() bool { return h.sim.Stats().ReceiptsFailed == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sim.Stats().ReceiptsFailed == 1, "the receipt to fail" })
 	h.sink.mu.Lock()
 	defer h.sink.mu.Unlock()
 	if len(h.sink.refusals) != 1 || !errorsAsSignature(h.sink.refusals[0], provider.SignatureMismatch) {
@@ -360,7 +361,7 @@ func TestFullQueueHoldsSubmissionsBack(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	eventually(t, "every receipt", func() bool { return h.sim.Stats().ReceiptsSent == n })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return h.sim.Stats().ReceiptsSent == n, "every receipt" })
 	if got := h.sink.count(); got != n {
 		t.Fatalf("the sink has %d receipts, want %d", got, n)
 	}
@@ -454,7 +455,7 @@ func TestEarlyReceiptSurvivesItsSubmitterLeaving(t *testing.T) {
 		res.Body.Close()
 		t.Fatal("the submit answered although its receipt was still refused")
 	}
-	eventually(t, "the early receipt", func() bool { return len(h.sink.byMessage("m5")) == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return len(h.sink.byMessage("m5")) == 1, "the early receipt" })
 	if st := h.sim.Stats(); st.ReceiptsDropped != 0 || st.Submitted != 1 {
 		t.Fatalf("stats %+v", st.Counters)
 	}
@@ -486,5 +487,5 @@ func TestEarlyReceiptDoesNotHoldTheSubmitThroughAnOutage(t *testing.T) {
 	if res.StatusCode/100 != 2 {
 		t.Fatalf("submit answered %d", res.StatusCode)
 	}
-	eventually(t, "the early receipt, later", func() bool { return len(h.sink.byMessage("m5")) == 1 })
+	storetest.Poll(t, 5*time.Second, func() (bool, string) { return len(h.sink.byMessage("m5")) == 1, "the early receipt, later" })
 }

@@ -145,18 +145,6 @@ func start(t *testing.T, tune func(*sim.Config)) *harness {
 	return &harness{sim: s, url: srv.URL, sink: k, stop: stop}
 }
 
-// eventually polls cond until it holds, failing the test after a deadline.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 // errorsAsSignature reports whether err is a signature refusal of kind p.
 func errorsAsSignature(err error, p provider.SignatureProblem) bool {
 	var se *provider.SignatureError
