@@ -28,7 +28,9 @@ import (
 // of the constructor's shape is a one-line change here.
 func newWorker(t *testing.T, cfg dispatch.Config) *dispatch.Worker {
 	t.Helper()
-	return dispatch.New(cfg)
+	v, err := dispatch.New(cfg)
+	require.NoError(t, err)
+	return v
 }
 
 // answer is one scripted provider answer. A zero status with no body is an

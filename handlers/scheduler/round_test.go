@@ -31,7 +31,9 @@ type roundRig struct {
 // change of the constructor's shape is a one-line change here.
 func newScheduler(t *testing.T, cfg scheduler.Config) *scheduler.Scheduler {
 	t.Helper()
-	return scheduler.New(cfg)
+	v, err := scheduler.New(cfg)
+	require.NoError(t, err)
+	return v
 }
 
 func newRoundRig(t *testing.T, batch int, now time.Time) *roundRig {
