@@ -12,7 +12,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
-	"github.com/afterok/afterok/handlers/scheduler"
+	"github.com/afterok/afterok/eventstore/bus"
 )
 
 // deadLetters turns JetStream's max-deliveries advisories into explicit
@@ -80,7 +80,7 @@ func (w *Worker) deadLetter(ctx context.Context, seq uint64, deliveries int) err
 	if err != nil {
 		return fmt.Errorf("get job %d: %w", seq, err)
 	}
-	var job scheduler.Job
+	var job bus.Job
 	if err := json.Unmarshal(raw.Data, &job); err != nil {
 		w.log.Error("malformed dead-lettered job, removing it", "stream_seq", seq, "err", err)
 		return stream.DeleteMsg(ctx, seq)

@@ -31,7 +31,6 @@ import (
 	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/provider"
-	"github.com/afterok/afterok/handlers/scheduler"
 )
 
 // ParkedReceipts applies receipts that arrived before their submission was
@@ -169,7 +168,7 @@ func (w *Worker) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 // task is one job in flight through a batch.
 type task struct {
 	msg  jetstream.Msg
-	job  scheduler.Job
+	job  bus.Job
 	recs []eventstore.RecordedEvent
 	m    domain.Message
 	// what to do with the job when the batch is done

@@ -15,7 +15,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"sync"
 	"time"
 
@@ -29,17 +28,6 @@ import (
 	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/eventstore/logctx"
 )
-
-// Job is a dispatch job: one attempt of one message.
-type Job struct {
-	MessageID string `json:"message_id"`
-	Attempt   int    `json:"attempt"`
-	AccountID string `json:"account_id"`
-}
-
-// MsgID is the job's JetStream deduplication id: a re-publish of the same
-// attempt within the duplicate window is dropped by the stream.
-func (j Job) MsgID() string { return j.MessageID + ":" + strconv.Itoa(j.Attempt) }
 
 // Config configures a Scheduler.
 type Config struct {
@@ -267,7 +255,7 @@ ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED`
 
 // claimed is a due row, locked by this round.
 type claimed struct {
-	Job
+	bus.Job
 	version  int
 	lastType string
 	causedBy *uuid.UUID
@@ -305,7 +293,7 @@ func (s *Scheduler) queueRound(ctx context.Context) (int, error) {
 		if n == 0 {
 			return nil
 		}
-		jobs := make([]Job, n)
+		jobs := make([]bus.Job, n)
 		for i, c := range due {
 			jobs[i] = c.Job
 		}
@@ -404,7 +392,7 @@ func (s *Scheduler) recordQueued(ctx context.Context, tx *eventstore.Tx, due []c
 
 // publish sends the jobs and waits for every acknowledgement; it returns
 // each job's stream sequence.
-func (s *Scheduler) publish(ctx context.Context, jobs []Job) ([]uint64, error) {
+func (s *Scheduler) publish(ctx context.Context, jobs []bus.Job) ([]uint64, error) {
 	futures := make([]jetstream.PubAckFuture, len(jobs))
 	for i, j := range jobs {
 		body, _ := json.Marshal(j)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/scheduler"
 )
@@ -158,7 +159,7 @@ func TestStrandedMessageIsQueuedAgain(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			var j scheduler.Job
+			var j bus.Job
 			require.NoError(t, json.Unmarshal(msg.Data, &j))
 			require.Equal(t, 1, j.Attempt, "the same attempt, never a new one")
 			out[j.MessageID] = seq
@@ -237,10 +238,10 @@ func TestDeadJobNobodyDeadLetteredIsQueuedAgain(t *testing.T) {
 	})
 	batch, err = cons.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
 	require.NoError(t, err)
-	var again scheduler.Job
+	var again bus.Job
 	for m := range batch.Messages() {
 		require.NoError(t, json.Unmarshal(m.Data(), &again))
 	}
-	require.Equal(t, scheduler.Job{MessageID: id, Attempt: 1, AccountID: "acc"}, again, "the same attempt, queued again")
+	require.Equal(t, bus.Job{MessageID: id, Attempt: 1, AccountID: "acc"}, again, "the same attempt, queued again")
 	require.Equal(t, []string{"MessageAccepted", "MessageQueued"}, types(t, s, id))
 }

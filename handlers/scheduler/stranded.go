@@ -12,6 +12,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
+	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/eventstore/logctx"
 )
 
@@ -67,7 +68,7 @@ func (s *Scheduler) strandedLoop(ctx context.Context) error {
 }
 
 type strandedRow struct {
-	Job
+	bus.Job
 	seq uint64
 }
 
