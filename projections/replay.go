@@ -44,7 +44,7 @@ func ReplayMessage(ctx context.Context, q eventstore.Querier, t Tenant, id strin
 
 const (
 	// The order's messages were accepted in the order's own transaction
-	// (handlers/orders; docs/architecture.md section 1), so they are the
+	// (handlers/commands/orders; docs/architecture.md section 1), so they are the
 	// MessageAccepted events that share its transaction id: an index
 	// range, not a search.
 	orderMessageStreamsSQL = `SELECT stream_id FROM events

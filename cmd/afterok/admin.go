@@ -10,7 +10,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
-	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 )
 
 func runMigrate(ctx context.Context, env *environment, args []string) error {

@@ -22,7 +22,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
-	"github.com/afterok/afterok/handlers/accounts"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 )
 
 // runBench is `afterok bench`: a load generator against a running afterok

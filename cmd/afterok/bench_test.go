@@ -7,7 +7,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // TestBenchAgainstARunningSystem runs `afterok bench` against a whole

@@ -123,7 +123,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SimSubmitLatency:   20 * time.Millisecond,
 		SimReceiptDelay:    200 * time.Millisecond,
 	}
-	// The readers' and bodies' limits (handlers/api documents why).
+	// The readers' and bodies' limits (handlers/edge/api documents why).
 	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
 	p := parser{getenv: getenv}
 	p.str("DATABASE_URL", &c.DatabaseURL)

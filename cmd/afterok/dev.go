@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/afterok/afterok/domain"
-	"github.com/afterok/afterok/handlers/accounts"
-	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // runDev is `afterok dev`: every role and the provider simulator in one

@@ -10,9 +10,9 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
-	"github.com/afterok/afterok/handlers/accounts"
-	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // TestEndToEndEveryTestNumber sends one order with every simulator test

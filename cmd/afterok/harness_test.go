@@ -19,9 +19,9 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
-	"github.com/afterok/afterok/handlers/accounts"
-	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // harness is a whole afterok (any roles) against the test's own database

@@ -14,8 +14,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/eventstore/storetest"
-	"github.com/afterok/afterok/handlers/dispatch"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // TestBadProviderURLFailsBeforeTheAPIListens: every role is built before

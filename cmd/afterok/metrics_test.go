@@ -13,8 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/eventstore/storetest"
-	"github.com/afterok/afterok/handlers/dispatch"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // scrape reads the API's /metrics as series (name and labels, as the text

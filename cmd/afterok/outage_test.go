@@ -12,9 +12,9 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
-	"github.com/afterok/afterok/handlers/accounts"
-	"github.com/afterok/afterok/handlers/dispatch"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // The outage tests stop a dependency for 30 s in the middle of a run of a

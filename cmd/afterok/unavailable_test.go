@@ -20,9 +20,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/eventstore/storetest"
-	"github.com/afterok/afterok/handlers/dispatch"
 	"github.com/afterok/afterok/handlers/provider"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
 // cutProxy forwards TCP connections to PostgreSQL until it is cut; from
