@@ -60,6 +60,13 @@ type Config struct {
 	DispatchFetchers int           // AFTEROK_DISPATCH_FETCHERS: concurrent batches
 	DispatchAckWait  time.Duration // AFTEROK_DISPATCH_ACK_WAIT: how long a taken job waits before redelivery
 
+	// The stranded-message check (handlers/workers/scheduler): a queued or
+	// routed message whose job left the work queue without an outcome is
+	// queued again once its job is StrandedAfter old; the check runs every
+	// StrandedEvery.
+	StrandedAfter time.Duration // AFTEROK_STRANDED_AFTER
+	StrandedEvery time.Duration // AFTEROK_STRANDED_EVERY
+
 	Prices    *pricing.Table   // AFTEROK_PRICES_FILE (JSON), default pricing.Default()
 	Routes    *routing.Table   // AFTEROK_ROUTES_FILE (JSON), default routing.DefaultTable()
 	Providers []ProviderConfig // AFTEROK_PROVIDERS_FILE (JSON), default: the simulator's sim-a and sim-b
@@ -70,6 +77,9 @@ type Config struct {
 
 	SimSubmitLatency time.Duration // AFTEROK_SIM_SUBMIT_LATENCY
 	SimReceiptDelay  time.Duration // AFTEROK_SIM_RECEIPT_DELAY
+	// SimReceiptMaxAge is how long the simulator retries a refused receipt
+	// callback, as a real provider keeps retrying delivery reports.
+	SimReceiptMaxAge time.Duration // AFTEROK_SIM_RECEIPT_MAX_AGE
 }
 
 // ProviderConfig is one provider afterok submits to.
@@ -118,10 +128,13 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		DispatchBatch:      200,
 		DispatchFetchers:   2,
 		DispatchAckWait:    30 * time.Second,
+		StrandedAfter:      2 * time.Minute,
+		StrandedEvery:      15 * time.Second,
 		Prices:             pricing.Default(),
 		Routes:             routing.DefaultTable(),
 		SimSubmitLatency:   20 * time.Millisecond,
 		SimReceiptDelay:    200 * time.Millisecond,
+		SimReceiptMaxAge:   6 * time.Hour,
 	}
 	// The readers' and bodies' limits (handlers/edge/api documents why).
 	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
@@ -164,6 +177,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.dur("AFTEROK_DISPATCH_ACK_WAIT", &c.DispatchAckWait)
 	p.dur("AFTEROK_SIM_SUBMIT_LATENCY", &c.SimSubmitLatency)
 	p.dur("AFTEROK_SIM_RECEIPT_DELAY", &c.SimReceiptDelay)
+	p.dur("AFTEROK_SIM_RECEIPT_MAX_AGE", &c.SimReceiptMaxAge)
+	p.dur("AFTEROK_STRANDED_AFTER", &c.StrandedAfter)
+	p.dur("AFTEROK_STRANDED_EVERY", &c.StrandedEvery)
 	if b := p.file("AFTEROK_PRICES_FILE"); b != nil {
 		t, err := pricing.Parse(b)
 		p.check("AFTEROK_PRICES_FILE", err)

@@ -207,7 +207,8 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		}
 	}
 	if roles[roleScheduler] {
-		sc, err := scheduler.New(scheduler.Config{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry})
+		sc, err := scheduler.New(scheduler.Config{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry,
+			StrandedAfter: s.cfg.StrandedAfter, StrandedEvery: s.cfg.StrandedEvery})
 		if err != nil {
 			return nil, err
 		}
@@ -294,7 +295,7 @@ func (s *system) buildAPI() {
 func (s *system) buildSim() error {
 	c := sim.DefaultConfig()
 	c.CallbackBase = "http://" + s.cfg.Addr
-	c.SubmitLatency, c.ReceiptDelay = s.cfg.SimSubmitLatency, s.cfg.SimReceiptDelay
+	c.SubmitLatency, c.ReceiptDelay, c.ReceiptMaxAge = s.cfg.SimSubmitLatency, s.cfg.SimReceiptDelay, s.cfg.SimReceiptMaxAge
 	c.SubmitJitter = c.SubmitLatency / 2
 	c.Logger = s.env.log.With("role", "sim")
 	var err error
