@@ -1,15 +1,11 @@
 package api_test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,50 +21,20 @@ import (
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
 
-// logBuffer collects JSON log lines from several handlers at once.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-// lines parses every line, failing the test on one that is not JSON.
-func (b *logBuffer) lines(t *testing.T) []map[string]any {
+// findLine is the line whose msg is msg, failing the test when none is.
+func findLine(t *testing.T, logs *storetest.Logs, msg string) map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []map[string]any
-	sc := bufio.NewScanner(bytes.NewReader(b.buf.Bytes()))
-	for sc.Scan() {
-		var m map[string]any
-		require.NoError(t, json.Unmarshal(sc.Bytes(), &m), sc.Text())
-		out = append(out, m)
-	}
-	return out
-}
-
-func (b *logBuffer) find(t *testing.T, msg string) map[string]any {
-	t.Helper()
-	for _, l := range b.lines(t) {
-		if l["msg"] == msg {
-			return l
-		}
-	}
-	require.Failf(t, "no such log line", "%q in:\n%s", msg, b.buf.String())
-	return nil
+	l := logs.Find(msg)
+	require.NotNil(t, l, "no log line %q in:\n%s", msg, logs.String())
+	return l
 }
 
 // newLoggedEnv is newEnv with the API's and the acceptor's lines captured
 // as JSON, through plain handlers: the roles themselves must see to it
 // that their lines carry the context's ids.
-func newLoggedEnv(t *testing.T) (*env, *logBuffer) {
+func newLoggedEnv(t *testing.T) (*env, *storetest.Logs) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &storetest.Logs{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	db := storetest.NewDB(t)
 	store := eventstore.New(db.Pool)
@@ -103,14 +69,14 @@ func TestDeepLogLinesNameTheRequest(t *testing.T) {
 	require.Equal(t, "it-req-500", r.body["request_id"])
 	require.Equal(t, before, e.eventCount(), "nothing of the refused order is stored")
 
-	deep := logs.find(t, "order commit failed")
+	deep := findLine(t, logs, "order commit failed")
 	require.Equal(t, "it-req-500", deep["request_id"], "%v", deep)
 	require.Equal(t, c.AccountID, deep["account_id"], "%v", deep)
 	require.NotEmpty(t, deep["order_id"], "%v", deep)
 	require.Contains(t, deep["err"], "refused_by_test")
 
 	for _, msg := range []string{"request failed", "request"} {
-		l := logs.find(t, msg)
+		l := findLine(t, logs, msg)
 		require.Equal(t, "it-req-500", l["request_id"], "%s: %v", msg, l)
 		require.Equal(t, c.AccountID, l["account_id"], "%s: %v", msg, l)
 	}
@@ -141,7 +107,7 @@ func TestRequestIDIsEchoedAndLogged(t *testing.T) {
 	require.Equal(t, unauth, r.body["request_id"])
 
 	var ids []string
-	for _, l := range logs.lines(t) {
+	for _, l := range logs.Lines() {
 		if l["msg"] != "request" {
 			continue
 		}

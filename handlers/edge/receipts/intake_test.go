@@ -1,12 +1,10 @@
 package receipts_test
 
 import (
-	"bytes"
 	"encoding/json"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +12,7 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/routing"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/edge/receipts"
 )
 
@@ -363,34 +362,9 @@ func reasons(rows []row) []string {
 	return out
 }
 
-// lockedBuffer is a log sink the server's goroutines may write to.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) lines() []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for line := range bytes.Lines(l.b.Bytes()) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 func TestLogsNameTheMessage(t *testing.T) {
 	t.Parallel()
-	var logs lockedBuffer
+	var logs storetest.Logs
 	e := newEnv(t, func(c *receipts.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	id := e.newMessage(1, domain.StateSubmitted)
 	m, _ := e.message(id)
@@ -398,7 +372,7 @@ func TestLogsNameTheMessage(t *testing.T) {
 	e.mustPost(rcpt(id, "delivered")) // too late: attempt 1 was retried
 
 	var warned map[string]any
-	for _, l := range logs.lines() {
+	for _, l := range logs.Lines() {
 		if l["level"] == "WARN" {
 			warned = l
 		}

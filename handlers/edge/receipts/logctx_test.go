@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/edge/receipts"
 )
 
@@ -17,7 +18,7 @@ import (
 // (the one stored with its refusals) and its provider, which no caller
 // passes down by hand.
 func TestCallbackLinesNameTheRequest(t *testing.T) {
-	var logs lockedBuffer
+	var logs storetest.Logs
 	e := newEnv(t, func(c *receipts.Config) { c.Logger = slog.New(slog.NewJSONHandler(&logs, nil)) })
 	id := e.newMessage(1, domain.StateSubmitted)
 	e.mustPost(rcpt(id, "failed_temporary"))
@@ -33,7 +34,7 @@ func TestCallbackLinesNameTheRequest(t *testing.T) {
 	require.NoError(t, e.db.Pool.QueryRow(e.ctx, `SELECT request_id FROM receipt_refusals`).Scan(&requestID))
 	require.NotEmpty(t, requestID)
 	seen := map[string]bool{}
-	for _, l := range logs.lines() {
+	for _, l := range logs.Lines() {
 		msg, _ := l["msg"].(string)
 		if msg != "receipt refused" && !strings.HasPrefix(msg, "delivered receipt for an attempt already given up") {
 			continue

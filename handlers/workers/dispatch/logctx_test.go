@@ -1,12 +1,9 @@
 package dispatch_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,29 +18,6 @@ import (
 	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
-
-type jobLogs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *jobLogs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *jobLogs) find(msg string) map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for line := range bytes.Lines(l.b.Bytes()) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil && m["msg"] == msg {
-			return m
-		}
-	}
-	return nil
-}
 
 // TestJobLinesNameTheJob: the line a job's outcome logs names its message,
 // attempt and provider, carried in the job's context to the worker's
@@ -69,7 +43,7 @@ func TestJobLinesNameTheJob(t *testing.T) {
 	}
 	breaker, err := routing.NewBreaker(routing.DefaultBreakerConfig())
 	require.NoError(t, err)
-	var logs jobLogs
+	var logs storetest.Logs
 	w, err := dispatch.New(dispatch.Config{Store: store, JetStream: nc.JS, Names: nc.Names, Providers: providers,
 		Routes: routing.DefaultTable(), Breaker: breaker, Retry: routing.DefaultRetryPolicy(),
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
@@ -94,7 +68,7 @@ func TestJobLinesNameTheJob(t *testing.T) {
 
 	var line map[string]any
 	storetest.Poll(t, 20*time.Second, func() (bool, string) {
-		line = logs.find("submission refused permanently")
+		line = logs.Find("submission refused permanently")
 		return line != nil, "the refusal's log line"
 	})
 	require.Equal(t, id, line["message_id"], "%v", line)

@@ -1,11 +1,8 @@
 package scheduler_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,29 +12,6 @@ import (
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/workers/scheduler"
 )
-
-type lineBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lineBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lineBuffer) find(msg string) map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for line := range bytes.Lines(l.b.Bytes()) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) == nil && m["msg"] == msg {
-			return m
-		}
-	}
-	return nil
-}
 
 // TestStrandedLineNamesTheMessage: the line for a message queued again
 // names it and its attempt through the context, with the scheduler handed
@@ -49,7 +23,7 @@ func TestStrandedLineNamesTheMessage(t *testing.T) {
 	db := storetest.NewDB(t)
 	n := storetest.NewNATS(t)
 	s := eventstore.New(db.Pool)
-	var logs lineBuffer
+	var logs storetest.Logs
 	sc, err := scheduler.New(scheduler.Config{Store: s, JetStream: n.JS, Names: n.Names, Poll: 20 * time.Millisecond,
 		StrandedAfter: 300 * time.Millisecond, StrandedEvery: 100 * time.Millisecond,
 		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
@@ -69,7 +43,7 @@ func TestStrandedLineNamesTheMessage(t *testing.T) {
 
 	var line map[string]any
 	storetest.Poll(t, 20*time.Second, func() (bool, string) {
-		line = logs.find("stranded message queued again: its job was gone")
+		line = logs.Find("stranded message queued again: its job was gone")
 		return line != nil, "the stranded line"
 	})
 	require.Equal(t, lost, line["message_id"], "%v", line)
