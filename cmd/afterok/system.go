@@ -199,7 +199,9 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		s.add(stageFollowers, "projections", p.Run)
 	}
 	if roles[roleAPI] || roles[roleReceipts] {
-		s.buildAPI()
+		if err := s.buildAPI(); err != nil {
+			return nil, err
+		}
 	}
 	if roles[roleSim] {
 		if err := s.buildSim(); err != nil {
@@ -259,7 +261,7 @@ func (s *system) connectNATS(ctx context.Context) error {
 		EventsMaxBytes: s.cfg.NATSEventsMaxBytes})
 }
 
-func (s *system) buildAPI() {
+func (s *system) buildAPI() error {
 	s.acceptor = orders.New(s.store, time.Now, orders.Config{IdempotencyTTL: s.cfg.IdempotencyTTL, Logger: s.env.log})
 	policy := accept.DefaultPolicy()
 	policy.MaxMessages, policy.Prices = s.cfg.MaxMessages, s.cfg.Prices
@@ -278,9 +280,12 @@ func (s *system) buildAPI() {
 	}
 	deps := api.Deps{Store: s.store, Accounts: s.accounts, Acceptor: s.acceptor, Policy: policy, Registry: s.registry,
 		Logger: s.env.log, Now: time.Now, Ready: ready, Extra: extra}
-	s.api = api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
+	var err error
+	if s.api, err = api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
 		MaxStreamsPerAccount: s.cfg.MaxStreamsPerAccount, BodyBudgetBytes: s.cfg.BodyBudget,
-		BodyMinRate: s.cfg.BodyMinRate, BodyGrace: s.cfg.BodyGrace})
+		BodyMinRate: s.cfg.BodyMinRate, BodyGrace: s.cfg.BodyGrace}); err != nil {
+		return err
+	}
 	s.add(stageAPI, "api", func(ctx context.Context) error {
 		err := s.api.Run(ctx, s.apiL)
 		s.acceptor.Close() // the orders in hand are committed before the followers stop
@@ -290,6 +295,7 @@ func (s *system) buildAPI() {
 		s.acceptor.RunJanitor(ctx, time.Minute)
 		return nil
 	})
+	return nil
 }
 
 func (s *system) buildSim() error {

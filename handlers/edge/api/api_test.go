@@ -46,8 +46,9 @@ func newEnv(t *testing.T, cfg api.Config, policy accept.Policy) *env {
 	acc := accounts.New(store, time.Now)
 	acceptor := orders.New(store, time.Now, orders.Config{})
 	t.Cleanup(acceptor.Close)
-	s := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: policy,
+	s, err := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: policy,
 		Registry: prometheus.NewRegistry(), Logger: quiet, Ready: map[string]func(context.Context) error{"postgres": db.Pool.Ping}}, cfg)
+	require.NoError(t, err)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return &env{t: t, db: db, store: store, accounts: acc, srv: srv, api: s}

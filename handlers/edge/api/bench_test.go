@@ -15,6 +15,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
@@ -39,8 +40,9 @@ func newBenchEnv(b *testing.B) *benchEnv {
 	acc := accounts.New(store, time.Now)
 	acceptor := orders.New(store, time.Now, orders.Config{})
 	b.Cleanup(acceptor.Close)
-	s := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: accept.DefaultPolicy(),
+	s, err := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: accept.DefaultPolicy(),
 		Registry: prometheus.NewRegistry(), Logger: quiet}, api.Config{RateLimit: 1e9, RateBurst: 1e9})
+	require.NoError(b, err)
 	srv := httptest.NewServer(s)
 	b.Cleanup(srv.Close)
 	c, err := acc.Create(context.Background(), accounts.NewAccount{Name: "bench",

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
@@ -127,8 +128,9 @@ func newAPIBench(b *testing.B, cfg api.Config) *apiBench {
 	acc := accounts.New(store, time.Now)
 	acceptor := orders.New(store, time.Now, orders.Config{})
 	b.Cleanup(acceptor.Close)
-	s := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: accept.DefaultPolicy(),
+	s, err := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: accept.DefaultPolicy(),
 		Registry: prometheus.NewRegistry(), Logger: quiet}, cfg)
+	require.NoError(b, err)
 	srv := httptest.NewServer(s)
 	b.Cleanup(srv.Close)
 	e := &apiBench{url: srv.URL, db: db, accounts: acc}

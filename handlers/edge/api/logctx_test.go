@@ -41,8 +41,9 @@ func newLoggedEnv(t *testing.T) (*env, *storetest.Logs) {
 	acc := accounts.New(store, time.Now)
 	acceptor := orders.New(store, time.Now, orders.Config{Logger: log})
 	t.Cleanup(acceptor.Close)
-	s := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: accept.DefaultPolicy(),
+	s, err := api.New(api.Deps{Store: store, Accounts: acc, Acceptor: acceptor, Policy: accept.DefaultPolicy(),
 		Registry: prometheus.NewRegistry(), Logger: log}, api.Config{})
+	require.NoError(t, err)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return &env{t: t, db: db, store: store, accounts: acc, srv: srv, api: s}, logs

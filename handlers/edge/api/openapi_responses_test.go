@@ -374,9 +374,11 @@ func newEnvWith(t *testing.T, cfg api.Config, policy accept.Policy, extra ...fun
 	}
 	acceptor := orders.New(e.store, time.Now, orders.Config{})
 	t.Cleanup(acceptor.Close)
-	e.api = api.New(api.Deps{Store: e.store, Accounts: e.accounts, Acceptor: acceptor, Policy: policy,
+	var err error
+	e.api, err = api.New(api.Deps{Store: e.store, Accounts: e.accounts, Acceptor: acceptor, Policy: policy,
 		Registry: prometheus.NewRegistry(), Logger: quiet, Extra: routes,
 		Ready: map[string]func(context.Context) error{"postgres": e.db.Pool.Ping}}, cfg)
+	require.NoError(t, err)
 	e.srv.Config.Handler = e.api
 	return e
 }
@@ -398,9 +400,10 @@ func deadServer(t *testing.T, extra ...func(*eventstore.Store) api.Route) *httpt
 	}
 	acceptor := orders.New(store, time.Now, orders.Config{})
 	t.Cleanup(acceptor.Close)
-	s := api.New(api.Deps{Store: store, Accounts: accounts.New(store, time.Now), Acceptor: acceptor,
+	s, err := api.New(api.Deps{Store: store, Accounts: accounts.New(store, time.Now), Acceptor: acceptor,
 		Policy: accept.DefaultPolicy(), Registry: prometheus.NewRegistry(), Logger: quiet, Extra: routes,
 		Ready: map[string]func(context.Context) error{"postgres": pool.Ping}}, api.Config{})
+	require.NoError(t, err)
 	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return srv

@@ -27,7 +27,8 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 	require.Equal(t, "3.1.0", doc.OpenAPI)
 	intake, err := receipts.New(receipts.Config{Store: eventstore.New(nil), Providers: map[string][]byte{"sim-a": []byte("s")}})
 	require.NoError(t, err)
-	srv := api.New(api.Deps{Logger: quiet, Extra: []api.Route{intake.Route()}}, api.Config{})
+	srv, err := api.New(api.Deps{Logger: quiet, Extra: []api.Route{intake.Route()}}, api.Config{})
+	require.NoError(t, err)
 	mounted := map[string]bool{}
 	for _, rt := range srv.Routes() {
 		op := strings.ToLower(rt.Method) + " " + rt.Pattern

@@ -6,6 +6,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -52,30 +53,19 @@ type Config struct {
 	BodyGrace   time.Duration
 }
 
-func (c Config) withDefaults() Config {
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 20
+func (c Config) withDefaults() (Config, error) {
+	if c.MaxBodyBytes < 0 || c.RateLimit < 0 || c.RateBurst < 0 || c.MaxStreamsPerAccount < 0 ||
+		c.BodyBudgetBytes < 0 || c.BodyMinRate < 0 || c.BodyGrace < 0 {
+		return c, errors.New("api: Config limits must not be negative")
 	}
-	if c.RateLimit <= 0 {
-		c.RateLimit = 100
-	}
-	if c.RateBurst <= 0 {
-		c.RateBurst = 200
-	}
-	if c.MaxStreamsPerAccount <= 0 {
-		c.MaxStreamsPerAccount = 20
-	}
-	if c.BodyBudgetBytes <= 0 {
-		c.BodyBudgetBytes = 128 << 20
-	}
-	c.BodyBudgetBytes = max(c.BodyBudgetBytes, c.MaxBodyBytes)
-	if c.BodyMinRate <= 0 {
-		c.BodyMinRate = 16 << 10
-	}
-	if c.BodyGrace <= 0 {
-		c.BodyGrace = 10 * time.Second
-	}
-	return c
+	c.MaxBodyBytes = cmp.Or(c.MaxBodyBytes, 64<<20)
+	c.RateLimit = cmp.Or(c.RateLimit, 100)
+	c.RateBurst = cmp.Or(c.RateBurst, 200)
+	c.MaxStreamsPerAccount = cmp.Or(c.MaxStreamsPerAccount, 20)
+	c.BodyBudgetBytes = max(cmp.Or(c.BodyBudgetBytes, 128<<20), c.MaxBodyBytes)
+	c.BodyMinRate = cmp.Or(c.BodyMinRate, 16<<10)
+	c.BodyGrace = cmp.Or(c.BodyGrace, 10*time.Second)
+	return c, nil
 }
 
 // Deps are the services the API calls.
@@ -132,9 +122,13 @@ type Server struct {
 	beforeAttach func()
 }
 
-// New builds the API server.
-func New(deps Deps, cfg Config) *Server {
-	cfg = cfg.withDefaults()
+// New builds the API server; a negative limit is an error, a zero one
+// takes its default.
+func New(deps Deps, cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()
 	}
@@ -152,7 +146,7 @@ func New(deps Deps, cfg Config) *Server {
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
 	}
-	return s
+	return s, nil
 }
 
 // Routes lists the mounted endpoints (the OpenAPI test compares them with

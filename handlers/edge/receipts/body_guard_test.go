@@ -34,8 +34,10 @@ func TestTrickledReceiptGets408(t *testing.T) {
 		Retry: routing.RetryPolicy{MaxAttempts: 3, Base: 5 * time.Second, Max: time.Minute},
 		Now:   time.Now, Logger: quiet, Registerer: reg, Tolerance: time.Minute})
 	require.NoError(t, err)
-	srv := httptest.NewServer(api.New(api.Deps{Store: store, Registry: reg, Logger: quiet, Extra: []api.Route{in.Route()}},
-		api.Config{BodyGrace: 300 * time.Millisecond, BodyMinRate: 1000}))
+	s, err := api.New(api.Deps{Store: store, Registry: reg, Logger: quiet, Extra: []api.Route{in.Route()}},
+		api.Config{BodyGrace: 300 * time.Millisecond, BodyMinRate: 1000})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 
 	conn, err := net.Dial("tcp", srv.Listener.Addr().String())

@@ -86,8 +86,10 @@ func newEnv(t *testing.T, opts ...func(*receipts.Config)) *env {
 	}
 	in, err := receipts.New(cfg)
 	require.NoError(t, err)
-	srv := httptest.NewServer(api.New(api.Deps{Store: store, Registry: reg, Logger: quiet, Now: clk.Now,
-		Extra: []api.Route{in.Route()}}, api.Config{}))
+	s, err := api.New(api.Deps{Store: store, Registry: reg, Logger: quiet, Now: clk.Now,
+		Extra: []api.Route{in.Route()}}, api.Config{})
+	require.NoError(t, err)
+	srv := httptest.NewServer(s)
 	t.Cleanup(srv.Close)
 	return &env{t: t, ctx: context.Background(), db: db, store: store, clock: clk, policy: cfg.Retry,
 		reg: reg, intake: in, srv: srv}
