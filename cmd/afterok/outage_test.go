@@ -162,6 +162,9 @@ func outageHarness(t *testing.T, db *storetest.DB, n *storetest.NATS) *harness {
 // TestOutageOfTheDatabase stops the system's PostgreSQL for 30 s while
 // about 4,000 messages are in flight, then starts it again.
 func TestOutageOfTheDatabase(t *testing.T) {
+	// The two outages run side by side: each owns its dependency and
+	// spends most of its time waiting out the outage.
+	t.Parallel()
 	cluster := storetest.NewCluster(t)
 	h := outageHarness(t, cluster.NewDB(t, eventstore.PoolConfig{MaxConns: 8}), storetest.NewNATS(t))
 	h.start(dispatch.Hooks{})
@@ -178,6 +181,9 @@ func TestOutageOfTheDatabase(t *testing.T) {
 // test's own, even when NATS_URL names a shared one) for 30 s while about
 // 4,000 messages are in flight, then starts it again.
 func TestOutageOfJetStream(t *testing.T) {
+	// The two outages run side by side: each owns its dependency and
+	// spends most of its time waiting out the outage.
+	t.Parallel()
 	n := storetest.NewEmbeddedNATS(t)
 	h := outageHarness(t, storetest.NewDB(t), n)
 	h.start(dispatch.Hooks{})
