@@ -27,14 +27,20 @@ const (
 	ScopeOrdersWrite  = "orders:write"
 	ScopeMessagesRead = "messages:read"
 	ScopeEventsRead   = "events:read"
-	ScopeAdmin        = "admin"
+	// ScopeMessagesWrite allows acting on messages after acceptance:
+	// cancel and re-drive.
+	ScopeMessagesWrite = "messages:write"
+	// ScopeWebhooksManage allows creating, changing and replaying the
+	// account's status-callback endpoints.
+	ScopeWebhooksManage = "webhooks:manage"
+	ScopeAdmin          = "admin"
 )
 
-// DefaultScopes are what a new account's first key gets.
-var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead}
+// DefaultScopes are what a new account's first key gets: every scope but admin.
+var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeMessagesWrite, ScopeWebhooksManage}
 
 // AllScopes lists every valid scope.
-var AllScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeAdmin}
+var AllScopes = append(slices.Clone(DefaultScopes), ScopeAdmin)
 
 // ErrUnauthenticated is returned for a missing, malformed, unknown or revoked key.
 var ErrUnauthenticated = errors.New("unauthenticated")
