@@ -16,10 +16,14 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"errors"
+	"fmt"
 	"io/fs"
+	"maps"
 	"mime"
 	"net/http"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -51,11 +55,18 @@ type file struct {
 type Console struct {
 	index  file
 	assets map[string]file // by path below Prefix: "assets/app.js"
+	// version names this build's assets: the page asks for
+	// assets/<version>/app.js, which a browser may keep for good, so a
+	// page load costs only the page and its API calls; a new binary has a
+	// new version, so nothing stale is ever used. The modules import each
+	// other by relative paths, which carry the version along.
+	version string
 }
 
 // New loads the embedded files once.
 func New() (*Console, error) {
 	c := &Console{assets: map[string]file{}}
+	var index []byte
 	err := fs.WalkDir(files, "web", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
@@ -72,13 +83,35 @@ func New() (*Console, error) {
 		f := file{body: b, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: ctype}
 		rel := strings.TrimPrefix(p, "web/")
 		if rel == "index.html" {
-			c.index = f
+			index = b
 		} else {
 			c.assets[rel] = f
 		}
 		return nil
 	})
-	return c, err
+	if err != nil {
+		return nil, err
+	}
+	if index == nil {
+		return nil, errors.New("console: web/index.html is missing")
+	}
+	all := sha256.New()
+	names := slices.Sorted(maps.Keys(c.assets))
+	var preload strings.Builder
+	for _, name := range names {
+		all.Write([]byte(name + "\x00" + c.assets[name].etag))
+		if strings.HasSuffix(name, ".js") && name != "assets/app.js" {
+			fmt.Fprintf(&preload, "<link rel=\"modulepreload\" href=\"%s%s\">\n", Prefix, name)
+		}
+	}
+	c.version = hex.EncodeToString(all.Sum(nil)[:6])
+	// Every module is fetched at once, not as the imports are discovered
+	// one level at a time.
+	index = bytes.Replace(index, []byte("<!-- modulepreload -->\n"), []byte(preload.String()), 1)
+	index = bytes.ReplaceAll(index, []byte(Prefix+"assets/"), []byte(Prefix+"assets/"+c.version+"/"))
+	sum := sha256.Sum256(index)
+	c.index = file{body: index, etag: `"` + hex.EncodeToString(sum[:8]) + `"`, ctype: "text/html; charset=utf-8"}
+	return c, nil
 }
 
 // Route mounts the console on the API server.
@@ -94,7 +127,16 @@ func (c *Console) serve(w http.ResponseWriter, r *http.Request, _ *api.RequestCo
 	rel := strings.TrimPrefix(r.URL.Path, strings.TrimSuffix(Prefix, "/"))
 	rel = strings.TrimPrefix(path.Clean(rel), "/")
 	f := c.index
+	cache := "no-cache" // revalidated by ETag: a new binary's files are seen at once
 	if strings.HasPrefix(rel, "assets/") || path.Ext(rel) != "" {
+		// assets/<version>/x.js is assets/x.js of this build; an older
+		// build's version gets this build's file, revalidated.
+		if v, name, ok := strings.Cut(strings.TrimPrefix(rel, "assets/"), "/"); ok && isVersion(v) {
+			rel = "assets/" + name
+			if v == c.version {
+				cache = "public, max-age=31536000, immutable"
+			}
+		}
 		var ok bool
 		if f, ok = c.assets[rel]; !ok {
 			return api.NotFound("the console has no file %s", rel)
@@ -104,9 +146,20 @@ func (c *Console) serve(w http.ResponseWriter, r *http.Request, _ *api.RequestCo
 	h.Set("Content-Security-Policy", SecurityPolicy)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	h.Set("Cache-Control", "no-cache") // revalidated by ETag: a new binary's files are seen at once
+	h.Set("Cache-Control", cache)
 	h.Set("Content-Type", f.ctype)
 	h.Set("ETag", f.etag)
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
 	return nil
 }
+
+func isVersion(s string) bool {
+	if len(s) != 12 {
+		return false
+	}
+	_, err := hex.DecodeString(s)
+	return err == nil
+}
+
+// Version names this build's assets (the path segment after assets/).
+func (c *Console) Version() string { return c.version }

@@ -1,26 +1,51 @@
 // What the signed-in key may do, so that a page offers only the actions
 // the API would allow. The API itself decides every request; this only
 // spares people a button that can only answer 403.
-import { call, endpoints, Problem } from './api.js';
+//
+// It is worked out once per sign-in and kept in the tab's sessionStorage
+// beside the key (scope names and endpoint paths, nothing secret), so
+// that opening a deep link costs only the page's own API calls.
+import { call, Problem } from './api.js';
 
+const STORE = 'afterok.access';
 let cached;
 
 // access returns {has(scope), can(method, path)}: scopes the key holds and
-// endpoints this server has. Scopes come from the key list when the server
-// has one (the key is found by its prefix), else from harmless probes.
+// endpoints this server has.
 export function access() {
-  if (!cached) cached = load();
-  return cached;
+  if (!cached) {
+    const kept = sessionStorage.getItem(STORE);
+    cached = kept ? Promise.resolve(JSON.parse(kept)) : load().then((a) => {
+      if (sessionStorage.getItem('afterok.api_key')) sessionStorage.setItem(STORE, JSON.stringify(a));
+      return a;
+    });
+  }
+  return cached.then(({ scopes, ops }) => ({
+    has: (s) => scopes.includes(s),
+    can: (method, path) => ops.includes(method.toUpperCase() + ' ' + path),
+  }));
 }
 
-export function forget() { cached = undefined; }
+export function forget() {
+  cached = undefined;
+  sessionStorage.removeItem(STORE);
+}
 
+// load reads the server's OpenAPI document for the endpoints it has, and
+// the key's scopes from the key list when the server has one (the key is
+// found by its prefix), else from harmless probes.
 async function load() {
-  const can = await endpoints();
+  let doc = { paths: {} };
+  try { doc = await (await fetch('/openapi.json', { credentials: 'omit' })).json(); } catch { /* no endpoints known */ }
+  const ops = [];
+  for (const [path, item] of Object.entries(doc.paths || {})) {
+    for (const method of Object.keys(item)) if (method !== 'parameters') ops.push(method.toUpperCase() + ' ' + path);
+  }
+  const can = (op) => ops.includes(op);
   const scopes = new Set();
   const key = sessionStorage.getItem('afterok.api_key') || '';
   let listed = false;
-  if (can('GET', '/v1/account/keys')) {
+  if (can('GET /v1/account/keys')) {
     try {
       const { keys } = await call('/v1/account/keys');
       const mine = (keys || []).find((k) => k.prefix && key.startsWith(k.prefix));
@@ -38,9 +63,9 @@ async function load() {
     const probes = [probe('messages:read', '/v1/account'), probe('events:read', '/v1/events?limit=1'),
       probe('admin', '/v1/providers/stats')];
     // A cancel of an id that cannot exist: authorised or not, nothing changes.
-    if (can('POST', '/v1/messages/{id}/cancel')) probes.push(probe('messages:write', '/v1/messages/0/cancel', 'POST'));
-    if (can('GET', '/v1/webhooks')) probes.push(probe('webhooks:manage', '/v1/webhooks?limit=1'));
+    if (can('POST /v1/messages/{id}/cancel')) probes.push(probe('messages:write', '/v1/messages/0/cancel', 'POST'));
+    if (can('GET /v1/webhooks')) probes.push(probe('webhooks:manage', '/v1/webhooks'));
     await Promise.all(probes);
   }
-  return { has: (s) => scopes.has(s), can, scopes };
+  return { scopes: [...scopes], ops };
 }

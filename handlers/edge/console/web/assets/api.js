@@ -112,16 +112,3 @@ export async function stream(path, { onEvent, onState, signal }) {
     await new Promise((r) => setTimeout(r, 2000));
   }
 }
-
-// The server's OpenAPI document says which endpoints this afterok has, so
-// that a page can offer an action only where the server can take it.
-let doc;
-export async function endpoints() {
-  if (!doc) {
-    doc = fetch('/openapi.json', { credentials: 'omit' })
-      .then((r) => (r.ok ? r.json() : { paths: {} }))
-      .catch(() => ({ paths: {} }));
-  }
-  const d = await doc;
-  return (method, path) => Boolean(d.paths && d.paths[path] && d.paths[path][method.toLowerCase()]);
-}

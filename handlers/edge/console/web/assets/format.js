@@ -67,7 +67,7 @@ const failureWords = {
 
 export function failureInWords(code) { return failureWords[code] || code; }
 
-const stageWords = { accept: 'at acceptance', route: 'while routing', submit: 'when sent to the provider', receipt: 'in the delivery receipt', expiry: 'at expiry', queue: 'in the queue' };
+const stageWords = { routing: 'while routing', submit: 'when sent to the provider', delivery: 'in the delivery receipt', expiry: 'at expiry' };
 export function stageInWords(stage) { return stageWords[stage] || stage; }
 
 const eventWords = {

@@ -81,9 +81,9 @@ function routeCard(m, history) {
 
 function candidates(list, chosen) {
   return el('div', { class: 'table-wrap' }, el('table', { class: 'candidates' },
-    el('thead', {}, el('tr', {}, el('th', {}, 'Provider'), el('th', { class: 'num' }, 'Priority'), el('th', { class: 'num' }, 'Weight'), el('th', {}, 'Eligible'), el('th', {}, 'Why'))),
+    el('thead', {}, el('tr', {}, el('th', {}, 'Provider'), el('th', { class: 'num hide-narrow' }, 'Priority'), el('th', { class: 'num hide-narrow' }, 'Weight'), el('th', {}, 'Eligible'), el('th', {}, 'Why'))),
     el('tbody', {}, list.map((c) => el('tr', { class: c.provider === chosen && c.eligible ? 'chosen' : '' },
-      el('td', {}, c.provider), el('td', { class: 'num' }, c.priority), el('td', { class: 'num' }, c.weight),
+      el('td', {}, c.provider), el('td', { class: 'num hide-narrow' }, c.priority), el('td', { class: 'num hide-narrow' }, c.weight),
       el('td', {}, c.eligible ? 'yes' : 'no'), el('td', {}, c.reason))))));
 }
 

@@ -73,7 +73,7 @@ async function messages(list, o, params, signal) {
     return;
   }
   const base = '/console/orders/' + encodeURIComponent(o.order_id);
-  const title = el('h2', {}, 'Messages ', el('span', { class: 'sub' }, state ? `in state ${state} · ` : 'in request order · ', state ? el('a', { href: base }, 'show all') : null));
+  const title = el('h2', {}, 'Messages ', el('span', { class: 'sub' }, state ? [`in state ${state} · `, el('a', { href: base }, 'show all')] : 'in request order'));
   if (!res.messages.length) {
     list.replaceChildren(card(null, title, empty(state ? `No message of this order is ${state}.` : 'This order has no messages.')));
     return;
