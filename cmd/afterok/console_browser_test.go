@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/commands/accounts"
+	"github.com/afterok/afterok/handlers/edge/api"
 	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
@@ -205,7 +207,7 @@ func (h *harness) getJSON(path string) map[string]any {
 // localStorage.
 func TestConsoleFollowsAMessageInABrowser(t *testing.T) {
 	h := newHarness(t)
-	logs := &syncBuffer{}
+	logs := &storetest.Logs{}
 	h.logs = logs
 	h.start(dispatch.Hooks{})
 	base := "http://" + h.cfg.Addr
@@ -274,6 +276,15 @@ func TestConsoleFollowsAMessageInABrowser(t *testing.T) {
 	require.Contains(t, b.text("main"), orderID)
 	b.shoot("order", 1280, 800)
 
+	// Live counts: an order in flight when its page opens. Its message gets
+	// no receipt and expires; the counts change without a reload.
+	inFlight, _ := h.order(15, sim.ExampleNoReceipt)
+	b.open("/console/orders/" + inFlight)
+	b.waitText("#live", "live")
+	opened := evalIn[float64](b, `performance.timeOrigin`)
+	b.waitText("#counts", "1\nexpired")
+	require.Equal(t, opened, evalIn[float64](b, `performance.timeOrigin`), "the counts changed in the page, not by a reload")
+
 	b.open("/console/account")
 	b.waitText("#money-events", "Price reserved")
 	b.shoot("account", 1280, 800)
@@ -309,6 +320,33 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 		return d.Exception.Description
 	}
 	return d.Text
+}
+
+// TestConsoleCancelsAScheduledMessage: a message scheduled for later is
+// canceled from its page, with a reason, and the page then shows it
+// canceled, the reason in its history.
+func TestConsoleCancelsAScheduledMessage(t *testing.T) {
+	h := newHarness(t)
+	h.start(dispatch.Hooks{})
+	if !slices.ContainsFunc(h.running.sys.api.Routes(), func(r api.Route) bool {
+		return r.Method == "POST" && r.Pattern == "/v1/messages/{id}/cancel"
+	}) {
+		t.Skip("needs POST /v1/messages/{id}/cancel and scheduled send (send_at), which this afterok does not have yet")
+	}
+	status, out := h.post("/v1/orders", map[string]any{"to": []string{sim.ExampleDelivered}, "body": "Later",
+		"send_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	require.Equal(t, 202, status, "%v", out)
+	id := out["messages"].([]any)[0].(map[string]any)["message_id"].(string)
+
+	b := newBrowser(t, "http://"+h.cfg.Addr)
+	b.open("/console/messages/" + id)
+	b.signIn(h.key.APIKey)
+	b.waitText(".headline", "scheduled")
+	b.do(chromedp.SendKeys(chromedp.CSS("#action-reason"), "customer asked to stop it"),
+		chromedp.Click(chromedp.CSS(".actions button[type=submit]")))
+	b.waitText(".headline", "canceled")
+	b.waitText("#timeline", "customer asked to stop it")
+	b.checkClean(h.key.APIKey)
 }
 
 // TestDevBannerShowsTheConsole: make run prints the console's address
