@@ -20,6 +20,10 @@ type Store struct {
 	pool          *pgxpool.Pool
 	now           func() time.Time
 	copyThreshold int
+	// Consumers' defaults (WithPartitions, WithLease) and metrics.
+	partitions      int
+	lease           time.Duration
+	consumerMetrics *ConsumerMetrics
 
 	// changed is closed (and replaced) after every commit that appended, so
 	// a tail reader that took it before querying never misses a wake-up.
@@ -36,6 +40,17 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = no
 // WithCopyThreshold sets the number of events from which an append uses
 // COPY instead of a single INSERT … SELECT FROM unnest(…).
 func WithCopyThreshold(n int) Option { return func(s *Store) { s.copyThreshold = n } }
+
+// WithPartitions sets how many partitions a consumer that names none runs
+// as (default DefaultPartitions).
+func WithPartitions(n int) Option { return func(s *Store) { s.partitions = n } }
+
+// WithLease sets how long a consumer's partition lease lasts without
+// renewal, for consumers that name none (default DefaultLease).
+func WithLease(d time.Duration) Option { return func(s *Store) { s.lease = d } }
+
+// WithConsumerMetrics counts the consumers' partitions and takeovers.
+func WithConsumerMetrics(m *ConsumerMetrics) Option { return func(s *Store) { s.consumerMetrics = m } }
 
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
