@@ -91,6 +91,22 @@ func Checkpoint(ctx context.Context, q Querier, name string) (Cursor, error) {
 	return c, err
 }
 
+// ForceCheckpoint sets a consumer's checkpoint to c, for every partition,
+// whoever owns it (a rebuild that swaps in a read model computed up to c;
+// a batch in flight then finds its checkpoint moved and rolls back).
+func ForceCheckpoint(ctx context.Context, tx pgx.Tx, name string, c Cursor) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO checkpoints (name, xid, position) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, position = excluded.position, updated_at = now()`,
+		name, c.XID, c.Position); err != nil {
+		return fmt.Errorf("force checkpoint of %s: %w", name, err)
+	}
+	if _, err := tx.Exec(ctx, `UPDATE consumer_partitions SET xid = $2::text::xid8, position = $3, updated_at = now()
+WHERE consumer = $1`, name, xidText(c), c.Position); err != nil {
+		return fmt.Errorf("force checkpoint of %s: %w", name, err)
+	}
+	return nil
+}
+
 // SaveCheckpoint moves a checkpoint from "from" to "to" inside tx, failing
 // with ErrCheckpointMoved if it is not at "from" any more.
 func SaveCheckpoint(ctx context.Context, tx pgx.Tx, name string, from, to Cursor) error {

@@ -29,7 +29,10 @@ func messagesProjection() Projection {
 		Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageQueued{}, domain.MessageRouted{},
 			domain.MessageSubmitted{}, domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageRetried{},
 			domain.OrderAccepted{}, domain.OrderCompleted{}, domain.BalanceCharged{}, domain.BalanceReleased{}),
-		apply: applyMessages,
+		// An order's row folds its order's and its messages' events, in
+		// tail order: they share a partition.
+		PartitionKey: eventstore.ByOrder,
+		apply:        applyMessages,
 	}
 }
 

@@ -164,7 +164,7 @@ func TestProjectionAppliesEachEventOnce(t *testing.T) {
 	var crashing atomic.Bool
 	crashing.Store(true)
 	consumer := eventstore.Consumer{
-		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types}, BatchSize: 7, Poll: 10 * time.Millisecond, Logger: quiet,
+		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types}, PartitionKey: p.PartitionKey, BatchSize: 7, Poll: 10 * time.Millisecond, Logger: quiet,
 		Handle: func(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
 			if err := p.Apply(ctx, tx.Tx, batch); err != nil {
 				return err

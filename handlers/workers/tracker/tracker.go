@@ -69,7 +69,10 @@ func New(cfg Config) (*Tracker, error) {
 func (t *Tracker) Run(ctx context.Context) error {
 	return t.cfg.Store.Run(ctx, eventstore.Consumer{
 		Name: "tracker", BatchSize: t.cfg.BatchSize, Logger: t.log, Handle: t.apply,
-		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}), Sparse: true},
+		// An order's progress row adds up its messages' final events: one
+		// partition settles an order, so no two processes race on its row.
+		PartitionKey: eventstore.ByOrder,
+		Filter:       eventstore.Filter{Types: domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}), Sparse: true},
 	})
 }
 
