@@ -56,6 +56,9 @@ type Consumer struct {
 	// has committed, with those events (metrics that must count only what
 	// is committed).
 	Committed func(batch []RecordedEvent)
+
+	owner  string // tests name a Run's claim (export_test.go)
+	vanish bool   // tests: stop as a killed process would, leases kept
 }
 
 // ErrCheckpointMoved means another instance of the consumer advanced the
@@ -142,7 +145,7 @@ func SaveCheckpoint(ctx context.Context, tx pgx.Tx, name string, from, to Cursor
 func (s *Store) Run(ctx context.Context, c Consumer) error {
 	c = s.consumerDefaults(c)
 	log := c.Logger.With("consumer", c.Name)
-	f := &follower{s: s, c: c, log: log, owner: ownerID(), lease: c.Lease, want: c.Partitions}
+	f := &follower{s: s, c: c, log: log, owner: cmp.Or(c.owner, ownerID()), lease: c.Lease, want: c.Partitions}
 	return f.run(ctx)
 }
 

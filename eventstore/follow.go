@@ -25,6 +25,10 @@ type follower struct {
 	warned    time.Time
 }
 
+// abandonedMsg is logged (at debug) for a batch rolled back because a
+// partition's checkpoint moved or its lease was gone.
+const abandonedMsg = "consumer batch abandoned: a partition moved on without it"
+
 // run follows the tail until ctx ends.
 func (f *follower) run(ctx context.Context) error {
 	defer f.leave()
@@ -32,7 +36,11 @@ func (f *follower) run(ctx context.Context) error {
 	var err error
 	for ctx.Err() == nil {
 		if err != nil {
-			if !errors.Is(err, ErrCheckpointMoved) && ctx.Err() == nil {
+			switch {
+			case ctx.Err() != nil:
+			case errors.Is(err, ErrCheckpointMoved):
+				f.log.Debug(abandonedMsg, "err", err)
+			default:
 				f.log.Error("consumer batch failed, retrying", "err", err, "backoff", backoff)
 			}
 			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
@@ -252,6 +260,9 @@ func (f *follower) wait(ctx context.Context, changed <-chan struct{}) {
 // leave gives the partitions back at once (rather than at their expiry),
 // so that the other processes take them over on their next round.
 func (f *follower) leave() {
+	if f.c.vanish {
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if _, err := f.s.pool.Exec(ctx, leaveSQL, f.c.Name, f.owner); err != nil {

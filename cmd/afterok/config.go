@@ -10,6 +10,7 @@ import (
 
 	"github.com/afterok/afterok/domain/pricing"
 	"github.com/afterok/afterok/domain/routing"
+	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
@@ -64,6 +65,11 @@ type Config struct {
 	// routed message whose job left the work queue without an outcome is
 	// queued again once its job is StrandedAfter old; the check runs every
 	// StrandedEvery.
+	// Partitions is how many partitions every tail consumer (scheduler,
+	// tracker, each projection) is split into (AFTEROK_PARTITIONS): how
+	// many processes of a role can share its work. Fixed per deployment.
+	Partitions int
+
 	StrandedAfter time.Duration // AFTEROK_STRANDED_AFTER
 	StrandedEvery time.Duration // AFTEROK_STRANDED_EVERY
 
@@ -128,6 +134,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		DispatchBatch:      200,
 		DispatchFetchers:   2,
 		DispatchAckWait:    30 * time.Second,
+		Partitions:         eventstore.DefaultPartitions,
 		StrandedAfter:      2 * time.Minute,
 		StrandedEvery:      15 * time.Second,
 		Prices:             pricing.Default(),
@@ -174,6 +181,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.dur("AFTEROK_RETRY_MAX", &c.Retry.Max)
 	p.int("AFTEROK_DISPATCH_BATCH", &c.DispatchBatch, 1, 1000)
 	p.int("AFTEROK_DISPATCH_FETCHERS", &c.DispatchFetchers, 1, 64)
+	p.int("AFTEROK_PARTITIONS", &c.Partitions, 1, 1024)
 	p.dur("AFTEROK_DISPATCH_ACK_WAIT", &c.DispatchAckWait)
 	p.dur("AFTEROK_SIM_SUBMIT_LATENCY", &c.SimSubmitLatency)
 	p.dur("AFTEROK_SIM_RECEIPT_DELAY", &c.SimReceiptDelay)
