@@ -181,10 +181,6 @@ func (s *Store) consumerDefaults(c Consumer) Consumer {
 func (s *Store) Step(ctx context.Context, c Consumer, cursor Cursor) (Cursor, int, error) {
 	c = s.consumerDefaults(c)
 	changed := s.Changed()
-	n, err := s.partitionsOf(ctx, c.Name, c.Partitions)
-	if err != nil {
-		return cursor, 0, err
-	}
 	batch, next, err := ReadAll(ctx, s.pool, cursor, c.BatchSize, c.Filter)
 	if err != nil {
 		return cursor, 0, err
@@ -206,11 +202,23 @@ func (s *Store) Step(ctx context.Context, c Consumer, cursor Cursor) (Cursor, in
 				return err
 			}
 		}
-		tag, err := tx.Exec(ctx, saveUnownedSQL, c.Name, xidText(next), next.Position, xidText(cursor), cursor.Position)
-		if err != nil {
-			return err
+		save := func() (partitions, moved int, err error) {
+			err = tx.QueryRow(ctx, saveUnownedSQL, c.Name, xidText(next), next.Position, xidText(cursor), cursor.Position).
+				Scan(&partitions, &moved)
+			return partitions, moved, err
 		}
-		if tag.RowsAffected() != int64(n) {
+		partitions, moved, err := save()
+		if err == nil && partitions == 0 {
+			// The consumer's first batch: its partitions start from its
+			// single checkpoint, if it had one, like Run's.
+			if _, err = tx.Exec(ctx, createPartitionsSQL, c.Name, c.Partitions); err == nil {
+				partitions, moved, err = save()
+			}
+		}
+		switch {
+		case err != nil:
+			return err
+		case partitions == 0 || moved != partitions:
 			return ErrCheckpointMoved
 		}
 		return nil

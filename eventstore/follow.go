@@ -82,9 +82,6 @@ func (f *follower) round(ctx context.Context) error {
 	if err := f.s.pool.QueryRow(ctx, heartbeatSQL, f.c.Name, f.owner, secs).Scan(&members); err != nil {
 		return fmt.Errorf("%s heartbeat: %w", f.c.Name, err)
 	}
-	if _, err := f.s.pool.Exec(ctx, forgetMembersSQL, f.c.Name); err != nil {
-		return fmt.Errorf("%s members: %w", f.c.Name, err)
-	}
 	rows, err := f.s.pool.Query(ctx, renewSQL, f.c.Name, f.owner, secs)
 	if err != nil {
 		return fmt.Errorf("%s renew: %w", f.c.Name, err)

@@ -87,11 +87,10 @@ ON CONFLICT (consumer, partition) DO NOTHING`
 	heartbeatSQL = `-- name: consumer.heartbeat
 WITH beat AS (
   INSERT INTO consumer_members (consumer, owner, seen_until) VALUES ($1, $2, clock_timestamp() + $3 * interval '1 second')
-  ON CONFLICT (consumer, owner) DO UPDATE SET seen_until = excluded.seen_until)
+  ON CONFLICT (consumer, owner) DO UPDATE SET seen_until = excluded.seen_until),
+forget AS (
+  DELETE FROM consumer_members WHERE consumer = $1 AND seen_until < clock_timestamp() - interval '1 minute')
 SELECT count(*) + 1 FROM consumer_members WHERE consumer = $1 AND owner <> $2 AND seen_until > clock_timestamp()`
-
-	forgetMembersSQL = `-- name: consumer.forget_members
-DELETE FROM consumer_members WHERE consumer = $1 AND seen_until < clock_timestamp() - interval '1 minute'`
 
 	// renewSQL returns what this process still owns, with the checkpoints
 	// as committed: the authority a process starts each round from.
@@ -133,8 +132,10 @@ WHERE p.consumer = $1 AND p.partition = u.partition
 	// saveUnownedSQL is Step's: every partition from one cursor, with no
 	// lease (for a consumer driven by hand, with no Run of it live).
 	saveUnownedSQL = `-- name: consumer.save_unowned
-UPDATE consumer_partitions SET xid = $2::text::xid8, position = $3, updated_at = now()
-WHERE consumer = $1 AND xid = $4::text::xid8 AND position = $5`
+WITH moved AS (
+  UPDATE consumer_partitions SET xid = $2::text::xid8, position = $3, updated_at = now()
+  WHERE consumer = $1 AND xid = $4::text::xid8 AND position = $5 RETURNING 1)
+SELECT (SELECT count(*) FROM consumer_partitions WHERE consumer = $1), (SELECT count(*) FROM moved)`
 )
 
 // ErrPartitionsChanged means the database holds a consumer's partitions in
