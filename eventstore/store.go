@@ -185,6 +185,19 @@ type Tx struct {
 	pgx.Tx
 	store    *Store
 	appended bool
+	// failed is set when an append failed after writing part of its
+	// batch: the transaction must not commit (InTx and Savepoint refuse).
+	failed error
+}
+
+// fail returns err, and when the failing append had already written part
+// of its batch, marks the transaction so that it cannot commit: an append
+// is all or nothing, and its rows cannot be deleted.
+func (tx *Tx) fail(err error, wrote bool) error {
+	if wrote && tx.failed == nil {
+		tx.failed = err
+	}
+	return err
 }
 
 // InTx runs fn in a transaction and commits it if fn returns nil. Tail
@@ -198,6 +211,9 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	defer func() { _ = ptx.Rollback(context.WithoutCancel(ctx)) }()
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if tx.failed != nil {
+		return fmt.Errorf("not committed: an append failed after writing part of its batch: %w", tx.failed)
 	}
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -260,6 +276,10 @@ func (tx *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := fn(inner); err != nil {
 		_ = sp.Rollback(context.WithoutCancel(ctx))
 		return err
+	}
+	if inner.failed != nil {
+		_ = sp.Rollback(context.WithoutCancel(ctx))
+		return inner.failed
 	}
 	if err := sp.Commit(ctx); err != nil {
 		return err
