@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/eventstore/storetest"
+)
+
+// The cluster tests (cluster_harness_test.go has the deployment): the
+// end-to-end check, a process killed with SIGKILL mid-run, and a JetStream
+// node stopped mid-run, each on two processes of every role and a
+// three-node JetStream cluster.
+
+// clusterExpiringValidity is the validity of the load's no-receipt
+// messages (seconds): long enough to outlast a fault, short enough that
+// they expire within the test.
+const clusterExpiringValidity = 15
+
+// TestClusterEveryTestNumber: the end-to-end check of every test number
+// holds with two processes of every role sharing one database and a
+// JetStream cluster whose streams the processes created at three replicas.
+func TestClusterEveryTestNumber(t *testing.T) {
+	c := newClusterHarness(t)
+	_, js := c.js.Connect(t)
+	c.checkReplicated(js)
+	c.checkEveryTestNumber(2 * time.Minute)
+	c.verify()
+}
+
+// TestClusterSurvivesAKilledProcess kills one of the two processes with
+// SIGKILL while it is submitting: no shutdown, its batches, jobs, receipt
+// requests and transactions cut wherever they were. The other process
+// finishes the run alone: every message ends as its number promises,
+// nothing is charged twice, the simulator counts no duplicate submission,
+// and verify is clean.
+func TestClusterSurvivesAKilledProcess(t *testing.T) {
+	c := newClusterHarness(t)
+	load := c.submitOutageLoad(10, clusterExpiringValidity)
+	victim, survivor := c.procs[0], c.procs[1]
+	storetest.Poll(t, 2*time.Minute, func() (bool, string) {
+		n := c.counter(victim, "afterok_dispatch_submitted_total")
+		return n >= 50, fmt.Sprintf("%s submitted %.0f", victim.name, n)
+	})
+	victim.kill(t)
+	before := c.counter(survivor, "afterok_dispatch_submitted_total")
+	load.add(c.submitOutageLoad(10, clusterExpiringValidity))
+	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.checkPromises(load)
+	c.verify()
+	require.Greater(t, c.counter(survivor, "afterok_dispatch_submitted_total"), before, "the survivor did the rest")
+}
+
+// TestClusterSurvivesAStoppedNATSNode stops the JetStream node that leads
+// the dispatch stream while messages are in flight. The streams elect
+// other leaders and keep serving: the run completes with the node away.
+// Then the node comes back and catches up, and the events stream holds
+// every stored event exactly once.
+func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
+	c := newClusterHarness(t)
+	_, js := c.js.Connect(t)
+	c.checkReplicated(js)
+	load := c.submitOutageLoad(20, clusterExpiringValidity)
+	c.waitSubmitted(300)
+	info := c.js.WaitCurrent(t, js, strings.ToUpper(c.prefix)+"_DISPATCH", time.Minute)
+	node := c.js.Node(info.Cluster.Leader)
+	require.GreaterOrEqual(t, node, 0, "leader %q", info.Cluster.Leader)
+	c.js.Stop(t, node)
+
+	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.checkPromises(load)
+	c.verify()
+
+	c.js.Start(t, node)
+	c.checkReplicated(js)
+	events := strings.ToUpper(c.prefix) + "_EVENTS"
+	storetest.Poll(t, time.Minute, func() (bool, string) {
+		var stored uint64
+		require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&stored))
+		info := c.js.WaitCurrent(t, js, events, time.Minute)
+		require.LessOrEqual(t, info.State.Msgs, stored, "an event is in %s twice", events)
+		return info.State.Msgs == stored, fmt.Sprintf("%d of %d stored events in %s", info.State.Msgs, stored, events)
+	})
+}
