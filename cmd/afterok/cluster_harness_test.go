@@ -53,22 +53,34 @@ type clusterHarness struct {
 	simProc *process
 	procs   []*process
 	// env is what every afterok process of the deployment is given.
-	env map[string]string
+	env   map[string]string
+	began time.Time
+}
+
+// step logs how long the test has run when it reaches a step, to show
+// where a slow run spent its time.
+func (c *clusterHarness) step(what string) {
+	c.t.Logf("%6.1fs %s", time.Since(c.began).Seconds(), what)
 }
 
 // clusterProcesses is how many processes run every role.
 const clusterProcesses = 2
 
 func newClusterHarness(t *testing.T) *clusterHarness {
+	began := time.Now()
 	bin := afterokBinary(t)
+	t.Logf("%6.1fs binary built", time.Since(began).Seconds())
 	pg := storetest.NewCluster(t)
 	db := pg.NewDB(t, eventstore.PoolConfig{MaxConns: 8})
+	t.Logf("%6.1fs PostgreSQL ready", time.Since(began).Seconds())
 	c := &clusterHarness{
 		harness: &harness{t: t, db: db, credit: 1_000_000_000},
 		js:      storetest.NewJetStreamCluster(t, 3),
 		prefix:  strings.ToLower(storetest.RandomName("t")),
-		bin:     bin, dir: t.TempDir(),
+		bin:     bin, dir: t.TempDir(), began: began,
 	}
+	c.harness.verify = c.verifyCommand
+	c.step("binary, PostgreSQL and JetStream cluster ready")
 	var apis []string
 	for range clusterProcesses {
 		apis = append(apis, freeAddr(t))
@@ -109,6 +121,7 @@ func newClusterHarness(t *testing.T) *clusterHarness {
 	code, out, errOut := c.command("accounts", "create", "--name", "cluster", "--credit", "1000", "--json")
 	require.Equal(t, 0, code, errOut)
 	require.NoError(t, json.Unmarshal([]byte(out), &c.key))
+	c.step("processes serving, account open")
 	return c
 }
 
@@ -188,10 +201,10 @@ func (c *clusterHarness) waitReady(p *process, url string) {
 	})
 }
 
-// verify runs `afterok verify --projections`: every hash chain, version and
-// aggregate, and every read-model row the two projectors wrote against a
-// fresh fold.
-func (c *clusterHarness) verify() {
+// verifyCommand runs `afterok verify --projections`: every hash chain,
+// version and aggregate, and every read-model row the two processes'
+// projectors wrote, against a fresh fold. The harness's invariants run it.
+func (c *clusterHarness) verifyCommand() {
 	c.t.Helper()
 	code, out, errOut := c.command("verify", "--projections", "--json")
 	require.Equal(c.t, 0, code, "afterok verify --projections:\n%s\n%s", out, errOut)

@@ -18,9 +18,10 @@ import (
 // three-node JetStream cluster.
 
 // clusterExpiringValidity is the validity of the load's no-receipt
-// messages (seconds): long enough to outlast a fault, short enough that
-// they expire within the test.
-const clusterExpiringValidity = 15
+// messages (seconds), which go in an order of their own: they end
+// failed:expired whenever they expire, before routing or after their
+// submission, so a short one only keeps the test short.
+const clusterExpiringValidity = 5
 
 // TestClusterEveryTestNumber: the end-to-end check of every test number
 // holds with two processes of every role sharing one database and a
@@ -30,7 +31,7 @@ func TestClusterEveryTestNumber(t *testing.T) {
 	_, js := c.js.Connect(t)
 	c.checkReplicated(js)
 	c.checkEveryTestNumber(2 * time.Minute)
-	c.verify()
+	c.step("every test number's promise checked, verified")
 }
 
 // TestClusterSurvivesAKilledProcess kills one of the two processes with
@@ -47,12 +48,15 @@ func TestClusterSurvivesAKilledProcess(t *testing.T) {
 		n := c.counter(victim, "afterok_dispatch_submitted_total")
 		return n >= 50, fmt.Sprintf("%s submitted %.0f", victim.name, n)
 	})
+	c.step("load submitted, the victim is submitting")
 	victim.kill(t)
 	before := c.counter(survivor, "afterok_dispatch_submitted_total")
 	load.add(c.submitOutageLoad(10, clusterExpiringValidity))
+	c.step("killed, more load submitted")
 	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.step("every order completed")
 	c.checkPromises(load)
-	c.verify()
+	c.step("promises checked, verified")
 	require.Greater(t, c.counter(survivor, "afterok_dispatch_submitted_total"), before, "the survivor did the rest")
 }
 
@@ -70,14 +74,17 @@ func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
 	info := c.js.WaitCurrent(t, js, strings.ToUpper(c.prefix)+"_DISPATCH", time.Minute)
 	node := c.js.Node(info.Cluster.Leader)
 	require.GreaterOrEqual(t, node, 0, "leader %q", info.Cluster.Leader)
+	c.step("load submitted, the dispatch stream's leader " + info.Cluster.Leader + " stopping")
 	c.js.Stop(t, node)
 
 	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.step("every order completed")
 	c.checkPromises(load)
-	c.verify()
+	c.step("promises checked, verified")
 
 	c.js.Start(t, node)
 	c.checkReplicated(js)
+	c.step("the node is back and current")
 	events := strings.ToUpper(c.prefix) + "_EVENTS"
 	storetest.Poll(t, time.Minute, func() (bool, string) {
 		var stored uint64

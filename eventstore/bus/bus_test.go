@@ -71,3 +71,32 @@ func TestThreeReplicasOnACluster(t *testing.T) {
 	info = c.WaitCurrent(t, js, names.DispatchStream(), time.Minute)
 	require.Equal(t, uint64(2), info.State.Msgs)
 }
+
+// TestUnansweredPublishFails: an asynchronous publish that the server
+// never answers (on a cluster, one in flight when its stream's leader
+// goes) fails after PublishAsyncTimeout instead of staying pending for
+// good. Pending ones count against the context's PublishAsyncMaxPending:
+// a relay that lost a few windows to a leader change stalled for ever.
+func TestUnansweredPublishFails(t *testing.T) {
+	t.Parallel() // it spends its time waiting for the timeout
+	n := storetest.NewEmbeddedNATS(t)
+	nc, js, err := bus.Connect(n.URL, "afterok-test")
+	require.NoError(t, err)
+	defer nc.Close()
+	// A subscriber that takes the message and never replies: the publish's
+	// request is neither answered nor refused with "no responders".
+	sub, err := nc.SubscribeSync(n.Names.Prefix + ".unanswered")
+	require.NoError(t, err)
+	defer sub.Unsubscribe()
+	f, err := js.PublishAsync(n.Names.Prefix+".unanswered", []byte("x"))
+	require.NoError(t, err)
+	select {
+	case err := <-f.Err():
+		require.ErrorIs(t, err, jetstream.ErrAsyncPublishTimeout)
+	case <-f.Ok():
+		t.Fatal("acknowledged by nobody")
+	case <-time.After(bus.PublishAsyncTimeout + 20*time.Second):
+		t.Fatalf("still pending after %s", bus.PublishAsyncTimeout+20*time.Second)
+	}
+	require.Zero(t, js.PublishAsyncPending())
+}
