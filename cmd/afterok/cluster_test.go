@@ -48,8 +48,26 @@ func TestClusterSurvivesAKilledProcess(t *testing.T) {
 		n := c.counter(victim, "afterok_dispatch_submitted_total")
 		return n >= 50, fmt.Sprintf("%s submitted %.0f", victim.name, n)
 	})
+	_, _, partitioned := c.leases(victim)
+	if partitioned {
+		storetest.Poll(t, time.Minute, func() (bool, string) {
+			held, total, _ := c.leases(victim)
+			return held > 0, fmt.Sprintf("%s holds %d of %d partitions", victim.name, held, total)
+		})
+	}
 	c.step("load submitted, the victim is submitting")
 	victim.kill(t)
+	killed := time.Now()
+	if partitioned {
+		// Its partitions move within 10 s: the survivor holds every one.
+		storetest.Poll(t, 10*time.Second, func() (bool, string) {
+			held, total, _ := c.leases(survivor)
+			return held == total, fmt.Sprintf("%s holds %d of %d partitions", survivor.name, held, total)
+		})
+		c.step(fmt.Sprintf("the survivor holds every partition %.1fs after the kill", time.Since(killed).Seconds()))
+	} else {
+		t.Log("the store has no partition leases yet: their takeover is not checked")
+	}
 	before := c.counter(survivor, "afterok_dispatch_submitted_total")
 	load.add(c.submitOutageLoad(10, clusterExpiringValidity))
 	c.step("killed, more load submitted")
