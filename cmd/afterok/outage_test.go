@@ -39,8 +39,8 @@ func outageDown(t *testing.T) time.Duration {
 
 // outageRun is the load of an outage test: orders of 100 messages across
 // the simulator's numbers, and one order of numbers that never get a
-// receipt, with a validity that ends after the fault (the outage; a
-// killed process's jobs coming back in the cluster tests).
+// receipt, in an order of their own with the validity the test gives
+// (the outage tests: one that ends after the outage).
 type outageRun struct {
 	orders  []string
 	promise map[string]string // message id → final state and code its number promises
