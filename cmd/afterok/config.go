@@ -40,6 +40,10 @@ type Config struct {
 	NATSDuplicates time.Duration
 	// NATSEventsMaxBytes bounds the events stream (AFTEROK_NATS_EVENTS_MAX_BYTES).
 	NATSEventsMaxBytes int64
+	// NATSReplicas is how many JetStream servers hold each stream and its
+	// consumers (AFTEROK_NATS_REPLICAS): 3 on a cluster of three or more
+	// rides out the loss of one; the embedded server is one node.
+	NATSReplicas int
 
 	MaxMessages    int           // AFTEROK_MAX_MESSAGES: per order
 	RateLimit      float64       // AFTEROK_RATE_LIMIT: requests/s per account
@@ -131,6 +135,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Retry:              routing.DefaultRetryPolicy(),
 		NATSDuplicates:     bus.DefaultDuplicates,
 		NATSEventsMaxBytes: bus.DefaultEventsMaxBytes,
+		NATSReplicas:       1,
 		DispatchBatch:      200,
 		DispatchFetchers:   2,
 		DispatchAckWait:    30 * time.Second,
@@ -168,6 +173,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.boolean("AFTEROK_NATS_SYNC_ALWAYS", &c.NATSSyncAlways)
 	p.dur("AFTEROK_NATS_DUPLICATE_WINDOW", &c.NATSDuplicates)
 	p.int64("AFTEROK_NATS_EVENTS_MAX_BYTES", &c.NATSEventsMaxBytes, 1<<20, 1<<50)
+	p.int("AFTEROK_NATS_REPLICAS", &c.NATSReplicas, 1, 5) // JetStream's own maximum
+	if c.NATSReplicas > 1 && c.NATSURL == "" {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_NATS_REPLICAS=%d needs NATS_URL naming a JetStream cluster: the embedded server is one node", c.NATSReplicas))
+	}
 	p.int("AFTEROK_MAX_MESSAGES", &c.MaxMessages, 1, 1_000_000)
 	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)
 	p.int("AFTEROK_RATE_BURST", &c.RateBurst, 1, 1_000_000)

@@ -28,12 +28,18 @@ import (
 // and JetStream, with a provider simulator that outlives restarts of the
 // system so that its duplicate count covers them.
 type harness struct {
-	t       *testing.T
-	db      *storetest.DB
-	nats    *storetest.NATS
-	cfg     Config
+	t    *testing.T
+	db   *storetest.DB
+	nats *storetest.NATS
+	cfg  Config
+	// sim is the simulator in the test's process; simURL, when sim is nil,
+	// one running as a process of its own (the cluster tests).
 	sim     *sim.Simulator
+	simURL  string
 	simStop context.CancelFunc
+	// verify checks the store's every stream; nil runs eventstore.VerifyOK
+	// here (the cluster tests run `afterok verify --projections`).
+	verify  func()
 	key     accounts.Created
 	running *running
 	// credit is the test account's opening credit in micros.
@@ -157,8 +163,24 @@ func (h *harness) waitStopped() {
 	h.running = nil
 }
 
+// simStats are the simulator's counters, wherever it runs.
+func (h *harness) simStats() sim.Stats {
+	h.t.Helper()
+	if h.sim != nil {
+		return h.sim.Stats()
+	}
+	res, err := http.Get(h.simURL + "/stats")
+	require.NoError(h.t, err)
+	defer res.Body.Close()
+	require.Equal(h.t, http.StatusOK, res.StatusCode)
+	var st sim.Stats
+	require.NoError(h.t, json.NewDecoder(res.Body).Decode(&st))
+	return st
+}
+
 // post sends like a careful client: with an Idempotency-Key, retrying a
-// 503 (the database was briefly away) with the same key.
+// 503 (the database was briefly away) or a 502 (the balancer in front of
+// several processes lost the one it had asked) with the same key.
 func (h *harness) post(path string, body any) (int, map[string]any) {
 	h.t.Helper()
 	b, _ := json.Marshal(body)
@@ -173,7 +195,7 @@ func (h *harness) post(path string, body any) (int, map[string]any) {
 		var out map[string]any
 		_ = json.NewDecoder(res.Body).Decode(&out)
 		res.Body.Close()
-		if res.StatusCode == 503 && attempt < 20 {
+		if (res.StatusCode == 503 || res.StatusCode == 502) && attempt < 20 {
 			time.Sleep(100 * time.Millisecond) // client back-off before retrying
 			continue
 		}
@@ -263,7 +285,7 @@ func (h *harness) dumpStuck(orders []string) {
 		}
 		rrows.Close()
 	}
-	h.t.Logf("simulator: %+v", h.sim.Stats())
+	h.t.Logf("simulator: %+v", h.simStats())
 }
 
 // checkInvariants: every message of the orders has exactly one final
@@ -276,9 +298,13 @@ func (h *harness) checkInvariants(orders ...string) {
 		SELECT stream_id FROM events WHERE metadata->>'correlation_id' = ANY($1) AND stream_id LIKE 'message-%'
 		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed')) <> 1) x`, orders).Scan(&notOne))
 	require.Zero(h.t, notOne, "messages without exactly one final event")
-	st := h.sim.Stats()
+	st := h.simStats()
 	require.Zero(h.t, st.DuplicateSubmissions, "the simulator saw the same attempt sent twice: %+v", st)
-	require.NoError(h.t, eventstore.VerifyOK(ctx, h.db.Pool))
+	if h.verify != nil {
+		h.verify()
+	} else {
+		require.NoError(h.t, eventstore.VerifyOK(ctx, h.db.Pool))
+	}
 	a, err := accounts.Load(ctx, h.db.Pool, h.key.AccountID)
 	require.NoError(h.t, err)
 	require.Zero(h.t, a.Reserved, "completed orders leave nothing reserved")

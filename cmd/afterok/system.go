@@ -258,8 +258,8 @@ func (s *system) connectNATS(ctx context.Context) error {
 		return err
 	}
 	s.nc, s.js = nc, js
-	return bus.EnsureStreams(ctx, js, s.names, bus.StreamConfig{SyncAlways: s.cfg.NATSSyncAlways, Duplicates: s.cfg.NATSDuplicates,
-		EventsMaxBytes: s.cfg.NATSEventsMaxBytes})
+	return bus.EnsureStreams(ctx, js, s.names, bus.StreamConfig{Replicas: s.cfg.NATSReplicas, SyncAlways: s.cfg.NATSSyncAlways,
+		Duplicates: s.cfg.NATSDuplicates, EventsMaxBytes: s.cfg.NATSEventsMaxBytes})
 }
 
 func (s *system) buildAPI() error {
