@@ -48,11 +48,11 @@ const (
 
 // Policy is the configurable part of the rules.
 type Policy struct {
-	MaxMessages      int // per order; above it the order is too large (default 100,000)
-	MaxSegments      int // per message (default 10)
-	MinValidity      time.Duration
-	MaxValidity      time.Duration
-	DefaultValidity  time.Duration
+	MaxMessages     int // per order; above it the order is too large (default 100,000)
+	MaxSegments     int // per message (default 10)
+	MinValidity     time.Duration
+	MaxValidity     time.Duration
+	DefaultValidity time.Duration
 	// SendAtTolerance is how far in the past a send_at may lie (a clock a
 	// little behind ours); MaxSchedule how far ahead (default 60 s, 35 days).
 	SendAtTolerance  time.Duration
