@@ -122,7 +122,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // follow keeps message_schedule in step with the event tail.
 func (s *Scheduler) follow(ctx context.Context) error {
 	return s.cfg.Store.Run(ctx, eventstore.Consumer{
-		Name:   "scheduler",
+		Name: "scheduler",
 		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageRetried{}, domain.MessageDelivered{},
 			domain.MessageFailed{}, domain.MessageCanceled{})},
 		Logger: s.log,
