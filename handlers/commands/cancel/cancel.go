@@ -32,10 +32,6 @@ var ErrNotFound = errors.New("not found")
 // has it, or it is done).
 var ErrNotCancelable = errors.New("not cancelable")
 
-// ErrNotReady: the order's messages are not all in the read model yet (it
-// was accepted a moment ago and the projector is behind); retry shortly.
-var ErrNotReady = errors.New("the order's messages are still being recorded")
-
 // Request says who cancels and why.
 type Request struct {
 	AccountID string
@@ -52,14 +48,11 @@ type Canceler struct {
 	// (default 500): a large order is canceled in many short transactions,
 	// never one that holds the tail back or outlives the statement timeout.
 	Batch int
-	// Wait bounds how long an order cancel waits for the read model to
-	// list all of the order's messages (default 5 s).
-	Wait time.Duration
 }
 
 // New returns a Canceler.
 func New(store *eventstore.Store, now func() time.Time) *Canceler {
-	return &Canceler{store: store, now: now, Batch: 500, Wait: 5 * time.Second}
+	return &Canceler{store: store, now: now, Batch: 500}
 }
 
 // conflictRetries bounds how often one batch is read again after losing
@@ -124,17 +117,20 @@ type OrderResult struct {
 	NotCancelable int `json:"not_cancelable"`
 }
 
-// orderIDsSQL pages through an order's messages in request order, with
-// the state the read model last saw (final states are final: a message
-// the read model shows delivered, failed or canceled needs no look at its
-// stream). Served by read_messages_order.
-const orderIDsSQL = `-- name: cancel.order_messages
-SELECT message_id, idx, state FROM read_messages
-WHERE order_id = $1 AND account_id = $2 AND idx > $3 ORDER BY idx LIMIT $4`
+// orderMessagesSQL pages through an order's message streams. They were
+// accepted in the order's own transaction (handlers/commands/orders), so
+// they are the MessageAccepted events that share its transaction id: a
+// range of events_type_tail, read from the store itself, so an order
+// accepted a moment ago is canceled whole, whatever the projector's lag.
+const orderMessagesSQL = `-- name: cancel.order_messages
+SELECT stream_id, global_position FROM events
+WHERE type = 'MessageAccepted' AND xid = $1 AND global_position > $3 AND data->>'order_id' = $2
+ORDER BY global_position LIMIT $4`
 
 // Order cancels every message of the order that no worker holds yet, a
 // batch per transaction. It is safe to repeat: an interrupted request has
-// canceled a prefix of the order, and a retry cancels the rest.
+// canceled a part of the order, and a retry cancels the rest and counts
+// what the first one canceled as canceled.
 func (c *Canceler) Order(ctx context.Context, req Request, orderID string) (OrderResult, error) {
 	var res OrderResult
 	orderRecs, err := c.store.ReadStream(ctx, domain.OrderStream(orderID), 1)
@@ -155,63 +151,40 @@ func (c *Canceler) Order(ctx context.Context, req Request, orderID string) (Orde
 		return res, fmt.Errorf("order %s: %w", orderID, ErrNotFound)
 	}
 	batch := max(c.Batch, 1)
-	seen, last := 0, -1
-	deadline := time.Now().Add(c.Wait)
-	for seen < order.MessageCount {
-		rows, err := c.store.Pool().Query(ctx, orderIDsSQL, orderID, req.AccountID, last, batch)
+	after := int64(0)
+	for seen := 0; seen < order.MessageCount; {
+		rows, err := c.store.Pool().Query(ctx, orderMessagesSQL, orderRecs[0].XID, orderID, after, batch)
 		if err != nil {
 			return res, err
 		}
-		var ids []string
-		n := 0
+		var streams []string
 		for rows.Next() {
-			var id, state string
-			if err := rows.Scan(&id, &last, &state); err != nil {
+			var s string
+			if err := rows.Scan(&s, &after); err != nil {
 				rows.Close()
 				return res, err
 			}
-			n++
-			switch domain.MessageState(state) {
-			case domain.StateCanceled:
-				res.Canceled++
-			case domain.StateDelivered, domain.StateFailed:
-				res.NotCancelable++
-			default:
-				ids = append(ids, id)
-			}
+			streams = append(streams, s)
 		}
 		if err := rows.Err(); err != nil {
 			return res, err
 		}
-		seen += n
-		if len(ids) > 0 {
-			r, err := c.batch(ctx, req, ids)
-			if err != nil {
-				return res, err
-			}
-			res.Canceled, res.NotCancelable = res.Canceled+r.Canceled, res.NotCancelable+r.NotCancelable
+		if len(streams) == 0 {
+			return res, fmt.Errorf("order %s: %d of its %d messages found in its transaction", orderID, seen, order.MessageCount)
 		}
-		if n == 0 && seen < order.MessageCount {
-			// The projector has not listed the rest yet (an order accepted a
-			// moment ago): wait for it, within bounds.
-			if time.Now().After(deadline) {
-				return res, fmt.Errorf("order %s: %d of %d messages listed: %w", orderID, seen, order.MessageCount, ErrNotReady)
-			}
-			if eventstore.Sleep(ctx, 50*time.Millisecond); ctx.Err() != nil {
-				return res, ctx.Err()
-			}
+		seen += len(streams)
+		r, err := c.batch(ctx, req, streams)
+		if err != nil {
+			return res, err
 		}
+		res.Canceled, res.NotCancelable = res.Canceled+r.Canceled, res.NotCancelable+r.NotCancelable
 	}
 	return res, nil
 }
 
-// batch cancels what it can of ids in one transaction, reading them again
+// batch cancels what it can of the message streams in one transaction, reading them again
 // when a worker (or the expirer) moved one on meanwhile.
-func (c *Canceler) batch(ctx context.Context, req Request, ids []string) (OrderResult, error) {
-	streams := make([]string, len(ids))
-	for i, id := range ids {
-		streams[i] = domain.MessageStream(id)
-	}
+func (c *Canceler) batch(ctx context.Context, req Request, streams []string) (OrderResult, error) {
 	for range conflictRetries {
 		var res OrderResult
 		err := c.store.InTx(ctx, func(tx *eventstore.Tx) error {

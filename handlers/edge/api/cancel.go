@@ -119,8 +119,6 @@ func cancelError(err error, what, id string) error {
 		return fail(errNotFound, "no %s %s", what, id)
 	case errors.Is(err, cancel.ErrNotCancelable):
 		return &detailed{kind: cancel.ErrNotCancelable, detail: err.Error() + "; only a message not yet routed (scheduled, accepted, queued or waiting for a retry) can be canceled"}
-	case errors.Is(err, cancel.ErrNotReady):
-		return &detailed{kind: errUnavailable, detail: err.Error() + "; retry shortly", retryAfter: time.Second}
 	}
 	return err
 }
