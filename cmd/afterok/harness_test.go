@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -39,7 +40,9 @@ type harness struct {
 	simStop context.CancelFunc
 	// verify checks the store's every stream; nil runs eventstore.VerifyOK
 	// here (the cluster tests run `afterok verify --projections`).
-	verify  func()
+	verify func()
+	// simSaw records when the simulator first received each message id.
+	simSaw  *submissionRecord
 	key     accounts.Created
 	running *running
 	// credit is the test account's opening credit in micros.
@@ -89,7 +92,8 @@ func newHarnessOn(t *testing.T, db *storetest.DB, n *storetest.NATS) *harness {
 	require.NoError(h.t, err)
 	l, err := net.Listen("tcp", cfg.SimAddr)
 	require.NoError(t, err)
-	srv := &http.Server{Handler: h.sim.Handler()}
+	h.simSaw = &submissionRecord{next: h.sim.Handler(), first: map[string]time.Time{}}
+	srv := &http.Server{Handler: h.simSaw}
 	ctx, cancel := context.WithCancel(context.Background())
 	simDone := make(chan struct{})
 	go func() { defer close(simDone); _ = h.sim.Run(ctx) }()
@@ -288,6 +292,54 @@ func (h *harness) dumpStuck(orders []string) {
 	h.t.Logf("simulator: %+v", h.simStats())
 }
 
+// submissionRecord wraps the simulator's HTTP API and notes when each
+// message id (a submission's reference, single or batched) first reached
+// it: what a provider got to see, and when.
+type submissionRecord struct {
+	next  http.Handler
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+func (s *submissionRecord) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var one struct {
+			Reference string `json:"reference"`
+		}
+		var batch struct {
+			Messages []struct {
+				Reference string `json:"reference"`
+			} `json:"messages"`
+		}
+		_ = json.Unmarshal(body, &one)
+		_ = json.Unmarshal(body, &batch)
+		now := time.Now()
+		s.mu.Lock()
+		for _, ref := range append([]string{one.Reference}, func() (out []string) {
+			for _, m := range batch.Messages {
+				out = append(out, m.Reference)
+			}
+			return out
+		}()...) {
+			if _, ok := s.first[ref]; ref != "" && !ok {
+				s.first[ref] = now
+			}
+		}
+		s.mu.Unlock()
+	}
+	s.next.ServeHTTP(w, r)
+}
+
+// saw reports when the simulator first received id, if it did.
+func (s *submissionRecord) saw(id string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.first[id]
+	return at, ok
+}
+
 // checkInvariants: every message of the orders has exactly one final
 // event, the simulator saw no duplicate send, and verify passes.
 func (h *harness) checkInvariants(orders ...string) {
@@ -296,7 +348,8 @@ func (h *harness) checkInvariants(orders ...string) {
 	var notOne int
 	require.NoError(h.t, h.db.Pool.QueryRow(ctx, `SELECT count(*) FROM (
 		SELECT stream_id FROM events WHERE metadata->>'correlation_id' = ANY($1) AND stream_id LIKE 'message-%'
-		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed')) <> 1) x`, orders).Scan(&notOne))
+		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed','MessageCanceled')) <> 1) x`,
+		orders).Scan(&notOne))
 	require.Zero(h.t, notOne, "messages without exactly one final event")
 	st := h.simStats()
 	require.Zero(h.t, st.DuplicateSubmissions, "the simulator saw the same attempt sent twice: %+v", st)
