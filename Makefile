@@ -19,7 +19,7 @@ NATS_TESTS ?= EndToEnd|Crash|Postgres|Relay|Streams|Queues|Republish|DeliveryLim
 DBURL_FILE ?= $(or $(AFTEROK_DATABASE_URL_FILE),var/database_url)
 DBENV = if [ -z "$$DATABASE_URL" ] && [ -s $(DBURL_FILE) ]; then export DATABASE_URL="$$(cat $(DBURL_FILE))"; fi;
 
-.PHONY: run test build services vet unit race fuzz bench clean
+.PHONY: run test build services browser vet unit race fuzz bench clean
 
 run: services build
 	$(DBENV) $(BIN) dev
@@ -30,12 +30,16 @@ build:
 services:
 	@bash .ci/services.sh
 
+# Debian's chromium, for the console's browser tests (make test only).
+browser:
+	@bash .ci/browser.sh
+
 vet:
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 
-test: services vet
+test: services browser vet
 	$(DBENV) $(GO) test -race $(TESTFLAGS) ./...
 	@# The same pipeline against the machine's external NATS (Debian's 2.9),
 	@# when one listens: the embedded server above, the external one here.

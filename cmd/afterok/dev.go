@@ -126,6 +126,7 @@ afterok dev is up (%s)
   simulator    http://%s     stats    http://%s/stats
   NATS         %s
   demo key     %s   (account %s, 1000 EUR)
+  console      %s/console/   (sign in with the demo key)
 
 Submit an order and watch it go from accepted to delivered (…0003 fails over to sim-b):
 
@@ -138,6 +139,6 @@ Submit an order and watch it go from accepted to delivered (…0003 fails over t
 
 Test numbers (last four digits): 0001 undeliverable, 0002 rejected, 0003 failover, 0004 no receipt (expires), 0005 early receipt.
 Ctrl-C stops it.
-`, time.Now().Format(time.RFC3339), api, api, api, s.simAddr, s.simAddr, nats, d.APIKey, d.AccountID,
+`, time.Now().Format(time.RFC3339), api, api, api, s.simAddr, s.simAddr, nats, d.APIKey, d.AccountID, api,
 		d.APIKey, api, sim.ExampleDelivered, sim.ExampleFailover, api, api)
 }

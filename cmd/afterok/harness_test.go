@@ -47,6 +47,9 @@ type harness struct {
 	running *running
 	// credit is the test account's opening credit in micros.
 	credit int64
+	// logs, when set, receives every log line of the system, debug
+	// included (tests that check what is logged).
+	logs io.Writer
 }
 
 type running struct {
@@ -113,7 +116,11 @@ func (h *harness) env() *environment {
 	if os.Getenv("AFTEROK_TEST_LOG") != "" {
 		level = slog.LevelDebug
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	var out io.Writer = os.Stderr
+	if h.logs != nil {
+		out, level = h.logs, slog.LevelDebug
+	}
+	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 	return &environment{cfg: h.cfg, stdout: io.Discard, stderr: io.Discard, log: log}
 }
 

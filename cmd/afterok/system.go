@@ -26,6 +26,7 @@ import (
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/orders"
 	"github.com/afterok/afterok/handlers/edge/api"
+	"github.com/afterok/afterok/handlers/edge/console"
 	"github.com/afterok/afterok/handlers/edge/receipts"
 	"github.com/afterok/afterok/handlers/provider"
 	"github.com/afterok/afterok/handlers/provider/sim"
@@ -275,13 +276,16 @@ func (s *system) buildAPI() error {
 			return nil
 		}
 	}
-	var extra []api.Route
+	c, err := console.New()
+	if err != nil {
+		return err
+	}
+	extra := []api.Route{c.Route()}
 	if s.roles[roleReceipts] {
 		extra = append(extra, s.intake.Route())
 	}
 	deps := api.Deps{Store: s.store, Accounts: s.accounts, Acceptor: s.acceptor, Policy: policy, Registry: s.registry,
 		Logger: s.env.log, Now: time.Now, Ready: ready, Extra: extra}
-	var err error
 	if s.api, err = api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
 		MaxStreamsPerAccount: s.cfg.MaxStreamsPerAccount, BodyBudgetBytes: s.cfg.BodyBudget,
 		BodyMinRate: s.cfg.BodyMinRate, BodyGrace: s.cfg.BodyGrace}); err != nil {

@@ -29,6 +29,7 @@ import (
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/orders"
 	"github.com/afterok/afterok/handlers/edge/api"
+	"github.com/afterok/afterok/handlers/edge/console"
 	"github.com/afterok/afterok/handlers/edge/receipts"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
@@ -211,7 +212,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	// The main server: the API, the receipt intake and the projections.
 	policy := accept.DefaultPolicy()
 	policy.MaxMessages = 3
-	main := &readEnv{env: newEnvWith(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, policy, intakeFor)}
+	main := &readEnv{env: newEnvWith(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, policy, intakeFor, consoleRoute(t))}
 	main.project()
 	t.Cleanup(func() { main.stop() })
 	c := main.account(10_000_000)
@@ -362,6 +363,13 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		cases = append(cases, ok(op, p, ""), w)
 	}
 	cases = append(cases, docCase{op: "get /readyz", status: 503, srv: dead, path: "/readyz"})
+	// The console: its page at a deep link, an asset, a file it lacks, a
+	// method it does not take.
+	page := ok("get /console/", "/console/messages/"+msg, "")
+	noFile := with(page, 404, "/console/assets/nope.js", "")
+	notGet := with(page, 405, "/console/", "")
+	notGet.method = "POST"
+	cases = append(cases, page, ok("get /console/", "/console/assets/app.js", ""), noFile, notGet)
 
 	// The requests a client would send satisfy the document too.
 	for schema, body := range map[string]string{"#/components/schemas/OrderRequest": good,
@@ -386,6 +394,13 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	for _, r := range doc.documented() {
 		require.True(t, hit[r], "openapi.json documents %s, and no case produces it", r)
 	}
+}
+
+// consoleRoute mounts the console, as afterok does.
+func consoleRoute(t *testing.T) func(*eventstore.Store) api.Route {
+	c, err := console.New()
+	require.NoError(t, err)
+	return func(*eventstore.Store) api.Route { return c.Route() }
 }
 
 // newEnvWith is newEnv with extra routes mounted, built from the env's

@@ -10,12 +10,14 @@ import (
 
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/edge/api"
+	"github.com/afterok/afterok/handlers/edge/console"
 	"github.com/afterok/afterok/handlers/edge/receipts"
 )
 
 // TestOpenAPIMatchesTheRoutes fails when a mounted route is missing from
 // openapi.json or the document lists an operation nothing serves. The
-// server is built as afterok builds it, with the receipt intake mounted.
+// server is built as afterok builds it, with the receipt intake and the
+// console mounted.
 func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 	raw, err := os.ReadFile("openapi.json")
 	require.NoError(t, err)
@@ -27,7 +29,9 @@ func TestOpenAPIMatchesTheRoutes(t *testing.T) {
 	require.Equal(t, "3.1.0", doc.OpenAPI)
 	intake, err := receipts.New(receipts.Config{Store: eventstore.New(nil), Providers: map[string][]byte{"sim-a": []byte("s")}})
 	require.NoError(t, err)
-	srv, err := api.New(api.Deps{Logger: quiet, Extra: []api.Route{intake.Route()}}, api.Config{})
+	c, err := console.New()
+	require.NoError(t, err)
+	srv, err := api.New(api.Deps{Logger: quiet, Extra: []api.Route{intake.Route(), c.Route()}}, api.Config{})
 	require.NoError(t, err)
 	mounted := map[string]bool{}
 	for _, rt := range srv.Routes() {

@@ -53,6 +53,10 @@ type detailed struct {
 func (e *detailed) Error() string { return e.kind.Error() + ": " + e.detail }
 func (e *detailed) Unwrap() error { return e.kind }
 
+// NotFound is what a mounted route (the console, say) returns for a thing
+// it does not have: 404 not_found with detail as the problem's detail.
+func NotFound(format string, args ...any) error { return fail(errNotFound, format, args...) }
+
 func fail(kind error, format string, args ...any) error {
 	return &detailed{kind: kind, detail: fmt.Sprintf(format, args...)}
 }
