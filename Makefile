@@ -10,6 +10,8 @@ BIN := bin/afterok
 TESTFLAGS ?= -count=1 -timeout 20m -p 2
 FUZZTIME ?= 10s
 # Tests that talk to JetStream, run a second time against an external NATS.
+# The outage and cluster tests (TestOutage…, TestCluster…) own the servers
+# they stop and never use the external one: keep their names out of it.
 NATS_TESTS ?= EndToEnd|Crash|Postgres|Relay|Streams|Queues|Republish|DeliveryLimit
 
 # The login .ci/services.sh made for a freshly installed PostgreSQL, unless

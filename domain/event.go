@@ -35,6 +35,7 @@ var decoders = map[string]func(version int, data []byte) (Event, error){
 	MessageDelivered{}.EventType(): decodeV1[MessageDelivered],
 	MessageFailed{}.EventType():    decodeV1[MessageFailed],
 	MessageRetried{}.EventType():   decodeV1[MessageRetried],
+	MessageCanceled{}.EventType():  decodeV1[MessageCanceled],
 	AccountOpened{}.EventType():    decodeV1[AccountOpened],
 	AccountCredited{}.EventType():  decodeV1[AccountCredited],
 	BalanceReserved{}.EventType():  decodeV1[BalanceReserved],

@@ -20,8 +20,15 @@ type MessageAccepted struct {
 	Segments  int       `json:"segments"`
 	Price     Money     `json:"price"`
 	ExpiresAt time.Time `json:"expires_at"`
-	At        time.Time `json:"at"`
+	// SendAt is the time the client asked for (zero: at once). The message
+	// waits as scheduled until then; its validity counts from it.
+	SendAt time.Time `json:"send_at,omitzero"`
+	At     time.Time `json:"at"`
 }
+
+// Scheduled reports whether the message is to wait for its SendAt: one
+// whose send_at was not after its acceptance goes out at once.
+func (e MessageAccepted) Scheduled() bool { return e.SendAt.After(e.At) }
 
 // MessageQueued records that a dispatch job for an attempt is durably stored
 // on the work queue (not merely that someone intends to queue it).
@@ -78,6 +85,16 @@ type MessageRetried struct {
 	At          time.Time       `json:"at"`
 }
 
+// MessageCanceled is final: the client (or an operator) called the message
+// back before any worker routed it. Its price is refunded by the order
+// tracker. Actor is the API key id that asked, Reason what it gave.
+type MessageCanceled struct {
+	Attempt int       `json:"attempt"` // the attempt last queued (0: never queued)
+	Actor   string    `json:"actor"`
+	Reason  string    `json:"reason,omitempty"`
+	At      time.Time `json:"at"`
+}
+
 // EventType implementations: the stable stored names.
 func (MessageAccepted) EventType() string  { return "MessageAccepted" }
 func (MessageQueued) EventType() string    { return "MessageQueued" }
@@ -86,6 +103,7 @@ func (MessageSubmitted) EventType() string { return "MessageSubmitted" }
 func (MessageDelivered) EventType() string { return "MessageDelivered" }
 func (MessageFailed) EventType() string    { return "MessageFailed" }
 func (MessageRetried) EventType() string   { return "MessageRetried" }
+func (MessageCanceled) EventType() string  { return "MessageCanceled" }
 
 // SchemaVersion implementations: every message event is at version 1.
 func (MessageAccepted) SchemaVersion() int  { return 1 }
@@ -95,3 +113,4 @@ func (MessageSubmitted) SchemaVersion() int { return 1 }
 func (MessageDelivered) SchemaVersion() int { return 1 }
 func (MessageFailed) SchemaVersion() int    { return 1 }
 func (MessageRetried) SchemaVersion() int   { return 1 }
+func (MessageCanceled) SchemaVersion() int  { return 1 }

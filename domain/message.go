@@ -15,6 +15,7 @@ type MessageState string
 // attempt"; read models show it as queued with attempt > 1 (see PublicState).
 const (
 	StateNew       MessageState = ""
+	StateScheduled MessageState = "scheduled"
 	StateAccepted  MessageState = "accepted"
 	StateQueued    MessageState = "queued"
 	StateRouted    MessageState = "routed"
@@ -22,10 +23,21 @@ const (
 	StateRetried   MessageState = "retried"
 	StateDelivered MessageState = "delivered"
 	StateFailed    MessageState = "failed"
+	StateCanceled  MessageState = "canceled"
 )
 
 // Final reports whether no event may follow this state.
-func (s MessageState) Final() bool { return s == StateDelivered || s == StateFailed }
+func (s MessageState) Final() bool {
+	return s == StateDelivered || s == StateFailed || s == StateCanceled
+}
+
+// Cancelable reports whether a message in this state may still be
+// canceled: nothing has handed it to a provider's route yet. Once a worker
+// recorded MessageRouted the attempt is the worker's, and a cancel is too
+// late.
+func (s MessageState) Cancelable() bool {
+	return slices.Contains(transitions[MessageCanceled{}.EventType()], s)
+}
 
 // PublicState is the lower-case name read models and the API show: an
 // in-flight retry is "queued" (its attempt number says it is a retry).
@@ -70,14 +82,20 @@ func (e *TransitionError) Is(target error) bool {
 // states it may follow. Failed may follow any non-final state because the
 // validity can elapse anywhere; Delivered only follows Submitted (a receipt
 // that beats its submission is parked by the intake, not applied).
+//
+// MessageCanceled may follow only the states in which no worker holds the
+// message: a cancel and a worker racing for one message are decided by the
+// store's expected-version append, and the worker's MessageRouted and the
+// cancel's MessageCanceled cannot both follow the same version.
 var transitions = map[string][]MessageState{
 	MessageAccepted{}.EventType():  {StateNew},
-	MessageQueued{}.EventType():    {StateAccepted, StateRetried},
+	MessageQueued{}.EventType():    {StateScheduled, StateAccepted, StateRetried},
 	MessageRouted{}.EventType():    {StateQueued},
 	MessageSubmitted{}.EventType(): {StateRouted},
 	MessageDelivered{}.EventType(): {StateSubmitted},
 	MessageRetried{}.EventType():   {StateQueued, StateRouted, StateSubmitted},
-	MessageFailed{}.EventType():    {StateAccepted, StateQueued, StateRouted, StateSubmitted, StateRetried},
+	MessageFailed{}.EventType():    {StateScheduled, StateAccepted, StateQueued, StateRouted, StateSubmitted, StateRetried},
+	MessageCanceled{}.EventType():  {StateScheduled, StateAccepted, StateQueued, StateRetried},
 }
 
 // Message is the message aggregate, folded from its stream.
@@ -94,6 +112,8 @@ type Message struct {
 	Segments  int
 	Price     Money
 	ExpiresAt time.Time
+	// SendAt is when the client asked the message to go out (zero: at once).
+	SendAt time.Time
 
 	State MessageState
 	// Attempt is the attempt under way (or last made); 0 before the first.
@@ -108,11 +128,13 @@ type Message struct {
 	Provider          string
 	ProviderMessageID string
 	Failure           *Failure
+	// Cancel is set once the message was canceled: who and why.
+	Cancellation *MessageCanceled
 	// Excluded lists providers that failed this message; routing skips them
 	// for the rest of its attempts.
 	Excluded []string
 
-	AcceptedAt, QueuedAt, RoutedAt, SubmittedAt, DeliveredAt, FailedAt, RetriedAt time.Time
+	AcceptedAt, QueuedAt, RoutedAt, SubmittedAt, DeliveredAt, FailedAt, RetriedAt, CanceledAt time.Time
 }
 
 // LoadMessage folds a message stream from its first event.
@@ -142,7 +164,8 @@ func (m *Message) check(eventType string, attempt int) error {
 	if !slices.Contains(transitions[eventType], m.State) {
 		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType}
 	}
-	if attempt != m.Attempt && eventType != (MessageQueued{}).EventType() && eventType != (MessageAccepted{}).EventType() {
+	if attempt != m.Attempt && eventType != (MessageQueued{}).EventType() && eventType != (MessageAccepted{}).EventType() &&
+		eventType != (MessageCanceled{}).EventType() {
 		return &TransitionError{MessageID: m.ID, From: m.State, Event: eventType, kind: ErrStaleAttempt,
 			Detail: fmt.Sprintf("event is for attempt %d, message is at attempt %d", attempt, m.Attempt)}
 	}
@@ -216,6 +239,14 @@ func (m *Message) Expire(now time.Time) (MessageFailed, error) {
 			m.ExpiresAt.UTC().Format(time.RFC3339), m.State.PublicState())}, nil, now)
 }
 
+// Cancel ends a message that no worker holds yet, on behalf of actor (an
+// API key id) for reason. It is refused with ErrIllegalTransition once the
+// message is routed, submitted or final.
+func (m *Message) Cancel(actor, reason string, at time.Time) (MessageCanceled, error) {
+	e := MessageCanceled{Attempt: m.Attempt, Actor: actor, Reason: reason, At: at}
+	return e, m.check(e.EventType(), e.Attempt)
+}
+
 // Retry records a transient failure of attempt and when the next may start.
 func (m *Message) Retry(attempt int, f Failure, notBefore time.Time, receipt json.RawMessage, at time.Time) (MessageRetried, error) {
 	e := MessageRetried{Attempt: attempt, NextAttempt: attempt + 1, NotBefore: notBefore, Failure: f, Receipt: receipt, At: at}
@@ -231,8 +262,11 @@ func (m *Message) Apply(ev Event) error {
 		}
 		m.ID, m.OrderID, m.AccountID, m.Index = e.MessageID, e.OrderID, e.AccountID, e.Index
 		m.To, m.Country, m.From, m.Body = e.To, e.Country, e.From, e.Body
-		m.Encoding, m.Segments, m.Price, m.ExpiresAt = e.Encoding, e.Segments, e.Price, e.ExpiresAt
+		m.Encoding, m.Segments, m.Price, m.ExpiresAt, m.SendAt = e.Encoding, e.Segments, e.Price, e.ExpiresAt, e.SendAt
 		m.State, m.AcceptedAt = StateAccepted, e.At
+		if e.Scheduled() {
+			m.State = StateScheduled
+		}
 	case MessageQueued:
 		if err := m.check(e.EventType(), e.Attempt); err != nil {
 			return err
@@ -265,6 +299,12 @@ func (m *Message) Apply(ev Event) error {
 		}
 		f := e.Failure
 		m.State, m.Failure, m.FailedAt = StateFailed, &f, e.At
+	case MessageCanceled:
+		if err := m.check(e.EventType(), e.Attempt); err != nil {
+			return err
+		}
+		c := e
+		m.State, m.Cancellation, m.CanceledAt = StateCanceled, &c, e.At
 	case MessageRetried:
 		if err := m.check(e.EventType(), e.Attempt); err != nil {
 			return err
@@ -289,7 +329,7 @@ func (m *Message) Apply(ev Event) error {
 
 // QueueAfter returns MessageQueued for a message whose latest event is of
 // type last, without folding its history: a message whose stream ends with
-// MessageAccepted is accepted (attempt 1 is next), one that ends with
+// MessageAccepted is accepted or scheduled (attempt 1 is next), one that ends with
 // MessageRetried waits for the attempt it names. The caller must append it
 // with the stream version it saw that event at, so that nothing can have
 // happened in between. Any other last event cannot be followed by a queue.

@@ -14,11 +14,19 @@ func accepted() MessageAccepted {
 		ExpiresAt: t0.Add(time.Hour), At: t0}
 }
 
+// scheduledAccepted is accepted() with a send_at a minute after acceptance.
+func scheduledAccepted() MessageAccepted {
+	e := accepted()
+	e.SendAt, e.ExpiresAt = t0.Add(time.Minute), t0.Add(time.Minute+time.Hour)
+	return e
+}
+
 var route = RouteDecision{RouteID: "r", Provider: "sim-a", Reason: "test"}
 
 // histories bring a message into each state by a legal path.
 var histories = map[MessageState][]Event{
 	StateNew:       nil,
+	StateScheduled: {scheduledAccepted()},
 	StateAccepted:  {accepted()},
 	StateQueued:    {accepted(), MessageQueued{Attempt: 1}},
 	StateRouted:    {accepted(), MessageQueued{Attempt: 1}, MessageRouted{Attempt: 1, Route: route}},
@@ -27,18 +35,19 @@ var histories = map[MessageState][]Event{
 		MessageRetried{Attempt: 1, NextAttempt: 2, Failure: Failure{Code: CodeProviderUnavailable, Provider: "sim-a"}}},
 	StateDelivered: {accepted(), MessageQueued{Attempt: 1}, MessageRouted{Attempt: 1, Route: route},
 		MessageSubmitted{Attempt: 1, ProviderMessageID: "p1"}, MessageDelivered{Attempt: 1}},
-	StateFailed: {accepted(), MessageQueued{Attempt: 1}, MessageFailed{Attempt: 1, Failure: Failure{Code: CodeNoRoute}}},
+	StateFailed:   {accepted(), MessageQueued{Attempt: 1}, MessageFailed{Attempt: 1, Failure: Failure{Code: CodeNoRoute}}},
+	StateCanceled: {accepted(), MessageQueued{Attempt: 1}, MessageCanceled{Attempt: 1, Actor: "key-1"}},
 }
 
 // nextEvents returns, for a message in a state, each event type with
 // attempt numbers that would be right if the step were allowed.
 func nextEvents(s MessageState) map[string]Event {
 	att, next := 1, 2
-	if s == StateAccepted || s == StateNew {
+	if s == StateAccepted || s == StateScheduled || s == StateNew {
 		att, next = 0, 1
 	}
 	queued := next
-	if s != StateRetried && s != StateAccepted && s != StateNew {
+	if s != StateRetried && s != StateAccepted && s != StateScheduled && s != StateNew {
 		queued = att + 1
 	}
 	return map[string]Event{
@@ -49,6 +58,7 @@ func nextEvents(s MessageState) map[string]Event {
 		"MessageDelivered": MessageDelivered{Attempt: att},
 		"MessageFailed":    MessageFailed{Attempt: att, Failure: Failure{Code: CodeExpired}},
 		"MessageRetried":   MessageRetried{Attempt: att, NextAttempt: att + 1},
+		"MessageCanceled":  MessageCanceled{Attempt: att, Actor: "key-1", Reason: "test"},
 	}
 }
 
@@ -57,13 +67,15 @@ func TestMessageLifecycleEveryTransition(t *testing.T) {
 	// message.go: true = legal.
 	legal := map[MessageState]map[string]bool{
 		StateNew:       {"MessageAccepted": true},
-		StateAccepted:  {"MessageQueued": true, "MessageFailed": true},
-		StateQueued:    {"MessageRouted": true, "MessageFailed": true, "MessageRetried": true},
+		StateScheduled: {"MessageQueued": true, "MessageFailed": true, "MessageCanceled": true},
+		StateAccepted:  {"MessageQueued": true, "MessageFailed": true, "MessageCanceled": true},
+		StateQueued:    {"MessageRouted": true, "MessageFailed": true, "MessageRetried": true, "MessageCanceled": true},
 		StateRouted:    {"MessageSubmitted": true, "MessageFailed": true, "MessageRetried": true},
 		StateSubmitted: {"MessageDelivered": true, "MessageFailed": true, "MessageRetried": true},
-		StateRetried:   {"MessageQueued": true, "MessageFailed": true},
+		StateRetried:   {"MessageQueued": true, "MessageFailed": true, "MessageCanceled": true},
 		StateDelivered: {},
 		StateFailed:    {},
+		StateCanceled:  {},
 	}
 	for state, hist := range histories {
 		for typ, ev := range nextEvents(state) {
@@ -199,5 +211,69 @@ func TestQueueAfterAgreesWithTheFold(t *testing.T) {
 		if _, err := QueueAfter(last, 2, "j", t0); !errors.Is(err, ErrIllegalTransition) {
 			t.Fatalf("queue after %s: %v", last, err)
 		}
+	}
+}
+
+func TestCancelFollowsTheLifecycle(t *testing.T) {
+	// Cancelable is derived from the transition table; check it against the
+	// states the contract names, by hand.
+	want := map[MessageState]bool{StateScheduled: true, StateAccepted: true, StateQueued: true, StateRetried: true}
+	for state, hist := range histories {
+		if state == StateNew {
+			continue
+		}
+		t.Run(string(state), func(t *testing.T) {
+			m, err := LoadMessage(hist)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := state.Cancelable(); got != want[state] {
+				t.Fatalf("Cancelable() = %v, want %v", got, want[state])
+			}
+			e, err := m.Cancel("key-1", "client called it back", t0.Add(time.Second))
+			if !want[state] {
+				if !errors.Is(err, ErrIllegalTransition) {
+					t.Fatalf("cancel from %s: %v, want ErrIllegalTransition", state, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("cancel from %s refused: %v", state, err)
+			}
+			if e.Actor != "key-1" || e.Reason != "client called it back" || e.Attempt != m.Attempt {
+				t.Fatalf("event %+v", e)
+			}
+			if err := m.Apply(e); err != nil {
+				t.Fatal(err)
+			}
+			if !m.State.Final() || m.State.PublicState() != "canceled" || m.Cancellation == nil || m.CanceledAt.IsZero() {
+				t.Fatalf("after cancel: state %q public %q cancellation %+v", m.State, m.State.PublicState(), m.Cancellation)
+			}
+			if _, err := m.Cancel("key-1", "", t0); !errors.Is(err, ErrFinalState) {
+				t.Fatalf("second cancel: %v, want ErrFinalState", err)
+			}
+		})
+	}
+}
+
+func TestScheduledMessageWaitsThenQueues(t *testing.T) {
+	m, err := LoadMessage(histories[StateScheduled])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.State.PublicState() != "scheduled" || !m.SendAt.Equal(t0.Add(time.Minute)) {
+		t.Fatalf("scheduled message shows %q, send_at %v", m.State.PublicState(), m.SendAt)
+	}
+	e, err := m.Queue("j", t0.Add(time.Minute))
+	if err != nil || e.Attempt != 1 {
+		t.Fatalf("queue a due scheduled message: %+v %v", e, err)
+	}
+	// A send_at not after acceptance is not a schedule: the message is
+	// accepted and goes out at once.
+	now := accepted()
+	now.SendAt = now.At
+	m, _ = LoadMessage([]Event{now})
+	if m.State != StateAccepted {
+		t.Fatalf("send_at = acceptance: state %q, want accepted", m.State)
 	}
 }

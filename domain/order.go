@@ -29,6 +29,7 @@ type Order struct {
 	Price           Money
 	ValiditySeconds int
 	ExpiresAt       time.Time
+	SendAt          time.Time
 	State           OrderState
 	Counts          OrderCounts
 	Charged         Money
@@ -48,7 +49,7 @@ func (o *Order) Complete(c OrderCounts, charged, refunded Money, at time.Time) (
 	if o.State == OrderStateCompleted {
 		return e, fmt.Errorf("order %s: %w", o.ID, ErrOrderCompleted)
 	}
-	if c.Delivered+c.Failed != o.MessageCount || c.Expired > c.Failed || c.Delivered < 0 || c.Expired < 0 {
+	if c.Delivered+c.Failed+c.Canceled != o.MessageCount || c.Expired > c.Failed || c.Delivered < 0 || c.Expired < 0 || c.Canceled < 0 {
 		return e, fmt.Errorf("order %s: counts %+v do not close %d messages: %w", o.ID, c, o.MessageCount, ErrIllegalTransition)
 	}
 	return e, nil
@@ -63,7 +64,7 @@ func (o *Order) Apply(ev Event) error {
 		}
 		o.ID, o.AccountID, o.MessageCount, o.Price = e.OrderID, e.AccountID, e.MessageCount, e.Price
 		o.ValiditySeconds, o.ExpiresAt, o.AcceptedAt, o.State = e.ValiditySeconds, e.ExpiresAt, e.At, OrderStateAccepted
-		o.ClientMetadata = e.ClientMetadata
+		o.ClientMetadata, o.SendAt = e.ClientMetadata, e.SendAt
 	case OrderCompleted:
 		if o.State != OrderStateAccepted {
 			return fmt.Errorf("order %s: %w", o.ID, ErrOrderCompleted)

@@ -142,3 +142,51 @@ func BenchmarkAppendConcurrent(b *testing.B) {
 	b.ReportMetric(total/copyTime.Seconds(), "copy-events/s")
 	b.ReportMetric((total/appendTime.Seconds())/(total/copyTime.Seconds()), "ratio-to-copy")
 }
+
+// BenchmarkAppendWorkerBatches appends as the workers do: batches of 100
+// message streams, each at its exact version with one event (queued,
+// routed, submitted, delivered), from 4 goroutines over their own streams.
+// It reports the events/s and the statements sent per batch.
+func BenchmarkAppendWorkerBatches(b *testing.B) {
+	const writers, streams, rounds = 4, 100, 20
+	ctx := context.Background()
+	db := benchDB(b)
+	s := eventstore.New(db.Pool)
+	var elapsed time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		batches := make([][]eventstore.StreamAppend, writers)
+		for w := range writers {
+			create := make([]eventstore.StreamAppend, streams)
+			for j := range create {
+				create[j] = eventstore.StreamAppend{Stream: fmt.Sprintf("message-%d-%d-%d", i, w, j), Expected: eventstore.NoStream,
+					Events: []eventstore.EventData{messageEvent("o", j)}}
+			}
+			if _, err := s.AppendMulti(ctx, create); err != nil {
+				b.Fatal(err)
+			}
+			batches[w] = create
+		}
+		b.StartTimer()
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := range writers {
+			wg.Go(func() {
+				for v := 1; v <= rounds; v++ {
+					batch := make([]eventstore.StreamAppend, streams)
+					for j, a := range batches[w] {
+						batch[j] = eventstore.StreamAppend{Stream: a.Stream, Expected: eventstore.Exact(v),
+							Events: []eventstore.EventData{messageEvent("o", v)}}
+					}
+					if _, err := s.AppendMulti(ctx, batch); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		elapsed += time.Since(start)
+	}
+	b.ReportMetric(float64(writers*streams*rounds*b.N)/elapsed.Seconds(), "events/s")
+}

@@ -34,24 +34,49 @@ type chainInput struct {
 // and rewrites whitespace and escapes, so the bytes read back differ from
 // the bytes written, but both canonicalise to the same text. recorded_at is
 // hashed at microsecond precision, the precision timestamptz keeps.
+//
+// Because prev_hash comes first and nothing else depends on it, the same
+// hash can be computed by PostgreSQL as sha256(prev_hash || canonical):
+// the one-statement append (append_exact.go) sends the canonical bytes and
+// lets the database join them to the stream's last hash.
 func eventHash(h hash.Hash, buf *[]byte, prev []byte, in chainInput) ([]byte, error) {
+	canon, err := appendCanonical((*buf)[:0], in)
+	*buf = canon
+	if err != nil {
+		return nil, err
+	}
 	h.Reset()
 	h.Write(prev)
-	writeString(h, in.Stream)
-	writeUint(h, uint64(in.Version))
-	h.Write(in.ID[:])
-	writeString(h, in.Type)
-	writeUint(h, uint64(in.SchemaVersion))
-	writeUint(h, uint64(in.RecordedAt.UnixMicro()))
-	for _, doc := range [][]byte{in.Data, in.Metadata} {
-		v := jsontext.Value(append((*buf)[:0], doc...))
-		if err := v.Canonicalize(); err != nil {
-			return nil, fmt.Errorf("canonicalize %s v%d of %s: %w", in.Type, in.Version, in.Stream, err)
-		}
-		writeBytes(h, v)
-		*buf = v
-	}
+	h.Write(canon)
 	return h.Sum(nil), nil
+}
+
+// appendCanonical appends the canonical event (everything the hash covers
+// after prev_hash) to dst.
+func appendCanonical(dst []byte, in chainInput) ([]byte, error) {
+	dst = appendString(dst, in.Stream)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(in.Version))
+	dst = append(dst, in.ID[:]...)
+	dst = appendString(dst, in.Type)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(in.SchemaVersion))
+	dst = binary.BigEndian.AppendUint64(dst, uint64(in.RecordedAt.UnixMicro()))
+	for _, doc := range [][]byte{in.Data, in.Metadata} {
+		// Canonicalise in place after a length placeholder, then fill it in.
+		at := len(dst)
+		dst = binary.BigEndian.AppendUint64(dst, 0)
+		v := jsontext.Value(append(dst[at+8:], doc...))
+		if err := v.Canonicalize(); err != nil {
+			return dst, fmt.Errorf("canonicalize %s v%d of %s: %w", in.Type, in.Version, in.Stream, err)
+		}
+		binary.BigEndian.PutUint64(dst[at:], uint64(len(v)))
+		dst = append(dst[:at+8], v...)
+	}
+	return dst, nil
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(len(s)))
+	return append(dst, s...)
 }
 
 // hasher computes chain hashes reusing its buffers; not safe for
@@ -64,22 +89,10 @@ type hasher struct {
 func newHasher() *hasher { return &hasher{h: sha256.New()} }
 
 func (h *hasher) sum(prev []byte, r *eventRow) ([]byte, error) {
-	return eventHash(h.h, &h.buf, prev, chainInput{Stream: r.stream, Version: r.version, ID: r.id, Type: r.typ,
-		SchemaVersion: r.schema, RecordedAt: r.recorded, Data: r.data, Metadata: r.meta})
+	return eventHash(h.h, &h.buf, prev, r.chainInput())
 }
 
-func writeUint(h hash.Hash, v uint64) {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], v)
-	h.Write(b[:])
-}
-
-func writeString(h hash.Hash, s string) {
-	writeUint(h, uint64(len(s)))
-	h.Write([]byte(s))
-}
-
-func writeBytes(h hash.Hash, b []byte) {
-	writeUint(h, uint64(len(b)))
-	h.Write(b)
+func (r *eventRow) chainInput() chainInput {
+	return chainInput{Stream: r.stream, Version: r.version, ID: r.id, Type: r.typ,
+		SchemaVersion: r.schema, RecordedAt: r.recorded, Data: r.data, Metadata: r.meta}
 }

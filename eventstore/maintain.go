@@ -88,6 +88,10 @@ func maintainOne(ctx context.Context, pool *pgxpool.Pool, t Table) error {
 var MaintainedTables = []Table{
 	{Name: "streams", Every: 30 * time.Second},
 	{Name: "checkpoints", Every: 15 * time.Second},
+	// A partition's row is rewritten by every batch, a member's by every
+	// lease round.
+	{Name: "consumer_partitions", Every: 15 * time.Second},
+	{Name: "consumer_members", Every: time.Minute},
 	{Name: "events", Every: time.Minute, AnalyzeOnly: true},
 	{Name: "events", Every: 10 * time.Minute},
 }

@@ -73,10 +73,10 @@ type RelayConfig struct {
 	// the in-flight window and publishes again from the last acknowledged
 	// event (default 5 s). It also bounds how long shutdown waits for the
 	// acks of what was already sent. The client keeps an abandoned future
-	// until the server answers; give the JetStream context
-	// jetstream.WithPublishAsyncTimeout too, so that futures the server
-	// never answers (a lost leader in a cluster) do not fill
-	// PublishAsyncMaxPending for good.
+	// until the server answers or the context's
+	// jetstream.WithPublishAsyncTimeout fails it (bus.Connect sets one):
+	// without that, futures the server never answers (a lost leader in a
+	// cluster) fill PublishAsyncMaxPending for good.
 	AckTimeout time.Duration
 	// CheckpointInterval is how often the position of the acknowledged
 	// events is written (default 200 ms): checkpoint rows are written per

@@ -20,6 +20,10 @@ type Store struct {
 	pool          *pgxpool.Pool
 	now           func() time.Time
 	copyThreshold int
+	// Consumers' defaults (WithPartitions, WithLease) and metrics.
+	partitions      int
+	lease           time.Duration
+	consumerMetrics *ConsumerMetrics
 
 	// changed is closed (and replaced) after every commit that appended, so
 	// a tail reader that took it before querying never misses a wake-up.
@@ -36,6 +40,17 @@ func WithClock(now func() time.Time) Option { return func(s *Store) { s.now = no
 // WithCopyThreshold sets the number of events from which an append uses
 // COPY instead of a single INSERT … SELECT FROM unnest(…).
 func WithCopyThreshold(n int) Option { return func(s *Store) { s.copyThreshold = n } }
+
+// WithPartitions sets how many partitions a consumer that names none runs
+// as (default DefaultPartitions).
+func WithPartitions(n int) Option { return func(s *Store) { s.partitions = n } }
+
+// WithLease sets how long a consumer's partition lease lasts without
+// renewal, for consumers that name none (default DefaultLease).
+func WithLease(d time.Duration) Option { return func(s *Store) { s.lease = d } }
+
+// WithConsumerMetrics counts the consumers' partitions and takeovers.
+func WithConsumerMetrics(m *ConsumerMetrics) Option { return func(s *Store) { s.consumerMetrics = m } }
 
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
@@ -170,6 +185,19 @@ type Tx struct {
 	pgx.Tx
 	store    *Store
 	appended bool
+	// failed is set when an append failed after writing part of its
+	// batch: the transaction must not commit (InTx and Savepoint refuse).
+	failed error
+}
+
+// fail returns err, and when the failing append had already written part
+// of its batch, marks the transaction so that it cannot commit: an append
+// is all or nothing, and its rows cannot be deleted.
+func (tx *Tx) fail(err error, wrote bool) error {
+	if wrote && tx.failed == nil {
+		tx.failed = err
+	}
+	return err
 }
 
 // InTx runs fn in a transaction and commits it if fn returns nil. Tail
@@ -183,6 +211,9 @@ func (s *Store) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	defer func() { _ = ptx.Rollback(context.WithoutCancel(ctx)) }()
 	if err := fn(tx); err != nil {
 		return err
+	}
+	if tx.failed != nil {
+		return fmt.Errorf("not committed: an append failed after writing part of its batch: %w", tx.failed)
 	}
 	if err := ptx.Commit(ctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
@@ -245,6 +276,10 @@ func (tx *Tx) Savepoint(ctx context.Context, fn func(tx *Tx) error) error {
 	if err := fn(inner); err != nil {
 		_ = sp.Rollback(context.WithoutCancel(ctx))
 		return err
+	}
+	if inner.failed != nil {
+		_ = sp.Rollback(context.WithoutCancel(ctx))
+		return inner.failed
 	}
 	if err := sp.Commit(ctx); err != nil {
 		return err

@@ -34,8 +34,9 @@ func accountsProjection() Projection {
 		Tables: []string{"read_accounts"},
 		Types: domain.TypesOf(domain.AccountOpened{}, domain.AccountCredited{}, domain.BalanceReserved{},
 			domain.BalanceCharged{}, domain.BalanceReleased{}, domain.APIKeyIssued{}),
-		Sparse: true,
-		apply:  applyAccounts,
+		Sparse:       true,
+		PartitionKey: eventstore.ByAccount,
+		apply:        applyAccounts,
 	}
 }
 

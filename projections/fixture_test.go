@@ -91,7 +91,18 @@ const pricePerMessage = 75_000
 // and message streams in one transaction.
 func (f *fixture) placeOrder(account string, to ...string) (string, []string) {
 	f.t.Helper()
+	return f.placeScheduledOrder(account, time.Time{}, to...)
+}
+
+// placeScheduledOrder is placeOrder with a send_at (zero: at once); the
+// validity of an hour counts from it.
+func (f *fixture) placeScheduledOrder(account string, sendAt time.Time, to ...string) (string, []string) {
+	f.t.Helper()
 	at := f.tick()
+	start := at
+	if sendAt.After(at) {
+		start = sendAt
+	}
 	orderID := ulid.Make().String()
 	a, v := f.account(account)
 	price := domain.Money{AmountMicros: pricePerMessage * int64(len(to)), Currency: "EUR"}
@@ -101,7 +112,7 @@ func (f *fixture) placeOrder(account string, to ...string) (string, []string) {
 	batch := []eventstore.StreamAppend{
 		{Stream: domain.OrderStream(orderID), Expected: eventstore.NoStream, Events: []eventstore.EventData{
 			eventstore.MustEvent(domain.OrderAccepted{OrderID: orderID, AccountID: account, MessageCount: len(to), Price: price,
-				ValiditySeconds: 3600, ExpiresAt: at.Add(time.Hour), At: at}, md)}},
+				ValiditySeconds: 3600, ExpiresAt: start.Add(time.Hour), SendAt: sendAt, At: at}, md)}},
 		{Stream: domain.AccountStream(account), Expected: eventstore.Exact(v), Events: []eventstore.EventData{eventstore.MustEvent(reserved, md)}},
 	}
 	ids := make([]string, len(to))
@@ -110,7 +121,8 @@ func (f *fixture) placeOrder(account string, to ...string) (string, []string) {
 		batch = append(batch, eventstore.StreamAppend{Stream: domain.MessageStream(ids[i]), Expected: eventstore.NoStream,
 			Events: []eventstore.EventData{eventstore.MustEvent(domain.MessageAccepted{MessageID: ids[i], OrderID: orderID,
 				AccountID: account, Index: i, To: n, Country: "DE", Body: "hello", Encoding: "gsm7", Segments: 1,
-				Price: domain.Money{AmountMicros: pricePerMessage, Currency: "EUR"}, ExpiresAt: at.Add(time.Hour), At: at}, md)}})
+				Price: domain.Money{AmountMicros: pricePerMessage, Currency: "EUR"}, ExpiresAt: start.Add(time.Hour), SendAt: sendAt,
+				At: at}, md)}})
 	}
 	_, err = f.store.AppendMulti(f.ctx, batch)
 	require.NoError(f.t, err)
@@ -168,6 +180,10 @@ func (f *fixture) fail(id, code string, stage domain.Stage) {
 	})
 }
 
+func (f *fixture) cancel(id string) {
+	f.step(id, func(m *domain.Message, at time.Time) (domain.Event, error) { return m.Cancel("key-1", "test", at) })
+}
+
 func (f *fixture) retry(id, code string, stage domain.Stage) {
 	f.step(id, func(m *domain.Message, at time.Time) (domain.Event, error) {
 		return m.Retry(m.Attempt, domain.Failure{Code: code, Reason: code + " (test)", Stage: stage, Provider: m.Provider},
@@ -190,7 +206,7 @@ func (f *fixture) deliverAll(ids ...string) {
 func (f *fixture) settle(orderID string, ids ...string) {
 	f.t.Helper()
 	at := f.tick()
-	var delivered, failed []string
+	var delivered, failed, canceled []string
 	counts := domain.OrderCounts{}
 	var account string
 	for _, id := range ids {
@@ -206,6 +222,9 @@ func (f *fixture) settle(orderID string, ids ...string) {
 			if m.Failure.Code == domain.CodeExpired {
 				counts.Expired++
 			}
+		case domain.StateCanceled:
+			canceled = append(canceled, id)
+			counts.Canceled++
 		default:
 			f.t.Fatalf("settle: message %s is %s", id, m.State)
 		}
@@ -214,15 +233,21 @@ func (f *fixture) settle(orderID string, ids ...string) {
 	md := f.md(account, orderID)
 	var money []eventstore.EventData
 	charged := domain.Money{AmountMicros: pricePerMessage * int64(len(delivered)), Currency: "EUR"}
-	refunded := domain.Money{AmountMicros: pricePerMessage * int64(len(failed)), Currency: "EUR"}
+	refunded := domain.Money{AmountMicros: pricePerMessage * int64(len(failed)+len(canceled)), Currency: "EUR"}
 	if len(delivered) > 0 {
 		e, err := a.Charge(orderID, charged, delivered, at)
 		require.NoError(f.t, err)
 		require.NoError(f.t, a.Apply(e))
 		money = append(money, eventstore.MustEvent(e, md))
 	}
-	if len(failed) > 0 {
-		e, err := a.Release(orderID, refunded, failed, "failed", at)
+	for _, r := range []struct {
+		ids    []string
+		reason string
+	}{{failed, "failed"}, {canceled, "canceled"}} {
+		if len(r.ids) == 0 {
+			continue
+		}
+		e, err := a.Release(orderID, domain.Money{AmountMicros: pricePerMessage * int64(len(r.ids)), Currency: "EUR"}, r.ids, r.reason, at)
 		require.NoError(f.t, err)
 		require.NoError(f.t, a.Apply(e))
 		money = append(money, eventstore.MustEvent(e, md))

@@ -25,8 +25,8 @@ type Message struct {
 	Price     domain.Money
 	Body      string
 
-	// State is the public state (accepted, queued, routed, submitted,
-	// delivered, failed); Attempt is the attempt to show (a waiting retry
+	// State is the public state (scheduled, accepted, queued, routed,
+	// submitted, delivered, failed, canceled); Attempt is the attempt to show (a waiting retry
 	// is queued with the next attempt's number).
 	State             string
 	Attempt           int
@@ -36,6 +36,9 @@ type Message struct {
 
 	AcceptedAt, QueuedAt, RoutedAt, SubmittedAt, DeliveredAt, FailedAt, RetriedAt time.Time
 	ExpiresAt                                                                     time.Time
+	// SendAt is the send_at the client asked for (zero: at once);
+	// CanceledAt when the message was canceled.
+	SendAt, CanceledAt time.Time
 
 	// Version is the number of the stream's events folded.
 	Version int
@@ -64,10 +67,10 @@ func messageOf(m *domain.Message) Message {
 		State: m.State.PublicState(), Attempt: m.DisplayAttempt(), ProviderMessageID: m.ProviderMessageID,
 		AcceptedAt: m.AcceptedAt, QueuedAt: m.QueuedAt, RoutedAt: m.RoutedAt, SubmittedAt: m.SubmittedAt,
 		DeliveredAt: m.DeliveredAt, FailedAt: m.FailedAt, RetriedAt: m.RetriedAt, ExpiresAt: m.ExpiresAt,
-		Version: m.Version, lifecycle: m.State, currentAttempt: m.Attempt, nextAttempt: m.NextAttempt, notBefore: m.NotBefore,
+		SendAt: m.SendAt, CanceledAt: m.CanceledAt, Version: m.Version, lifecycle: m.State, currentAttempt: m.Attempt, nextAttempt: m.NextAttempt, notBefore: m.NotBefore,
 	}
 	for _, t := range []*time.Time{&r.AcceptedAt, &r.QueuedAt, &r.RoutedAt, &r.SubmittedAt, &r.DeliveredAt,
-		&r.FailedAt, &r.RetriedAt, &r.ExpiresAt, &r.notBefore} {
+		&r.FailedAt, &r.RetriedAt, &r.ExpiresAt, &r.notBefore, &r.SendAt, &r.CanceledAt} {
 		*t = stored(*t)
 	}
 	if m.Routing != nil {
@@ -92,6 +95,7 @@ func (r *Message) aggregate() domain.Message {
 		Version: r.Version, ProviderMessageID: r.ProviderMessageID,
 		AcceptedAt: r.AcceptedAt, QueuedAt: r.QueuedAt, RoutedAt: r.RoutedAt, SubmittedAt: r.SubmittedAt,
 		DeliveredAt: r.DeliveredAt, FailedAt: r.FailedAt, RetriedAt: r.RetriedAt,
+		SendAt: r.SendAt, CanceledAt: r.CanceledAt,
 	}
 	if r.Route != nil {
 		m.Routing = &domain.RouteDecision{RouteID: r.Route.RouteID, Provider: r.Route.Provider, Reason: r.Route.Reason}
@@ -109,24 +113,27 @@ func (r *Message) aggregate() domain.Message {
 const messageColumns = `message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure,
-    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body`
+    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body,
+    send_at, canceled_at`
 
 func scanMessage(row pgx.CollectableRow) (Message, error) {
 	var m Message
 	var lifecycle string
-	var notBefore, queued, routed, submitted, delivered, failed, retried *time.Time
+	var notBefore, queued, routed, submitted, delivered, failed, retried, sendAt, canceled *time.Time
 	var routeID, provider, reason, pmid *string
 	var failure []byte
 	err := row.Scan(&m.ID, &m.AccountID, &m.OrderID, &m.Index, &m.To, &m.Country, &m.From, &m.Encoding, &m.Segments,
 		&m.Price.AmountMicros, &m.Price.Currency, &m.State, &m.Attempt, &lifecycle, &m.currentAttempt, &m.nextAttempt, &notBefore,
 		&routeID, &provider, &reason, &pmid, &failure,
-		&m.AcceptedAt, &queued, &routed, &submitted, &delivered, &failed, &retried, &m.ExpiresAt, &m.Version, &m.Body)
+		&m.AcceptedAt, &queued, &routed, &submitted, &delivered, &failed, &retried, &m.ExpiresAt, &m.Version, &m.Body,
+		&sendAt, &canceled)
 	if err != nil {
 		return m, err
 	}
 	m.lifecycle = domain.MessageState(lifecycle)
 	m.notBefore, m.QueuedAt, m.RoutedAt, m.SubmittedAt = deref(notBefore), deref(queued), deref(routed), deref(submitted)
 	m.DeliveredAt, m.FailedAt, m.RetriedAt = deref(delivered), deref(failed), deref(retried)
+	m.SendAt, m.CanceledAt = deref(sendAt), deref(canceled)
 	if routeID != nil || provider != nil {
 		m.Route = &Route{RouteID: derefS(routeID), Provider: derefS(provider), Reason: derefS(reason)}
 	}

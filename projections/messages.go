@@ -27,9 +27,12 @@ func messagesProjection() Projection {
 		Name:   "messages",
 		Tables: []string{"read_messages", "read_orders", "read_provider_stats", "read_provider_failures"},
 		Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageQueued{}, domain.MessageRouted{},
-			domain.MessageSubmitted{}, domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageRetried{},
+			domain.MessageSubmitted{}, domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageRetried{}, domain.MessageCanceled{},
 			domain.OrderAccepted{}, domain.OrderCompleted{}, domain.BalanceCharged{}, domain.BalanceReleased{}),
-		apply: applyMessages,
+		// An order's row folds its order's and its messages' events, in
+		// tail order: they share a partition.
+		PartitionKey: eventstore.ByOrder,
+		apply:        applyMessages,
 	}
 }
 
@@ -41,16 +44,18 @@ const (
 SELECT message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure::jsonb,
-    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body
+    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body,
+    send_at, canceled_at
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
     $10::bigint[], $11::text[], $12::text[], $13::int[], $14::text[], $15::int[], $16::int[], $17::timestamptz[],
     $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
     $23::timestamptz[], $24::timestamptz[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[],
-    $28::timestamptz[], $29::timestamptz[], $30::timestamptz[], $31::int[], $32::text[])
+    $28::timestamptz[], $29::timestamptz[], $30::timestamptz[], $31::int[], $32::text[], $33::timestamptz[], $34::timestamptz[])
   AS u(message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure,
-    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body)
+    accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body,
+    send_at, canceled_at)
 ON CONFLICT (message_id) DO UPDATE SET
     state = excluded.state, attempt = excluded.attempt, lifecycle_state = excluded.lifecycle_state,
     current_attempt = excluded.current_attempt, next_attempt = excluded.next_attempt, not_before = excluded.not_before,
@@ -58,14 +63,14 @@ ON CONFLICT (message_id) DO UPDATE SET
     provider_message_id = excluded.provider_message_id, failure = excluded.failure,
     queued_at = excluded.queued_at, routed_at = excluded.routed_at, submitted_at = excluded.submitted_at,
     delivered_at = excluded.delivered_at, failed_at = excluded.failed_at, retried_at = excluded.retried_at,
-    version = excluded.version
+    canceled_at = excluded.canceled_at, version = excluded.version
 WHERE read_messages.version < excluded.version`
 
 	upsertOrdersSQL = `INSERT INTO read_orders (` + orderColumns + `)
 SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bigint[], $5::text[], $6::int[],
     $7::timestamptz[], $8::timestamptz[], $9::timestamptz[], $10::timestamptz[],
     $11::int[], $12::int[], $13::int[], $14::int[], $15::int[], $16::int[], $17::int[],
-    $18::bigint[], $19::bigint[], $20::int[], $21::jsonb[])
+    $18::bigint[], $19::bigint[], $20::int[], $21::jsonb[], $22::timestamptz[], $23::int[], $24::int[])
 ON CONFLICT (order_id) DO UPDATE SET
     account_id = excluded.account_id, message_count = excluded.message_count, price_micros = excluded.price_micros,
     currency = excluded.currency, validity_seconds = excluded.validity_seconds, expires_at = excluded.expires_at,
@@ -74,7 +79,8 @@ ON CONFLICT (order_id) DO UPDATE SET
     count_submitted = excluded.count_submitted, count_delivered = excluded.count_delivered,
     count_failed = excluded.count_failed, count_expired = excluded.count_expired,
     charged_micros = excluded.charged_micros, refunded_micros = excluded.refunded_micros, version = excluded.version,
-    metadata = excluded.metadata`
+    metadata = excluded.metadata, send_at = excluded.send_at, count_scheduled = excluded.count_scheduled,
+    count_canceled = excluded.count_canceled`
 
 	// Statistics are sums: a batch adds its deltas. Exactly-once comes from
 	// the checkpoint written in the same transaction, and from deriving the
@@ -262,7 +268,7 @@ func (b *messagesBatch) foldMessages(ctx context.Context, tx pgx.Tx, events []ev
 			if to == "failed" && agg.Failure != nil && agg.Failure.Code == domain.CodeExpired {
 				d.expired++
 			}
-			if from == "accepted" {
+			if from == "accepted" || from == "scheduled" {
 				if t := firstMove(&agg); d.started.IsZero() || t.Before(d.started) {
 					d.started = t
 				}
@@ -276,13 +282,16 @@ func (b *messagesBatch) foldMessages(ctx context.Context, tx pgx.Tx, events []ev
 	return deltas, nil
 }
 
-// firstMove is when a message left accepted: queued, or failed without
-// ever being queued (expired, unroutable).
+// firstMove is when a message left accepted (or scheduled): queued, or
+// failed or canceled without ever being queued.
 func firstMove(m *domain.Message) time.Time {
-	if !m.QueuedAt.IsZero() {
+	switch {
+	case !m.QueuedAt.IsZero():
 		return m.QueuedAt
+	case !m.FailedAt.IsZero():
+		return m.FailedAt
 	}
-	return m.FailedAt
+	return m.CanceledAt
 }
 
 func (b *messagesBatch) loadOrders(ctx context.Context, tx pgx.Tx) error {
@@ -387,6 +396,7 @@ func messageArrays(ms []Message) []any {
 		notBefore, queued, routed, submitted, delivered, failed, retried         = mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n)
 		accepted, expires                                                        = mk[time.Time](n), mk[time.Time](n)
 		body                                                                     = mk[string](n)
+		sendAt, canceled                                                         = mk[*time.Time](n), mk[*time.Time](n)
 	)
 	for i := range ms {
 		m := &ms[i]
@@ -405,10 +415,11 @@ func messageArrays(ms []Message) []any {
 		accepted[i], queued[i], routed[i], submitted[i] = m.AcceptedAt, timeOrNil(m.QueuedAt), timeOrNil(m.RoutedAt), timeOrNil(m.SubmittedAt)
 		delivered[i], failed[i], retried[i], expires[i] = timeOrNil(m.DeliveredAt), timeOrNil(m.FailedAt), timeOrNil(m.RetriedAt), m.ExpiresAt
 		version[i], body[i] = int32(m.Version), m.Body
+		sendAt[i], canceled[i] = timeOrNil(m.SendAt), timeOrNil(m.CanceledAt)
 	}
 	return []any{id, account, order, idx, to, country, sender, enc, segments, price, currency, state, attempt, lifecycle,
 		cur, next, notBefore, routeID, provider, reason, pmid, failure,
-		accepted, queued, routed, submitted, delivered, failed, retried, expires, version, body}
+		accepted, queued, routed, submitted, delivered, failed, retried, expires, version, body, sendAt, canceled}
 }
 
 func orderArrays(os []*Order) []any {
@@ -418,7 +429,8 @@ func orderArrays(os []*Order) []any {
 	price, charged, refunded := mk[int64](n), mk[int64](n), mk[int64](n)
 	expires, accepted, started, completed := mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n), mk[*time.Time](n)
 	metadata := mk[*string](n)
-	var counts [7][]int32
+	sendAt := mk[*time.Time](n)
+	var counts [9][]int32
 	for k := range counts {
 		counts[k] = mk[int32](n)
 	}
@@ -426,16 +438,18 @@ func orderArrays(os []*Order) []any {
 		id[i], account[i], count[i], price[i], currency[i], validity[i] = o.ID, o.AccountID, int32(o.MessageCount), o.Price.AmountMicros, o.Price.Currency, int32(o.ValiditySeconds)
 		expires[i], accepted[i], started[i], completed[i] = timeOrNil(o.ExpiresAt), timeOrNil(o.AcceptedAt), timeOrNil(o.StartedAt), timeOrNil(o.CompletedAt)
 		c := o.Counts
-		for k, v := range []int{c.Accepted, c.Queued, c.Routed, c.Submitted, c.Delivered, c.Failed, c.Expired} {
+		for k, v := range []int{c.Accepted, c.Queued, c.Routed, c.Submitted, c.Delivered, c.Failed, c.Expired, c.Scheduled, c.Canceled} {
 			counts[k][i] = int32(v)
 		}
 		charged[i], refunded[i], version[i] = o.Charged.AmountMicros, o.Refunded.AmountMicros, int32(o.Version)
 		if o.Metadata != nil {
 			metadata[i] = stringOrNil(string(o.Metadata))
 		}
+		sendAt[i] = timeOrNil(o.SendAt)
 	}
 	return []any{id, account, count, price, currency, validity, expires, accepted, started, completed,
-		counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], charged, refunded, version, metadata}
+		counts[0], counts[1], counts[2], counts[3], counts[4], counts[5], counts[6], charged, refunded, version, metadata,
+		sendAt, counts[7], counts[8]}
 }
 
 func providerStatsArrays(m map[providerHour]*providerCounts) []any {

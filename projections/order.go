@@ -17,7 +17,9 @@ type Order struct {
 	Price           domain.Money
 	ValiditySeconds int
 	ExpiresAt       time.Time
-	AcceptedAt      time.Time
+	// SendAt is the order's send_at (zero: at once).
+	SendAt     time.Time
+	AcceptedAt time.Time
 	// StartedAt is when the first message left accepted; CompletedAt when
 	// OrderCompleted was recorded.
 	StartedAt   time.Time
@@ -35,7 +37,7 @@ type Order struct {
 // Counts are an order's messages by public state. Expired is the part of
 // Failed that failed with code expired.
 type Counts struct {
-	Accepted, Queued, Routed, Submitted, Delivered, Failed, Expired int
+	Scheduled, Accepted, Queued, Routed, Submitted, Delivered, Failed, Canceled, Expired int
 }
 
 // State is the order's public state: completed once OrderCompleted is
@@ -44,7 +46,7 @@ func (o *Order) State() domain.OrderState {
 	switch {
 	case !o.CompletedAt.IsZero():
 		return domain.OrderStateCompleted
-	case o.Counts.Queued+o.Counts.Routed+o.Counts.Submitted+o.Counts.Delivered+o.Counts.Failed > 0:
+	case o.Counts.Queued+o.Counts.Routed+o.Counts.Submitted+o.Counts.Delivered+o.Counts.Failed+o.Counts.Canceled > 0:
 		return domain.OrderStateExecuting
 	}
 	return domain.OrderStateAccepted
@@ -52,6 +54,10 @@ func (o *Order) State() domain.OrderState {
 
 func (c *Counts) add(state string, n int) {
 	switch state {
+	case "scheduled":
+		c.Scheduled += n
+	case "canceled":
+		c.Canceled += n
 	case "accepted":
 		c.Accepted += n
 	case "queued":
@@ -70,7 +76,7 @@ func (c *Counts) add(state string, n int) {
 // aggregate rebuilds the order aggregate the next order event folds into.
 func (o *Order) aggregate() domain.Order {
 	a := domain.Order{ID: o.ID, AccountID: o.AccountID, MessageCount: o.MessageCount, Price: o.Price,
-		ValiditySeconds: o.ValiditySeconds, ExpiresAt: o.ExpiresAt, AcceptedAt: o.AcceptedAt,
+		ValiditySeconds: o.ValiditySeconds, ExpiresAt: o.ExpiresAt, SendAt: o.SendAt, AcceptedAt: o.AcceptedAt,
 		CompletedAt: o.CompletedAt, ClientMetadata: o.Metadata, Version: o.Version}
 	switch {
 	case !o.CompletedAt.IsZero():
@@ -87,22 +93,24 @@ func (o *Order) setFrom(a *domain.Order) {
 	o.AccountID, o.MessageCount, o.Price, o.ValiditySeconds = a.AccountID, a.MessageCount, a.Price, a.ValiditySeconds
 	o.ExpiresAt, o.AcceptedAt, o.CompletedAt, o.Version = stored(a.ExpiresAt), stored(a.AcceptedAt), stored(a.CompletedAt), a.Version
 	o.Charged.Currency, o.Refunded.Currency = a.Price.Currency, a.Price.Currency
-	o.Metadata = a.ClientMetadata
+	o.Metadata, o.SendAt = a.ClientMetadata, stored(a.SendAt)
 }
 
 const orderColumns = `order_id, account_id, message_count, price_micros, currency, validity_seconds,
     expires_at, accepted_at, started_at, completed_at,
     count_accepted, count_queued, count_routed, count_submitted, count_delivered, count_failed, count_expired,
-    charged_micros, refunded_micros, version, metadata`
+    charged_micros, refunded_micros, version, metadata, send_at, count_scheduled, count_canceled`
 
 func scanOrder(row pgx.CollectableRow) (Order, error) {
 	var o Order
-	var expires, accepted, started, completed *time.Time
+	var expires, accepted, started, completed, sendAt *time.Time
 	err := row.Scan(&o.ID, &o.AccountID, &o.MessageCount, &o.Price.AmountMicros, &o.Price.Currency, &o.ValiditySeconds,
 		&expires, &accepted, &started, &completed,
 		&o.Counts.Accepted, &o.Counts.Queued, &o.Counts.Routed, &o.Counts.Submitted, &o.Counts.Delivered,
-		&o.Counts.Failed, &o.Counts.Expired, &o.Charged.AmountMicros, &o.Refunded.AmountMicros, &o.Version, &o.Metadata)
+		&o.Counts.Failed, &o.Counts.Expired, &o.Charged.AmountMicros, &o.Refunded.AmountMicros, &o.Version, &o.Metadata,
+		&sendAt, &o.Counts.Scheduled, &o.Counts.Canceled)
 	o.ExpiresAt, o.AcceptedAt, o.StartedAt, o.CompletedAt = deref(expires), deref(accepted), deref(started), deref(completed)
+	o.SendAt = deref(sendAt)
 	o.Charged.Currency, o.Refunded.Currency = o.Price.Currency, o.Price.Currency
 	return o, err
 }

@@ -92,14 +92,15 @@ func (m *outcomeMetrics) observe(fs []finished) {
 
 // publicStates are the states afterok_messages reports, in the order of
 // messageStatesSQL's columns.
-var publicStates = []string{"accepted", "queued", "routed", "submitted", "delivered", "failed"}
+var publicStates = []string{"scheduled", "accepted", "queued", "routed", "submitted", "delivered", "failed", "canceled"}
 
 // messageStatesSQL sums the orders' counts rather than counting messages:
 // one row per order, not per message.
 const messageStatesSQL = `-- name: metrics.message_states
-SELECT coalesce(sum(count_accepted), 0)::bigint, coalesce(sum(count_queued), 0)::bigint,
-    coalesce(sum(count_routed), 0)::bigint, coalesce(sum(count_submitted), 0)::bigint,
-    coalesce(sum(count_delivered), 0)::bigint, coalesce(sum(count_failed), 0)::bigint
+SELECT coalesce(sum(count_scheduled), 0)::bigint, coalesce(sum(count_accepted), 0)::bigint,
+    coalesce(sum(count_queued), 0)::bigint, coalesce(sum(count_routed), 0)::bigint,
+    coalesce(sum(count_submitted), 0)::bigint, coalesce(sum(count_delivered), 0)::bigint,
+    coalesce(sum(count_failed), 0)::bigint, coalesce(sum(count_canceled), 0)::bigint
 FROM read_orders`
 
 // stateGauge is afterok_messages{state}: the read model's count of

@@ -23,7 +23,11 @@ type Projection struct {
 	Types  []string
 	// Sparse: Types are a small share of all events (see eventstore.Filter).
 	Sparse bool
-	apply  func(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEvent) (result, error)
+	// PartitionKey is the key the projection's partitions are split by
+	// (see eventstore.Consumer): what its rows are per, where they gather
+	// several streams' events.
+	PartitionKey func(eventstore.RecordedEvent) string
+	apply        func(ctx context.Context, tx pgx.Tx, batch []eventstore.RecordedEvent) (result, error)
 }
 
 // Checkpoint is the name of the projection's checkpoint row.

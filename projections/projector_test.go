@@ -164,7 +164,7 @@ func TestProjectionAppliesEachEventOnce(t *testing.T) {
 	var crashing atomic.Bool
 	crashing.Store(true)
 	consumer := eventstore.Consumer{
-		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types}, BatchSize: 7, Poll: 10 * time.Millisecond, Logger: quiet,
+		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types}, PartitionKey: p.PartitionKey, BatchSize: 7, Poll: 10 * time.Millisecond, Logger: quiet,
 		Handle: func(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
 			if err := p.Apply(ctx, tx.Tx, batch); err != nil {
 				return err
@@ -304,5 +304,64 @@ func TestTailDeliversAStreamOutOfVersionOrder(t *testing.T) {
 	o, err := projections.GetOrder(f.ctx, f.db.Pool, projections.ForAccount(acct), m.OrderID)
 	require.NoError(t, err)
 	require.Equal(t, projections.Counts{Routed: 1}, o.Counts)
+	f.requireVerified()
+}
+
+// TestProjectionShowsScheduledAndCanceled: an order with a send_at shows
+// its messages scheduled (in the view, the order's counts and the search)
+// until they are queued; a canceled message shows canceled, whether it was
+// canceled while scheduled or once queued; the order completes with them.
+func TestProjectionShowsScheduledAndCanceled(t *testing.T) {
+	f := newFixture(t)
+	acct := f.openAccount(10_000_000)
+	sendAt := f.now.Add(time.Hour)
+	order, m := f.placeScheduledOrder(acct, sendAt, "+4915100000000", "+4915100000001", "+4915100000009")
+	tenant := projections.ForAccount(acct)
+	o, err := projections.GetOrder(f.ctx, f.db.Pool, tenant, order)
+	require.NoError(t, err)
+	require.Equal(t, projections.Counts{Scheduled: 3}, o.Counts, "before the projector: folded from the order stream")
+	f.run(projections.Config{})
+	f.caughtUp()
+
+	o, err = projections.GetOrder(f.ctx, f.db.Pool, tenant, order)
+	require.NoError(t, err)
+	require.Equal(t, projections.Counts{Scheduled: 3}, o.Counts)
+	require.Equal(t, domain.OrderStateAccepted, o.State())
+	require.True(t, sendAt.Equal(o.SendAt), "order send_at %v", o.SendAt)
+	require.True(t, sendAt.Add(time.Hour).Equal(o.ExpiresAt), "the validity counts from send_at")
+	got, err := projections.GetMessage(f.ctx, f.db.Pool, tenant, m[0])
+	require.NoError(t, err)
+	require.Equal(t, "scheduled", got.State)
+	require.True(t, sendAt.Equal(got.SendAt))
+	page, err := projections.SearchMessages(f.ctx, f.db.Pool, acct, projections.Search{State: "scheduled", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, page.Messages, 3)
+
+	f.cancel(m[0]) // while scheduled
+	f.queue(m[1])  // its send_at came
+	f.cancel(m[1]) // canceled once queued
+	f.deliverAll(m[2])
+	f.caughtUp()
+	got, err = projections.GetMessage(f.ctx, f.db.Pool, tenant, m[0])
+	require.NoError(t, err)
+	require.Equal(t, "canceled", got.State)
+	require.False(t, got.CanceledAt.IsZero())
+	o, err = projections.GetOrder(f.ctx, f.db.Pool, tenant, order)
+	require.NoError(t, err)
+	require.Equal(t, projections.Counts{Canceled: 2, Delivered: 1}, o.Counts)
+	require.Equal(t, domain.OrderStateExecuting, o.State())
+	page, err = projections.SearchMessages(f.ctx, f.db.Pool, acct, projections.Search{State: "canceled", Limit: 10})
+	require.NoError(t, err)
+	require.Len(t, page.Messages, 2)
+	page, err = projections.OrderMessages(f.ctx, f.db.Pool, tenant, order, "scheduled", 10, "")
+	require.NoError(t, err)
+	require.Empty(t, page.Messages)
+
+	f.settle(order, m...)
+	f.caughtUp()
+	o, err = projections.GetOrder(f.ctx, f.db.Pool, tenant, order)
+	require.NoError(t, err)
+	require.Equal(t, domain.OrderStateCompleted, o.State())
+	require.Equal(t, domain.Money{AmountMicros: 2 * 75_000, Currency: "EUR"}, o.Refunded)
 	f.requireVerified()
 }

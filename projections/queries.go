@@ -20,7 +20,7 @@ import (
 // expired) but the part of failed that order counts show apart, so a
 // client can list what it counts.
 func States() []string {
-	return []string{"accepted", "queued", "routed", "submitted", "delivered", "failed", StateExpired}
+	return []string{"scheduled", "accepted", "queued", "routed", "submitted", "delivered", "failed", "canceled", StateExpired}
 }
 
 // StateExpired filters failed messages whose failure code is expired.
@@ -127,7 +127,11 @@ func orderFromStream(ctx context.Context, q eventstore.Querier, t Tenant, id str
 	}
 	o := Order{ID: id}
 	o.setFrom(&agg)
-	o.Counts.Accepted = agg.MessageCount
+	if agg.SendAt.After(agg.AcceptedAt) {
+		o.Counts.Scheduled = agg.MessageCount
+	} else {
+		o.Counts.Accepted = agg.MessageCount
+	}
 	return o, nil
 }
 

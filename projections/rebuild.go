@@ -91,8 +91,6 @@ WHERE conrelid = $1::regclass AND contype IN ('p', 'u', 'x') ORDER BY conname`
 	indexesSQL = `SELECT i.relname, pg_get_indexdef(x.indexrelid) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
 WHERE x.indrelid = $1::regclass AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
 ORDER BY i.relname`
-	forceCheckpointSQL = `INSERT INTO checkpoints (name, xid, position) VALUES ($1, $2, $3)
-ON CONFLICT (name) DO UPDATE SET xid = excluded.xid, position = excluded.position, updated_at = now()`
 )
 
 // Rebuild rebuilds the projection called name from position zero and swaps
@@ -326,7 +324,7 @@ func (rb *rebuild) swap(ctx context.Context) (time.Duration, error) {
 					return err
 				}
 			}
-			if _, err := tx.Exec(ctx, forceCheckpointSQL, rb.p.Checkpoint(), rb.cursor.XID, rb.cursor.Position); err != nil {
+			if err := eventstore.ForceCheckpoint(ctx, tx, rb.p.Checkpoint(), rb.cursor); err != nil {
 				return err
 			}
 			_, err := tx.Exec(ctx, "DROP SCHEMA "+pgx.Identifier{rb.aside}.Sanitize())

@@ -22,7 +22,9 @@ import (
 // the model a projector that was never rebuilt has.
 func referenceProjector(t *testing.T, f *fixture) *pgxpool.Pool {
 	t.Helper()
-	ddl := []string{`CREATE SCHEMA reference`, `CREATE TABLE reference.checkpoints (LIKE public.checkpoints INCLUDING ALL)`}
+	ddl := []string{`CREATE SCHEMA reference`, `CREATE TABLE reference.checkpoints (LIKE public.checkpoints INCLUDING ALL)`,
+		`CREATE TABLE reference.consumer_partitions (LIKE public.consumer_partitions INCLUDING ALL)`,
+		`CREATE TABLE reference.consumer_members (LIKE public.consumer_members INCLUDING ALL)`}
 	for _, p := range projections.All() {
 		for _, table := range p.Tables {
 			ddl = append(ddl, fmt.Sprintf(`CREATE TABLE reference.%s (LIKE public.%s INCLUDING ALL)`, table, table))

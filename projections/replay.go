@@ -150,12 +150,14 @@ func Summarize(ev domain.Event) string {
 	var kv []any
 	switch e := ev.(type) {
 	case domain.OrderAccepted:
-		kv = []any{"messages", e.MessageCount, "price", e.Price, "validity", time.Duration(e.ValiditySeconds) * time.Second}
+		kv = []any{"messages", e.MessageCount, "price", e.Price, "validity", time.Duration(e.ValiditySeconds) * time.Second,
+			"send_at", timeOrEmpty(e.SendAt)}
 	case domain.OrderCompleted:
 		kv = []any{"delivered", e.Counts.Delivered, "failed", e.Counts.Failed, "expired", e.Counts.Expired,
-			"charged", e.Charged, "refunded", e.Refunded}
+			"canceled", e.Counts.Canceled, "charged", e.Charged, "refunded", e.Refunded}
 	case domain.MessageAccepted:
-		kv = []any{"to", e.To, "segments", e.Segments, "encoding", e.Encoding, "price", e.Price, "expires", e.ExpiresAt.UTC().Format(time.RFC3339)}
+		kv = []any{"to", e.To, "segments", e.Segments, "encoding", e.Encoding, "price", e.Price, "expires", e.ExpiresAt.UTC().Format(time.RFC3339),
+			"send_at", timeOrEmpty(e.SendAt)}
 	case domain.MessageQueued:
 		kv = []any{"attempt", e.Attempt, "job", e.JobID}
 	case domain.MessageRouted:
@@ -170,6 +172,8 @@ func Summarize(ev domain.Event) string {
 	case domain.MessageRetried:
 		kv = []any{"attempt", e.Attempt, "next_attempt", e.NextAttempt, "not_before", e.NotBefore.UTC().Format(time.RFC3339),
 			"code", e.Failure.Code, "stage", e.Failure.Stage, "provider", e.Failure.Provider}
+	case domain.MessageCanceled:
+		kv = []any{"attempt", e.Attempt, "by", e.Actor, "reason", e.Reason}
 	case domain.AccountOpened:
 		kv = []any{"name", e.Name, "currency", e.Currency}
 	case domain.AccountCredited:
@@ -185,6 +189,9 @@ func Summarize(ev domain.Event) string {
 	}
 	var b strings.Builder
 	for i := 0; i+1 < len(kv); i += 2 {
+		if n, ok := kv[i+1].(int); ok && n == 0 && kv[i] == "canceled" {
+			continue // an order without canceled messages says nothing of them
+		}
 		v := fmt.Sprint(kv[i+1])
 		if v == "" || v == "0s" {
 			continue
@@ -198,4 +205,12 @@ func Summarize(ev domain.Event) string {
 		fmt.Fprintf(&b, "%s=%s", kv[i], v)
 	}
 	return b.String()
+}
+
+// timeOrEmpty is t in RFC 3339, or "" (left out of a summary) when zero.
+func timeOrEmpty(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339)
 }

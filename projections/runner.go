@@ -24,6 +24,9 @@ type Config struct {
 	// Poll is how long an idle projection waits for appends made by other
 	// processes; appends in this process wake it at once (default 100 ms).
 	Poll time.Duration
+	// Partitions is how many partitions each projection runs as (default:
+	// the store's).
+	Partitions int
 	// LagInterval is how often the lag gauges are sampled (default 1 s).
 	LagInterval time.Duration
 	// Registerer receives the runner's metrics (default: a private
@@ -98,57 +101,39 @@ func (r *Runner) Run(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// follow is eventstore.Store.Run with the runner's metrics: it drives
-// Store.Step itself so that what it observes has been committed.
+// follow runs the projection's consumer (eventstore.Store.Run: this
+// process's share of its partitions) with the runner's metrics, counted
+// once a batch has committed.
 func (r *Runner) follow(ctx context.Context, p Projection) {
 	log := r.log.With("projection", p.Name)
 	var applied result
-	var recorded []time.Time
+	var start time.Time
 	c := eventstore.Consumer{
 		Name: p.Checkpoint(), Filter: eventstore.Filter{Types: p.Types, Sparse: p.Sparse},
+		PartitionKey: p.PartitionKey, Partitions: r.cfg.Partitions,
 		BatchSize: r.cfg.BatchSize, Poll: r.cfg.Poll, Logger: log,
 		Handle: func(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
+			start = time.Now()
 			res, err := p.applyLocked(ctx, tx.Tx, batch)
-			applied, recorded = res, recorded[:0]
-			for _, e := range batch {
-				recorded = append(recorded, e.RecordedAt)
-			}
+			applied = res
 			return err
 		},
-	}
-	pool := r.store.Pool()
-	cursor, err := eventstore.Checkpoint(ctx, pool, c.Name)
-	backoff := time.Duration(0)
-	for ctx.Err() == nil {
-		if err != nil {
-			if !errors.Is(err, eventstore.ErrCheckpointMoved) && ctx.Err() == nil {
-				log.Error("projection batch failed, retrying", "err", err, "backoff", backoff)
+		Committed: func(batch []eventstore.RecordedEvent) {
+			now := r.cfg.Now()
+			r.metrics.applied.WithLabelValues(p.Name).Add(float64(len(batch)))
+			r.metrics.batch.WithLabelValues(p.Name).Observe(time.Since(start).Seconds())
+			delay := r.metrics.delay.WithLabelValues(p.Name)
+			for _, e := range batch {
+				delay.Observe(now.Sub(e.RecordedAt).Seconds())
 			}
-			backoff = min(max(2*backoff, 50*time.Millisecond), 5*time.Second)
-			eventstore.Sleep(ctx, backoff)
-			cursor, err = eventstore.Checkpoint(ctx, pool, c.Name)
-			continue
-		}
-		start := time.Now()
-		var n int
-		cursor, n, err = r.store.Step(ctx, c, cursor)
-		if err != nil || n == 0 {
-			continue
-		}
-		backoff = 0
-		now := r.cfg.Now()
-		r.metrics.applied.WithLabelValues(p.Name).Add(float64(n))
-		r.metrics.batch.WithLabelValues(p.Name).Observe(time.Since(start).Seconds())
-		delay := r.metrics.delay.WithLabelValues(p.Name)
-		for _, t := range recorded {
-			delay.Observe(now.Sub(t).Seconds())
-		}
-		r.metrics.outcomes.observe(applied.finished) // committed: counted once
-		if len(applied.refused) > 0 {
-			r.metrics.refused.WithLabelValues(p.Name).Add(float64(len(applied.refused)))
-			applied.log(log, p.Name)
-		}
+			r.metrics.outcomes.observe(applied.finished) // committed: counted once
+			if len(applied.refused) > 0 {
+				r.metrics.refused.WithLabelValues(p.Name).Add(float64(len(applied.refused)))
+				applied.log(log, p.Name)
+			}
+		},
 	}
+	_ = r.store.Run(ctx, c)
 }
 
 func (r *Runner) sampleLag(ctx context.Context) {

@@ -34,8 +34,14 @@ type Status struct {
 const MaxBehindCounted = 100_000
 
 const (
-	checkpointSQL = `SELECT xid, position, updated_at FROM checkpoints WHERE name = $1`
-	headSQL       = `SELECT coalesce(max(global_position), 0) FROM events`
+	// checkpointSQL: the oldest partition's checkpoint (eventstore's
+	// Checkpoint), or the single row of a consumer not yet partitioned.
+	checkpointSQL = `SELECT xid, position, updated_at FROM (
+  (SELECT 0 AS source, xid, position, updated_at FROM consumer_partitions WHERE consumer = $1 ORDER BY xid, position LIMIT 1)
+  UNION ALL
+  (SELECT 1, xid, position, updated_at FROM checkpoints WHERE name = $1)) AS c
+ORDER BY source LIMIT 1`
+	headSQL = `SELECT coalesce(max(global_position), 0) FROM events`
 	// behindSQL walks the tail index from the checkpoint; in steady state
 	// that is a handful of rows.
 	behindSQL = `SELECT count(*), min(recorded_at) FROM (

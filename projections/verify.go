@@ -69,22 +69,27 @@ ORDER BY 1 LIMIT 1000`
 
 	// Order counts against the message rows, in one pass over both.
 	verifyCountsSQL = `SELECT coalesce(o.order_id, m.order_id),
-    ARRAY[coalesce(o.count_accepted, 0), coalesce(o.count_queued, 0), coalesce(o.count_routed, 0), coalesce(o.count_submitted, 0),
-          coalesce(o.count_delivered, 0), coalesce(o.count_failed, 0), coalesce(o.count_expired, 0)],
-    ARRAY[coalesce(m.accepted, 0), coalesce(m.queued, 0), coalesce(m.routed, 0), coalesce(m.submitted, 0),
-          coalesce(m.delivered, 0), coalesce(m.failed, 0), coalesce(m.expired, 0)]
+    ARRAY[coalesce(o.count_scheduled, 0), coalesce(o.count_accepted, 0), coalesce(o.count_queued, 0), coalesce(o.count_routed, 0),
+          coalesce(o.count_submitted, 0), coalesce(o.count_delivered, 0), coalesce(o.count_failed, 0), coalesce(o.count_canceled, 0),
+          coalesce(o.count_expired, 0)],
+    ARRAY[coalesce(m.scheduled, 0), coalesce(m.accepted, 0), coalesce(m.queued, 0), coalesce(m.routed, 0),
+          coalesce(m.submitted, 0), coalesce(m.delivered, 0), coalesce(m.failed, 0), coalesce(m.canceled, 0),
+          coalesce(m.expired, 0)]
 FROM read_orders o
 FULL JOIN (SELECT order_id,
         count(*) FILTER (WHERE state = 'accepted') AS accepted, count(*) FILTER (WHERE state = 'queued') AS queued,
         count(*) FILTER (WHERE state = 'routed') AS routed, count(*) FILTER (WHERE state = 'submitted') AS submitted,
         count(*) FILTER (WHERE state = 'delivered') AS delivered, count(*) FILTER (WHERE state = 'failed') AS failed,
-        count(*) FILTER (WHERE state = 'failed' AND failure->>'code' = 'expired') AS expired
+        count(*) FILTER (WHERE state = 'failed' AND failure->>'code' = 'expired') AS expired,
+        count(*) FILTER (WHERE state = 'scheduled') AS scheduled, count(*) FILTER (WHERE state = 'canceled') AS canceled
     FROM read_messages GROUP BY order_id) m USING (order_id)
-WHERE (coalesce(o.count_accepted, 0), coalesce(o.count_queued, 0), coalesce(o.count_routed, 0), coalesce(o.count_submitted, 0),
-       coalesce(o.count_delivered, 0), coalesce(o.count_failed, 0), coalesce(o.count_expired, 0))
+WHERE (coalesce(o.count_scheduled, 0), coalesce(o.count_accepted, 0), coalesce(o.count_queued, 0), coalesce(o.count_routed, 0),
+       coalesce(o.count_submitted, 0), coalesce(o.count_delivered, 0), coalesce(o.count_failed, 0), coalesce(o.count_canceled, 0),
+       coalesce(o.count_expired, 0))
    IS DISTINCT FROM
-      (coalesce(m.accepted, 0), coalesce(m.queued, 0), coalesce(m.routed, 0), coalesce(m.submitted, 0),
-       coalesce(m.delivered, 0), coalesce(m.failed, 0), coalesce(m.expired, 0))
+      (coalesce(m.scheduled, 0), coalesce(m.accepted, 0), coalesce(m.queued, 0), coalesce(m.routed, 0),
+       coalesce(m.submitted, 0), coalesce(m.delivered, 0), coalesce(m.failed, 0), coalesce(m.canceled, 0),
+       coalesce(m.expired, 0))
 ORDER BY 1 LIMIT 1000`
 
 	// Charged and refunded against the money events the projection has passed.
@@ -304,7 +309,7 @@ func (v *verifier) orders(ctx context.Context) error {
 		return err
 	}
 	for _, c := range bad {
-		v.diff(p.Name, "read_orders", c.id, "counts (accepted, queued, routed, submitted, delivered, failed, expired) are %v, its message rows say %v", c.got, c.want)
+		v.diff(p.Name, "read_orders", c.id, "counts (scheduled, accepted, queued, routed, submitted, delivered, failed, canceled, expired) are %v, its message rows say %v", c.got, c.want)
 	}
 	rows, err = v.tx.Query(ctx, verifyMoneySQL, cp.XID, cp.Position)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -41,6 +42,8 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	offered := fs.Float64("rate", 0, "offer at most this many messages/s (0: as fast as the clients go); "+
 		"below what the system executes, it measures the steady state instead of a backlog")
+	simURL := fs.String("sim-url", "http://"+env.cfg.SimAddr, "the provider simulator, for its duplicate_submissions and its CPU "+
+		"(run it out of process with `afterok provider-sim` to see its share apart from afterok's)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -64,10 +67,13 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 		}
 		*key = c.APIKey
 	}
-	b := &bench{url: strings.TrimRight(*url, "/"), key: *key, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients * 2}}}
+	b := &bench{url: strings.TrimRight(*url, "/"), key: *key, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients * 2}},
+		accepted: make(map[string]time.Time, *total)}
+	cpu := newCPUSplit(b.url, *simURL, env.cfg.DatabaseURL)
+	sim0, simErr := simStats(ctx, b.client, *simURL)
 
 	// Follow final states first, so that none is missed.
-	finals := make(chan time.Time, 4096)
+	finals := make(chan final, 4096)
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
 	ready := make(chan error, 1)
@@ -113,6 +119,8 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	// Count finals while orders go out.
 	done := 0
 	var lastFinal time.Time
+	var finalTimes []time.Time
+	var endToEnd []time.Duration
 	posted := make(chan struct{})
 	go func() { wg.Wait(); close(posted) }()
 	deadline := time.NewTimer(*drainFor)
@@ -121,9 +129,13 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 wait:
 	for done < want {
 		select {
-		case at := <-finals:
+		case f := <-finals:
 			done++
-			lastFinal = at
+			lastFinal = f.at
+			finalTimes = append(finalTimes, f.at)
+			if d, ok := b.since(f.message, f.at); ok {
+				endToEnd = append(endToEnd, d)
+			}
 			_ = bar.Add(1)
 		case <-posted:
 			posted = nil
@@ -138,7 +150,9 @@ wait:
 	}
 	_ = bar.Finish()
 	stopFollow()
+	elapsed := time.Since(start).Seconds()
 	slices.Sort(latencies)
+	slices.Sort(endToEnd)
 	r := benchReport{Messages: *total, OrderSize: *size, Clients: *clients, OfferedRate: *offered, Orders: orders, Final: done,
 		RefusedOrders: len(failed), CPUs: runtime.NumCPU(), Host: hostname()}
 	if len(latencies) > 0 {
@@ -153,6 +167,18 @@ wait:
 		r.EndToEndSeconds = lastFinal.Sub(start).Seconds()
 		r.EndToEndPerSecond = float64(done) / r.EndToEndSeconds
 		r.DrainSeconds = max(0, lastFinal.Sub(lastAccept).Seconds())
+	}
+	if len(endToEnd) > 0 {
+		r.EndToEndP50 = ms(pct(endToEnd, 0.5))
+		r.EndToEndP99 = ms(pct(endToEnd, 0.99))
+	}
+	r.Sustained60s, r.SustainedSeconds = sustained(finalTimes, time.Minute)
+	r.CPU = cpu.shares(elapsed)
+	r.CPUNotes = cpu.notes
+	r.Load = loadAverage()
+	if sim1, err := simStats(ctx, b.client, *simURL); err == nil && simErr == nil {
+		d := sim1 - sim0
+		r.DuplicateSubmissions = &d
 	}
 	if len(failed) > 0 {
 		r.FirstError = failed[0].Error()
@@ -170,6 +196,26 @@ wait:
 type bench struct {
 	url, key string
 	client   *http.Client
+
+	mu       sync.Mutex
+	accepted map[string]time.Time // message id → when its order was posted
+}
+
+// since is how long message id took from its order's POST to at.
+func (b *bench) since(id string, at time.Time) (time.Duration, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	t, ok := b.accepted[id]
+	if ok {
+		delete(b.accepted, id)
+	}
+	return at.Sub(t), ok
+}
+
+// final is a message's final event as the bench saw it arrive.
+type final struct {
+	message string
+	at      time.Time
 }
 
 // post sends order i of n messages to ordinary (non-test) numbers.
@@ -193,8 +239,23 @@ func (b *bench) post(ctx context.Context, i, n int) (time.Duration, error) {
 		if err != nil {
 			return 0, err
 		}
+		var accepted struct {
+			Messages []struct {
+				ID string `json:"message_id"`
+			} `json:"messages"`
+		}
+		if res.StatusCode == http.StatusAccepted {
+			_ = json.NewDecoder(res.Body).Decode(&accepted)
+		}
 		_, _ = io.Copy(io.Discard, res.Body)
 		res.Body.Close()
+		if len(accepted.Messages) > 0 {
+			b.mu.Lock()
+			for _, m := range accepted.Messages {
+				b.accepted[m.ID] = start
+			}
+			b.mu.Unlock()
+		}
 		if res.StatusCode == http.StatusTooManyRequests && attempt < 100 {
 			time.Sleep(100 * time.Millisecond) // the account's rate limit: back off as a client would
 			req.Body, _ = req.GetBody()
@@ -210,7 +271,7 @@ func (b *bench) post(ctx context.Context, i, n int) (time.Duration, error) {
 
 // follow reads the account's final message events from the SSE stream and
 // sends the time each arrived. It reconnects with Last-Event-ID.
-func (b *bench) follow(ctx context.Context, ready chan<- error, finals chan<- time.Time) {
+func (b *bench) follow(ctx context.Context, ready chan<- error, finals chan<- final) {
 	last := ""
 	seen := map[string]bool{}
 	first := true
@@ -251,7 +312,7 @@ func (b *bench) follow(ctx context.Context, ready chan<- error, finals chan<- ti
 				if json.Unmarshal([]byte(line[6:]), &ev) == nil && !seen[ev.Stream] {
 					seen[ev.Stream] = true
 					select {
-					case finals <- time.Now():
+					case finals <- final{message: strings.TrimPrefix(ev.Stream, "message-"), at: time.Now()}:
 					case <-ctx.Done():
 						return
 					}
@@ -280,8 +341,21 @@ type benchReport struct {
 	EndToEndSeconds   float64 `json:"end_to_end_seconds"`
 	EndToEndPerSecond float64 `json:"end_to_end_messages_per_second"`
 	DrainSeconds      float64 `json:"drain_seconds"`
-	CPUs              int     `json:"cpus"`
-	Host              string  `json:"host"`
+	// End to end per message: its order's POST to its final event.
+	EndToEndP50 float64 `json:"end_to_end_p50_ms"`
+	EndToEndP99 float64 `json:"end_to_end_p99_ms"`
+	// The most final states in any 60 s of the run, per second (0 when the
+	// run was shorter: then SustainedSeconds says how long it lasted).
+	Sustained60s     float64 `json:"sustained_60s_messages_per_second"`
+	SustainedSeconds float64 `json:"finals_span_seconds"`
+	// The simulator's duplicate_submissions during the run (an SMS a
+	// handset would get twice); absent when the simulator was not reached.
+	DuplicateSubmissions *int64     `json:"duplicate_submissions,omitempty"`
+	CPU                  []CPUShare `json:"cpu,omitempty"`
+	CPUNotes             []string   `json:"cpu_notes,omitempty"`
+	Load                 string     `json:"loadavg,omitempty"` // /proc/loadavg at the end
+	CPUs                 int        `json:"cpus"`
+	Host                 string     `json:"host"`
 }
 
 func (r benchReport) String() string {
@@ -298,7 +372,85 @@ func (r benchReport) String() string {
 	if r.RefusedOrders > 0 {
 		s += fmt.Sprintf("  refused orders   %d (first: %s)\n", r.RefusedOrders, r.FirstError)
 	}
+	s += fmt.Sprintf("  per message      p50 %.0f ms   p99 %.0f ms from its order's POST to its final state\n", r.EndToEndP50, r.EndToEndP99)
+	if r.Sustained60s > 0 {
+		s += fmt.Sprintf("  sustained        %.0f messages/s: the most final states in any 60 s of the run\n", r.Sustained60s)
+	} else {
+		s += fmt.Sprintf("  sustained        n/a: final states came over %.1f s, less than 60 s (send more --messages)\n", r.SustainedSeconds)
+	}
+	for _, c := range r.CPU {
+		s += fmt.Sprintf("  cpu              %-30s %6.1f s  %.2f cores\n", c.Name, c.Seconds, c.Cores)
+	}
+	for _, n := range r.CPUNotes {
+		s += fmt.Sprintf("  cpu              (%s)\n", n)
+	}
+	if r.Load != "" {
+		s += fmt.Sprintf("  load average     %s\n", r.Load)
+	}
+	if r.DuplicateSubmissions != nil {
+		s += fmt.Sprintf("  simulator        duplicate_submissions %d\n", *r.DuplicateSubmissions)
+	} else {
+		s += "  simulator        not reached (--sim-url): duplicate_submissions unknown\n"
+	}
+	s += "  then check       afterok verify (hash chains, versions, balances; --projections for the read models)\n"
 	return s
+}
+
+// sustained is the largest number of times within any window, per second
+// of the window; and the span of the times when it is shorter than window.
+func sustained(times []time.Time, window time.Duration) (perSecond, span float64) {
+	if len(times) == 0 {
+		return 0, 0
+	}
+	span = times[len(times)-1].Sub(times[0]).Seconds()
+	if span < window.Seconds() {
+		return 0, span
+	}
+	best, lo := 0, 0
+	for hi, t := range times {
+		for t.Sub(times[lo]) > window {
+			lo++
+		}
+		best = max(best, hi-lo+1)
+	}
+	return float64(best) / window.Seconds(), span
+}
+
+// simStats reads the simulator's duplicate_submissions counter.
+func simStats(ctx context.Context, c *http.Client, simURL string) (int64, error) {
+	if simURL == "" {
+		return 0, errors.New("no simulator")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "GET", strings.TrimRight(simURL, "/")+"/stats", nil)
+	if err != nil {
+		return 0, err
+	}
+	res, err := c.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer res.Body.Close()
+	var st struct {
+		Duplicates *int64 `json:"duplicate_submissions"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&st); err != nil || st.Duplicates == nil || res.StatusCode != 200 {
+		return 0, fmt.Errorf("simulator stats: status %d", res.StatusCode)
+	}
+	return *st.Duplicates, nil
+}
+
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func pct(d []time.Duration, p float64) time.Duration { return d[int(float64(len(d)-1)*p)] }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/afterok/afterok/domain/pricing"
 	"github.com/afterok/afterok/domain/routing"
+	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/handlers/provider/sim"
 )
@@ -39,6 +40,10 @@ type Config struct {
 	NATSDuplicates time.Duration
 	// NATSEventsMaxBytes bounds the events stream (AFTEROK_NATS_EVENTS_MAX_BYTES).
 	NATSEventsMaxBytes int64
+	// NATSReplicas is how many JetStream servers hold each stream and its
+	// consumers (AFTEROK_NATS_REPLICAS): 3 on a cluster of three or more
+	// rides out the loss of one; the embedded server is one node.
+	NATSReplicas int
 
 	MaxMessages    int           // AFTEROK_MAX_MESSAGES: per order
 	RateLimit      float64       // AFTEROK_RATE_LIMIT: requests/s per account
@@ -64,6 +69,11 @@ type Config struct {
 	// routed message whose job left the work queue without an outcome is
 	// queued again once its job is StrandedAfter old; the check runs every
 	// StrandedEvery.
+	// Partitions is how many partitions every tail consumer (scheduler,
+	// tracker, each projection) is split into (AFTEROK_PARTITIONS): how
+	// many processes of a role can share its work. Fixed per deployment.
+	Partitions int
+
 	StrandedAfter time.Duration // AFTEROK_STRANDED_AFTER
 	StrandedEvery time.Duration // AFTEROK_STRANDED_EVERY
 
@@ -125,9 +135,11 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		Retry:              routing.DefaultRetryPolicy(),
 		NATSDuplicates:     bus.DefaultDuplicates,
 		NATSEventsMaxBytes: bus.DefaultEventsMaxBytes,
+		NATSReplicas:       1,
 		DispatchBatch:      200,
 		DispatchFetchers:   2,
 		DispatchAckWait:    30 * time.Second,
+		Partitions:         eventstore.DefaultPartitions,
 		StrandedAfter:      2 * time.Minute,
 		StrandedEvery:      15 * time.Second,
 		Prices:             pricing.Default(),
@@ -161,6 +173,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.boolean("AFTEROK_NATS_SYNC_ALWAYS", &c.NATSSyncAlways)
 	p.dur("AFTEROK_NATS_DUPLICATE_WINDOW", &c.NATSDuplicates)
 	p.int64("AFTEROK_NATS_EVENTS_MAX_BYTES", &c.NATSEventsMaxBytes, 1<<20, 1<<50)
+	p.int("AFTEROK_NATS_REPLICAS", &c.NATSReplicas, 1, 5) // JetStream's own maximum
+	if c.NATSReplicas > 1 && c.NATSURL == "" {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_NATS_REPLICAS=%d needs NATS_URL naming a JetStream cluster: the embedded server is one node", c.NATSReplicas))
+	}
 	p.int("AFTEROK_MAX_MESSAGES", &c.MaxMessages, 1, 1_000_000)
 	p.float("AFTEROK_RATE_LIMIT", &c.RateLimit)
 	p.int("AFTEROK_RATE_BURST", &c.RateBurst, 1, 1_000_000)
@@ -174,6 +190,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.dur("AFTEROK_RETRY_MAX", &c.Retry.Max)
 	p.int("AFTEROK_DISPATCH_BATCH", &c.DispatchBatch, 1, 1000)
 	p.int("AFTEROK_DISPATCH_FETCHERS", &c.DispatchFetchers, 1, 64)
+	p.int("AFTEROK_PARTITIONS", &c.Partitions, 1, 1024)
 	p.dur("AFTEROK_DISPATCH_ACK_WAIT", &c.DispatchAckWait)
 	p.dur("AFTEROK_SIM_SUBMIT_LATENCY", &c.SimSubmitLatency)
 	p.dur("AFTEROK_SIM_RECEIPT_DELAY", &c.SimReceiptDelay)

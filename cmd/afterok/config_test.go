@@ -30,3 +30,25 @@ func TestConfigReadsTheOutageSettings(t *testing.T) {
 	_, err = LoadConfig(env(map[string]string{"AFTEROK_STRANDED_AFTER": "soon"}))
 	require.ErrorContains(t, err, "AFTEROK_STRANDED_AFTER")
 }
+
+// TestConfigReadsTheReplicas: one replica unless AFTEROK_NATS_REPLICAS
+// says more, and more than one only with a NATS_URL, because the embedded
+// server is a single node and could never place a second replica.
+func TestConfigReadsTheReplicas(t *testing.T) {
+	env := func(kv map[string]string) func(string) string { return func(k string) string { return kv[k] } }
+
+	c, err := LoadConfig(env(nil))
+	require.NoError(t, err)
+	require.Equal(t, 1, c.NATSReplicas)
+
+	c, err = LoadConfig(env(map[string]string{"AFTEROK_NATS_REPLICAS": "3", "NATS_URL": "nats://a:4222,nats://b:4222,nats://c:4222"}))
+	require.NoError(t, err)
+	require.Equal(t, 3, c.NATSReplicas)
+
+	_, err = LoadConfig(env(map[string]string{"AFTEROK_NATS_REPLICAS": "3"}))
+	require.ErrorContains(t, err, "needs NATS_URL")
+	for _, bad := range []string{"0", "6", "three"} {
+		_, err = LoadConfig(env(map[string]string{"AFTEROK_NATS_REPLICAS": bad, "NATS_URL": "nats://a:4222"}))
+		require.ErrorContains(t, err, "AFTEROK_NATS_REPLICAS", bad)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -28,12 +29,20 @@ import (
 // and JetStream, with a provider simulator that outlives restarts of the
 // system so that its duplicate count covers them.
 type harness struct {
-	t       *testing.T
-	db      *storetest.DB
-	nats    *storetest.NATS
-	cfg     Config
+	t    *testing.T
+	db   *storetest.DB
+	nats *storetest.NATS
+	cfg  Config
+	// sim is the simulator in the test's process; simURL, when sim is nil,
+	// one running as a process of its own (the cluster tests).
 	sim     *sim.Simulator
+	simURL  string
 	simStop context.CancelFunc
+	// verify checks the store's every stream; nil runs eventstore.VerifyOK
+	// here (the cluster tests run `afterok verify --projections`).
+	verify func()
+	// simSaw records when the simulator first received each message id.
+	simSaw  *submissionRecord
 	key     accounts.Created
 	running *running
 	// credit is the test account's opening credit in micros.
@@ -86,7 +95,8 @@ func newHarnessOn(t *testing.T, db *storetest.DB, n *storetest.NATS) *harness {
 	require.NoError(h.t, err)
 	l, err := net.Listen("tcp", cfg.SimAddr)
 	require.NoError(t, err)
-	srv := &http.Server{Handler: h.sim.Handler()}
+	h.simSaw = &submissionRecord{next: h.sim.Handler(), first: map[string]time.Time{}}
+	srv := &http.Server{Handler: h.simSaw}
 	ctx, cancel := context.WithCancel(context.Background())
 	simDone := make(chan struct{})
 	go func() { defer close(simDone); _ = h.sim.Run(ctx) }()
@@ -164,8 +174,24 @@ func (h *harness) waitStopped() {
 	h.running = nil
 }
 
+// simStats are the simulator's counters, wherever it runs.
+func (h *harness) simStats() sim.Stats {
+	h.t.Helper()
+	if h.sim != nil {
+		return h.sim.Stats()
+	}
+	res, err := http.Get(h.simURL + "/stats")
+	require.NoError(h.t, err)
+	defer res.Body.Close()
+	require.Equal(h.t, http.StatusOK, res.StatusCode)
+	var st sim.Stats
+	require.NoError(h.t, json.NewDecoder(res.Body).Decode(&st))
+	return st
+}
+
 // post sends like a careful client: with an Idempotency-Key, retrying a
-// 503 (the database was briefly away) with the same key.
+// 503 (the database was briefly away) or a 502 (the balancer in front of
+// several processes lost the one it had asked) with the same key.
 func (h *harness) post(path string, body any) (int, map[string]any) {
 	h.t.Helper()
 	b, _ := json.Marshal(body)
@@ -180,7 +206,7 @@ func (h *harness) post(path string, body any) (int, map[string]any) {
 		var out map[string]any
 		_ = json.NewDecoder(res.Body).Decode(&out)
 		res.Body.Close()
-		if res.StatusCode == 503 && attempt < 20 {
+		if (res.StatusCode == 503 || res.StatusCode == 502) && attempt < 20 {
 			time.Sleep(100 * time.Millisecond) // client back-off before retrying
 			continue
 		}
@@ -270,7 +296,55 @@ func (h *harness) dumpStuck(orders []string) {
 		}
 		rrows.Close()
 	}
-	h.t.Logf("simulator: %+v", h.sim.Stats())
+	h.t.Logf("simulator: %+v", h.simStats())
+}
+
+// submissionRecord wraps the simulator's HTTP API and notes when each
+// message id (a submission's reference, single or batched) first reached
+// it: what a provider got to see, and when.
+type submissionRecord struct {
+	next  http.Handler
+	mu    sync.Mutex
+	first map[string]time.Time
+}
+
+func (s *submissionRecord) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPost {
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		var one struct {
+			Reference string `json:"reference"`
+		}
+		var batch struct {
+			Messages []struct {
+				Reference string `json:"reference"`
+			} `json:"messages"`
+		}
+		_ = json.Unmarshal(body, &one)
+		_ = json.Unmarshal(body, &batch)
+		now := time.Now()
+		s.mu.Lock()
+		for _, ref := range append([]string{one.Reference}, func() (out []string) {
+			for _, m := range batch.Messages {
+				out = append(out, m.Reference)
+			}
+			return out
+		}()...) {
+			if _, ok := s.first[ref]; ref != "" && !ok {
+				s.first[ref] = now
+			}
+		}
+		s.mu.Unlock()
+	}
+	s.next.ServeHTTP(w, r)
+}
+
+// saw reports when the simulator first received id, if it did.
+func (s *submissionRecord) saw(id string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	at, ok := s.first[id]
+	return at, ok
 }
 
 // checkInvariants: every message of the orders has exactly one final
@@ -281,11 +355,16 @@ func (h *harness) checkInvariants(orders ...string) {
 	var notOne int
 	require.NoError(h.t, h.db.Pool.QueryRow(ctx, `SELECT count(*) FROM (
 		SELECT stream_id FROM events WHERE metadata->>'correlation_id' = ANY($1) AND stream_id LIKE 'message-%'
-		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed')) <> 1) x`, orders).Scan(&notOne))
+		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed','MessageCanceled')) <> 1) x`,
+		orders).Scan(&notOne))
 	require.Zero(h.t, notOne, "messages without exactly one final event")
-	st := h.sim.Stats()
+	st := h.simStats()
 	require.Zero(h.t, st.DuplicateSubmissions, "the simulator saw the same attempt sent twice: %+v", st)
-	require.NoError(h.t, eventstore.VerifyOK(ctx, h.db.Pool))
+	if h.verify != nil {
+		h.verify()
+	} else {
+		require.NoError(h.t, eventstore.VerifyOK(ctx, h.db.Pool))
+	}
 	a, err := accounts.Load(ctx, h.db.Pool, h.key.AccountID)
 	require.NoError(h.t, err)
 	require.Zero(h.t, a.Reserved, "completed orders leave nothing reserved")

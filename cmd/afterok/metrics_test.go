@@ -65,6 +65,8 @@ func TestMetricsAfterAnEndToEndRun(t *testing.T) {
 		`afterok_messages{state="queued"}`:                                      0,
 		`afterok_messages{state="routed"}`:                                      0,
 		`afterok_messages{state="submitted"}`:                                   0,
+		`afterok_messages{state="scheduled"}`:                                   0,
+		`afterok_messages{state="canceled"}`:                                    0,
 	}
 	var got map[string]float64
 	// The projector commits after the tracker completed the order, and the
@@ -82,7 +84,7 @@ func TestMetricsAfterAnEndToEndRun(t *testing.T) {
 	for series := range got {
 		switch {
 		case strings.HasPrefix(series, "afterok_messages{"):
-			require.Regexp(t, `^afterok_messages\{state="(accepted|queued|routed|submitted|delivered|failed)"\}$`, series)
+			require.Regexp(t, `^afterok_messages\{state="(scheduled|accepted|queued|routed|submitted|delivered|failed|canceled)"\}$`, series)
 		case strings.HasPrefix(series, "afterok_messages_failed_total{"):
 			require.Regexp(t, `^afterok_messages_failed_total\{code="[a-z_]+"\}$`, series)
 		case strings.HasPrefix(series, "afterok_message_end_to_end_seconds"):

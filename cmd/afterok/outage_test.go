@@ -39,7 +39,8 @@ func outageDown(t *testing.T) time.Duration {
 
 // outageRun is the load of an outage test: orders of 100 messages across
 // the simulator's numbers, and one order of numbers that never get a
-// receipt, with a validity that ends after the outage.
+// receipt, in an order of their own with the validity the test gives
+// (the outage tests: one that ends after the outage).
 type outageRun struct {
 	orders  []string
 	promise map[string]string // message id → final state and code its number promises
@@ -48,7 +49,7 @@ type outageRun struct {
 
 const noReceiptValidity = 60 // seconds: longer than the outage, short enough for the test
 
-func (h *harness) submitOutageLoad(orders int) *outageRun {
+func (h *harness) submitOutageLoad(orders, expiringValidity int) *outageRun {
 	h.t.Helper()
 	r := &outageRun{promise: map[string]string{}, prices: map[string]int64{}}
 	specials := map[string]string{
@@ -87,9 +88,17 @@ func (h *harness) submitOutageLoad(orders int) *outageRun {
 			return "delivered"
 		})
 	}
-	submit(noReceiptValidity, []string{sim.ExampleNoReceipt, sim.ExampleNoReceipt, sim.ExampleNoReceipt},
+	submit(expiringValidity, []string{sim.ExampleNoReceipt, sim.ExampleNoReceipt, sim.ExampleNoReceipt},
 		func(string) string { return "failed:" + domain.CodeExpired })
 	return r
+}
+
+// add makes r cover o's orders too.
+func (r *outageRun) add(o *outageRun) {
+	r.orders = append(r.orders, o.orders...)
+	for id, w := range o.promise {
+		r.promise[id], r.prices[id] = w, o.prices[id]
+	}
 }
 
 // outcomes reads every message's final state (and failure code) from the
@@ -145,7 +154,7 @@ func (h *harness) checkPromises(r *outageRun) {
 func (h *harness) waitSubmitted(n int64) {
 	h.t.Helper()
 	storetest.Poll(h.t, 60*time.Second, func() (bool, string) {
-		st := h.sim.Stats()
+		st := h.simStats()
 		return st.Submitted >= n, fmt.Sprintf("%d submitted", st.Submitted)
 	})
 }
@@ -168,7 +177,7 @@ func TestOutageOfTheDatabase(t *testing.T) {
 	cluster := storetest.NewCluster(t)
 	h := outageHarness(t, cluster.NewDB(t, eventstore.PoolConfig{MaxConns: 8}), storetest.NewNATS(t))
 	h.start(dispatch.Hooks{})
-	load := h.submitOutageLoad(40)
+	load := h.submitOutageLoad(40, noReceiptValidity)
 	h.waitSubmitted(300)
 	cluster.Stop(t)
 	time.Sleep(outageDown(t)) // fault injection: the database is away
@@ -187,7 +196,7 @@ func TestOutageOfJetStream(t *testing.T) {
 	n := storetest.NewEmbeddedNATS(t)
 	h := outageHarness(t, storetest.NewDB(t), n)
 	h.start(dispatch.Hooks{})
-	load := h.submitOutageLoad(40)
+	load := h.submitOutageLoad(40, noReceiptValidity)
 	h.waitSubmitted(300)
 	n.Stop(t)
 	time.Sleep(outageDown(t)) // fault injection: the broker is away

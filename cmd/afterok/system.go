@@ -155,7 +155,8 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 	if err != nil {
 		return nil, err
 	}
-	s.pool, s.store = pool, eventstore.New(pool)
+	s.pool, s.store = pool, eventstore.New(pool, eventstore.WithPartitions(s.cfg.Partitions),
+		eventstore.WithConsumerMetrics(eventstore.NewConsumerMetrics(s.registry)))
 	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()))
 	s.add(stageFollowers, "table maintenance", func(ctx context.Context) error {
 		return eventstore.Maintain(ctx, s.pool, maintainedTables(), s.env.log)
@@ -258,8 +259,8 @@ func (s *system) connectNATS(ctx context.Context) error {
 		return err
 	}
 	s.nc, s.js = nc, js
-	return bus.EnsureStreams(ctx, js, s.names, bus.StreamConfig{SyncAlways: s.cfg.NATSSyncAlways, Duplicates: s.cfg.NATSDuplicates,
-		EventsMaxBytes: s.cfg.NATSEventsMaxBytes})
+	return bus.EnsureStreams(ctx, js, s.names, bus.StreamConfig{Replicas: s.cfg.NATSReplicas, SyncAlways: s.cfg.NATSSyncAlways,
+		Duplicates: s.cfg.NATSDuplicates, EventsMaxBytes: s.cfg.NATSEventsMaxBytes})
 }
 
 func (s *system) buildAPI() error {

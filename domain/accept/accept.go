@@ -48,11 +48,15 @@ const (
 
 // Policy is the configurable part of the rules.
 type Policy struct {
-	MaxMessages      int // per order; above it the order is too large (default 100,000)
-	MaxSegments      int // per message (default 10)
-	MinValidity      time.Duration
-	MaxValidity      time.Duration
-	DefaultValidity  time.Duration
+	MaxMessages     int // per order; above it the order is too large (default 100,000)
+	MaxSegments     int // per message (default 10)
+	MinValidity     time.Duration
+	MaxValidity     time.Duration
+	DefaultValidity time.Duration
+	// SendAtTolerance is how far in the past a send_at may lie (a clock a
+	// little behind ours); MaxSchedule how far ahead (default 60 s, 35 days).
+	SendAtTolerance  time.Duration
+	MaxSchedule      time.Duration
 	MaxMetadataBytes int
 	Prices           *pricing.Table
 }
@@ -60,7 +64,8 @@ type Policy struct {
 // DefaultPolicy is what `afterok dev` ships.
 func DefaultPolicy() Policy {
 	return Policy{MaxMessages: 100_000, MaxSegments: 10, MinValidity: time.Second, MaxValidity: 72 * time.Hour,
-		DefaultValidity: 48 * time.Hour, MaxMetadataBytes: 4096, Prices: pricing.Default()}
+		DefaultValidity: 48 * time.Hour, SendAtTolerance: time.Minute, MaxSchedule: 35 * 24 * time.Hour,
+		MaxMetadataBytes: 4096, Prices: pricing.Default()}
 }
 
 // FieldError is one problem with one field. Index is the message's
@@ -129,6 +134,18 @@ type Plan struct {
 	Total           domain.Money
 	ValiditySeconds int
 	ClientMetadata  json.RawMessage
+	// SendAt is when the messages are to go out (zero: at once). The
+	// validity counts from it.
+	SendAt time.Time
+}
+
+// Start is when the order's messages may first go out: SendAt, or now
+// when they go at once (or send_at lay within the tolerance behind now).
+func (p *Plan) Start(now time.Time) time.Time {
+	if p.SendAt.After(now) {
+		return p.SendAt
+	}
+	return now
 }
 
 // Planner checks an order message by message.
@@ -263,6 +280,22 @@ func (p *Planner) SetValidity(seconds int64) {
 		return
 	}
 	p.plan.ValiditySeconds = int(seconds)
+}
+
+// SetSendAt checks the order's send_at against now: not further in the
+// past than the tolerance (a send_at just behind our clock is "now"), not
+// further ahead than MaxSchedule.
+func (p *Planner) SetSendAt(at, now time.Time) {
+	switch {
+	case at.Before(now.Add(-p.policy.SendAtTolerance)):
+		p.fail(-1, "send_at", CodeOutOfRange, fmt.Sprintf("send_at %s is in the past (more than %s before now)",
+			at.UTC().Format(time.RFC3339), p.policy.SendAtTolerance))
+	case at.After(now.Add(p.policy.MaxSchedule)):
+		p.fail(-1, "send_at", CodeOutOfRange, fmt.Sprintf("send_at %s is more than %s ahead; schedule at most %d days ahead",
+			at.UTC().Format(time.RFC3339), p.policy.MaxSchedule, int(p.policy.MaxSchedule/(24*time.Hour))))
+	default:
+		p.plan.SendAt = at.UTC()
+	}
 }
 
 // SetMetadata checks the order's client metadata (a JSON object the

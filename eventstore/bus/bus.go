@@ -180,15 +180,26 @@ func (e *Embedded) Close() {
 	e.Server.WaitForShutdown()
 }
 
-// Connect connects to url with reconnects that never give up: the relay,
-// the scheduler and the workers must ride out a NATS restart.
+// PublishAsyncTimeout is how long an asynchronous publish waits for its
+// PubAck before the client fails it. Without one, a publish that the
+// server never answers stays pending for good: on a cluster, every publish
+// in flight when a stream's leader goes away is such a one, and a relay
+// that lost a few windows of them to a leader change filled the context's
+// PublishAsyncMaxPending and stalled for ever. 10 s is as long as the
+// scheduler waits for its jobs' acks; the relay gives up on a window
+// sooner (RelayConfig.AckTimeout) and publishes it again.
+const PublishAsyncTimeout = 10 * time.Second
+
+// Connect connects to url (several servers of a cluster: comma-separated)
+// with reconnects that never give up: the relay, the scheduler and the
+// workers must ride out a NATS restart, or the loss of their server.
 func Connect(url, name string) (*nats.Conn, jetstream.JetStream, error) {
 	nc, err := nats.Connect(url, nats.Name(name), nats.MaxReconnects(-1), nats.ReconnectWait(250*time.Millisecond),
 		nats.RetryOnFailedConnect(false))
 	if err != nil {
 		return nil, nil, fmt.Errorf("connect to nats at %s: %w", url, err)
 	}
-	js, err := jetstream.New(nc)
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(PublishAsyncTimeout))
 	if err != nil {
 		nc.Close()
 		return nil, nil, err

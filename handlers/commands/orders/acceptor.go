@@ -95,6 +95,7 @@ type Accepted struct {
 	Messages   []AcceptedMessage
 	AcceptedAt time.Time
 	ExpiresAt  time.Time
+	SendAt     time.Time // zero: at once
 }
 
 // AcceptedMessage is one accepted message.
@@ -206,16 +207,18 @@ func (a *Acceptor) build(req Request) *pending {
 	plan := req.Plan
 	orderID := ulid.Make().String()
 	acct := req.Principal.AccountID
-	expires := now.Add(time.Duration(plan.ValiditySeconds) * time.Second)
+	// The validity counts from when the messages may first go out: a
+	// scheduled order's from its send_at.
+	expires := plan.Start(now).Add(time.Duration(plan.ValiditySeconds) * time.Second)
 	md := eventstore.Metadata{AccountID: acct, CorrelationID: orderID, CausationID: req.RequestID,
 		Actor: req.Principal.KeyID, TraceID: req.RequestID}
 	acc := &Accepted{OrderID: orderID, AccountID: acct, Price: plan.Total, AcceptedAt: now, ExpiresAt: expires,
-		Messages: make([]AcceptedMessage, len(plan.Messages))}
+		SendAt: plan.SendAt, Messages: make([]AcceptedMessage, len(plan.Messages))}
 	streams := make([]eventstore.StreamAppend, 0, len(plan.Messages)+1)
 	streams = append(streams, eventstore.StreamAppend{Stream: domain.OrderStream(orderID), Expected: eventstore.NoStream,
 		Events: []eventstore.EventData{withID(eventstore.MustEvent(domain.OrderAccepted{
 			OrderID: orderID, AccountID: acct, MessageCount: len(plan.Messages), Price: plan.Total,
-			ValiditySeconds: plan.ValiditySeconds, ExpiresAt: expires, ClientMetadata: plan.ClientMetadata,
+			ValiditySeconds: plan.ValiditySeconds, ExpiresAt: expires, SendAt: plan.SendAt, ClientMetadata: plan.ClientMetadata,
 			IdempotencyKey: req.IdempotencyKey, At: now}, md))}})
 	for i, m := range plan.Messages {
 		id := ulid.Make().String()
@@ -223,7 +226,8 @@ func (a *Acceptor) build(req Request) *pending {
 		streams = append(streams, eventstore.StreamAppend{Stream: domain.MessageStream(id), Expected: eventstore.NoStream,
 			Events: []eventstore.EventData{eventstore.MustEvent(domain.MessageAccepted{
 				MessageID: id, OrderID: orderID, AccountID: acct, Index: i, To: m.To, Country: m.Region, From: m.From,
-				Body: m.Body, Encoding: string(m.Encoding), Segments: m.Segments, Price: m.Price, ExpiresAt: expires, At: now}, md)}})
+				Body: m.Body, Encoding: string(m.Encoding), Segments: m.Segments, Price: m.Price, ExpiresAt: expires, SendAt: plan.SendAt,
+				At: now}, md)}})
 	}
 	return &pending{req: req, accepted: acc, streams: streams, md: md, done: make(chan struct{})}
 }

@@ -15,7 +15,7 @@ import (
 // understood, not the bytes it was sent as. Two bodies that mean the same
 // order — keys in another order, other whitespace or escapes, a broadcast
 // spelled as a message list — hash alike; any difference in a message,
-// the validity or the metadata does not. The metadata is hashed in its
+// the validity, the send_at or the metadata does not. The metadata is hashed in its
 // RFC 8785 (JCS) canonical form; prices are left out, so a replay after a
 // price change still finds its original answer.
 //
@@ -41,6 +41,12 @@ func PlanHash(p *accept.Plan) ([32]byte, error) {
 		meta = v
 	}
 	writeField(h, string(meta))
+	// Written only when given, so that keys recorded before send_at
+	// existed still match their replays.
+	if !p.SendAt.IsZero() {
+		writeField(h, "send_at")
+		writeInt(h, p.SendAt.UnixMicro())
+	}
 	var sum [32]byte
 	copy(sum[:], h.Sum(nil))
 	return sum, nil

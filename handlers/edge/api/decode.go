@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
@@ -51,7 +52,9 @@ type wireMessage struct {
 // types, unknown or repeated fields) end decoding with invalid_request;
 // rule violations, including text that is not valid Unicode, are collected
 // by the planner and reported together.
-func decodeOrder(r io.Reader, p *accept.Planner) error {
+//
+// now is the clock a send_at is judged against.
+func decodeOrder(r io.Reader, p *accept.Planner, now time.Time) error {
 	dec := jsontext.NewDecoder(r, outerOptions)
 	if err := expectDelim(dec, '{', "the body must be a JSON object"); err != nil {
 		return err
@@ -126,6 +129,23 @@ func decodeOrder(r io.Reader, p *accept.Planner) error {
 				return fail(errInvalidRequest, "validity_seconds must be a whole number of seconds (a JSON number, not %s)", describe(raw))
 			}
 			p.SetValidity(v)
+		case "send_at":
+			raw, err := dec.ReadValue()
+			if err != nil {
+				return syntaxError(err)
+			}
+			if raw.Kind() == 'n' {
+				break
+			}
+			var v string
+			if raw.Kind() != '"' || json.Unmarshal(raw, &v, strictValue) != nil {
+				return fail(errInvalidRequest, "send_at must be an RFC 3339 time such as 2026-03-01T09:00:00Z (a JSON string, not %s)", describe(raw))
+			}
+			at, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return fail(errInvalidRequest, "send_at %q is not an RFC 3339 time such as 2026-03-01T09:00:00Z", v)
+			}
+			p.SetSendAt(at, now)
 		case "metadata":
 			raw, err := dec.ReadValue()
 			if err != nil {
@@ -136,7 +156,7 @@ func decodeOrder(r io.Reader, p *accept.Planner) error {
 				p.SetMetadata(bytes.Clone(raw))
 			}
 		default:
-			return fail(errInvalidRequest, "unknown field %q (an order has messages, or to + body, and optionally from, validity_seconds, metadata)", key)
+			return fail(errInvalidRequest, "unknown field %q (an order has messages, or to + body, and optionally from, validity_seconds, send_at, metadata)", key)
 		}
 	}
 	if _, err := dec.ReadToken(); err != nil {

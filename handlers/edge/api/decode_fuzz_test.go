@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -37,7 +38,7 @@ func FuzzDecodeOrder(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		acct := &domain.Account{ID: "a", Currency: "EUR", Balance: 1 << 40}
 		p := accept.NewPlanner(pol, acct)
-		err := decodeOrder(bytes.NewReader(body), p)
+		err := decodeOrder(bytes.NewReader(body), p, time.Now())
 		if err == nil {
 			var plan *accept.Plan
 			plan, err = p.Finish()

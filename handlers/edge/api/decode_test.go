@@ -3,6 +3,7 @@ package api
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -75,7 +76,7 @@ func TestDecodeRefusesTextTheStoreCannotHold(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			p := accept.NewPlanner(accept.DefaultPolicy(), &domain.Account{ID: "a", Currency: "EUR", Balance: 1 << 40})
-			err := decodeOrder(strings.NewReader(tc.body), p)
+			err := decodeOrder(strings.NewReader(tc.body), p, time.Now())
 			if err == nil {
 				_, err = p.Finish()
 			}
@@ -103,7 +104,7 @@ func TestDecodeKeepsValidText(t *testing.T) {
 	p := accept.NewPlanner(accept.DefaultPolicy(), &domain.Account{ID: "a", Currency: "EUR", Balance: 1 << 40})
 	body := `{"messages":[{"to":"+4915112345678","body":"caf\u00e9 \ud83d\ude00 ü","from":"Acme"}],` +
 		`"validity_seconds":60,"metadata":{"k":"\u00e9","n":[1,{"x":null}]}}`
-	require.NoError(t, decodeOrder(strings.NewReader(body), p))
+	require.NoError(t, decodeOrder(strings.NewReader(body), p, time.Now()))
 	plan, err := p.Finish()
 	require.NoError(t, err)
 	require.Equal(t, "café 😀 ü", plan.Messages[0].Body)
@@ -116,4 +117,52 @@ func itoa(i int) string {
 		return "-1"
 	}
 	return string(rune('0' + i))
+}
+
+// TestDecodeSendAt: a send_at is an RFC 3339 string (else 400 naming it),
+// from a minute behind now to 35 days ahead (else 422 naming it), and the
+// plan carries it.
+func TestDecodeSendAt(t *testing.T) {
+	now := time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)
+	const msgs = `"messages":[{"to":"+4915112345678","body":"hi"}]`
+	for _, tc := range []struct {
+		sendAt string
+		status int
+		want   time.Time
+	}{
+		{`"2026-03-01T10:00:00Z"`, 0, now.Add(time.Hour)},
+		{`"2026-03-01T11:00:00.5+01:00"`, 0, now.Add(time.Hour + 500*time.Millisecond)},
+		{`"2026-03-01T08:59:30Z"`, 0, now.Add(-30 * time.Second)}, // within the tolerance
+		{`"2026-04-05T09:00:00Z"`, 0, now.Add(35 * 24 * time.Hour)},
+		{`null`, 0, time.Time{}},
+		{`"2026-03-01T08:58:00Z"`, 422, time.Time{}},
+		{`"2026-04-05T09:00:01Z"`, 422, time.Time{}},
+		{`"tomorrow"`, 400, time.Time{}},
+		{`"2026-03-01 10:00:00"`, 400, time.Time{}},
+		{`1772355600`, 400, time.Time{}},
+	} {
+		t.Run(tc.sendAt, func(t *testing.T) {
+			p := accept.NewPlanner(accept.DefaultPolicy(), &domain.Account{ID: "a", Currency: "EUR", Balance: 1 << 40})
+			err := decodeOrder(strings.NewReader(`{`+msgs+`,"send_at":`+tc.sendAt+`}`), p, now)
+			var plan *accept.Plan
+			if err == nil {
+				plan, err = p.Finish()
+			}
+			if tc.status == 0 {
+				require.NoError(t, err)
+				require.True(t, tc.want.Equal(plan.SendAt), "send_at %v, want %v", plan.SendAt, tc.want)
+				return
+			}
+			require.Error(t, err)
+			prob, _ := problemFor(err, "", "")
+			require.Equal(t, tc.status, prob.Status, "%v", err)
+			if tc.status == 422 {
+				require.Len(t, prob.Errors, 1)
+				require.Equal(t, "send_at", prob.Errors[0].Field)
+				require.Equal(t, accept.CodeOutOfRange, prob.Errors[0].Code)
+			} else {
+				require.Contains(t, prob.Detail, "send_at")
+			}
+		})
+	}
 }

@@ -331,6 +331,31 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		rcpt(401, receipt, nil),
 		rdown, rwrong)
 
+	// The cancel endpoints: a message of an order nobody dispatches stays
+	// accepted, so it can be canceled; a delivered one cannot.
+	toCancel, cancelIDs := main.placeOrder(c.APIKey, sim.ExampleDelivered, sim.ExampleDelivered)
+	for _, tc := range []struct{ op, path, missing string }{
+		{"post /v1/messages/{id}/cancel", "/v1/messages/" + cancelIDs[0] + "/cancel", "/v1/messages/" + unknown + "/cancel"},
+		{"post /v1/orders/{id}/cancel", "/v1/orders/" + toCancel + "/cancel", "/v1/orders/" + unknown + "/cancel"},
+	} {
+		base := docCase{op: tc.op, status: 200, srv: srv, path: tc.path, key: c.APIKey, body: `{"reason":"the customer called it off"}`}
+		cases = append(cases, base, with(base, 401, tc.path, ""), with(base, 403, tc.path, ro.APIKey),
+			with(base, 404, tc.missing, c.APIKey))
+		bad := with(base, 400, tc.path, c.APIKey)
+		bad.body = `{"reason":5}`
+		big := with(base, 413, tc.path, c.APIKey)
+		big.body = `{"reason":"` + strings.Repeat("x", 9<<10) + `"}`
+		wrong := with(base, 405, tc.path, c.APIKey)
+		wrong.method, wrong.body = "GET", ""
+		lim := with(base, 429, tc.path, lk.APIKey)
+		lim.srv = limited.srv
+		down := with(base, 503, tc.path, c.APIKey)
+		down.srv = dead
+		cases = append(cases, bad, big, wrong, lim, down)
+	}
+	cases = append(cases, docCase{op: "post /v1/messages/{id}/cancel", status: 409, srv: srv,
+		path: "/v1/messages/" + msg + "/cancel", key: c.APIKey})
+
 	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
 		op := "get " + p
 		w := ok(op, p, "")

@@ -31,7 +31,7 @@ func (s *Server) postOrder(w http.ResponseWriter, r *http.Request, rc *RequestCo
 		return err
 	}
 	planner := accept.NewPlanner(s.deps.Policy, &account)
-	if err := decodeOrder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), planner); err != nil {
+	if err := decodeOrder(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), planner, s.deps.Now()); err != nil {
 		return err
 	}
 	plan, err := planner.Finish()
@@ -121,6 +121,10 @@ func renderAccepted(a *orders.Accepted) ([]byte, error) {
 	b = appendTimestamp(b, a.AcceptedAt)
 	b = append(b, `","expires_at":"`...)
 	b = appendTimestamp(b, a.ExpiresAt)
+	if !a.SendAt.IsZero() {
+		b = append(b, `","send_at":"`...)
+		b = appendTimestamp(b, a.SendAt)
+	}
 	b = append(b, `","messages":[`...)
 	for i, m := range a.Messages {
 		if i > 0 {

@@ -11,6 +11,7 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/domain/accept"
 	"github.com/afterok/afterok/handlers/commands/accounts"
+	"github.com/afterok/afterok/handlers/commands/cancel"
 	"github.com/afterok/afterok/handlers/commands/orders"
 	"github.com/afterok/afterok/handlers/provider"
 )
@@ -80,6 +81,7 @@ var problemKinds = []struct {
 	{isKind(errMethod), 405, "method_not_allowed", "Method not allowed"},
 	{isKind(ErrBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
 	{isKind(orders.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},
+	{isKind(cancel.ErrNotCancelable), 409, "not_cancelable", "The message is already routed, submitted or final"},
 	{isKind(errTooLarge), 413, "too_large", "The request is too large"},
 	{isKind(accept.ErrTooLarge), 413, "too_large", "The order has too many messages"},
 	{func(err error) bool { var v *accept.ValidationError; return errors.As(err, &v) }, 422, "validation_failed", "The order failed validation"},

@@ -12,27 +12,29 @@ import (
 // not reached is null, never omitted, so clients see every field.
 
 type messageView struct {
-	MessageID         string         `json:"message_id"`
-	OrderID           string         `json:"order_id"`
-	AccountID         string         `json:"account_id"`
-	Index             int            `json:"index"`
-	To                string         `json:"to"`
-	From              string         `json:"from,omitempty"`
-	Country           string         `json:"country"`
-	Encoding          string         `json:"encoding"`
-	Segments          int            `json:"segments"`
-	Body              string         `json:"body"`
-	Price             domain.Money   `json:"price"`
-	State             string         `json:"state"`
-	Attempt           int            `json:"attempt"`
-	Route             *routeView     `json:"route"`
-	ProviderMessageID *string        `json:"provider_message_id"`
-	Failure           *failureView   `json:"failure"`
-	Timestamps        messageTimes   `json:"timestamps"`
-	ExpiresAt         timestamp      `json:"expires_at"`
-	Version           int            `json:"version"`
-	AsOf              *timestamp     `json:"as_of,omitempty"`
-	Links             map[string]any `json:"links"`
+	MessageID         string       `json:"message_id"`
+	OrderID           string       `json:"order_id"`
+	AccountID         string       `json:"account_id"`
+	Index             int          `json:"index"`
+	To                string       `json:"to"`
+	From              string       `json:"from,omitempty"`
+	Country           string       `json:"country"`
+	Encoding          string       `json:"encoding"`
+	Segments          int          `json:"segments"`
+	Body              string       `json:"body"`
+	Price             domain.Money `json:"price"`
+	State             string       `json:"state"`
+	Attempt           int          `json:"attempt"`
+	Route             *routeView   `json:"route"`
+	ProviderMessageID *string      `json:"provider_message_id"`
+	Failure           *failureView `json:"failure"`
+	Timestamps        messageTimes `json:"timestamps"`
+	ExpiresAt         timestamp    `json:"expires_at"`
+	// SendAt is the send_at the order asked for, null when it goes at once.
+	SendAt  *timestamp     `json:"send_at"`
+	Version int            `json:"version"`
+	AsOf    *timestamp     `json:"as_of,omitempty"`
+	Links   map[string]any `json:"links"`
 }
 
 type routeView struct {
@@ -58,14 +60,16 @@ type messageTimes struct {
 	DeliveredAt *timestamp `json:"delivered_at"`
 	FailedAt    *timestamp `json:"failed_at"`
 	RetriedAt   *timestamp `json:"retried_at"`
+	CanceledAt  *timestamp `json:"canceled_at"`
 }
 
 func messageViewOf(m *projections.Message) messageView {
 	v := messageView{MessageID: m.ID, OrderID: m.OrderID, AccountID: m.AccountID, Index: m.Index, To: m.To, From: m.From,
 		Country: m.Country, Encoding: m.Encoding, Segments: m.Segments, Body: m.Body, Price: m.Price, State: m.State, Attempt: m.Attempt,
 		Timestamps: messageTimes{AcceptedAt: at(m.AcceptedAt), QueuedAt: at(m.QueuedAt), RoutedAt: at(m.RoutedAt),
-			SubmittedAt: at(m.SubmittedAt), DeliveredAt: at(m.DeliveredAt), FailedAt: at(m.FailedAt), RetriedAt: at(m.RetriedAt)},
-		ExpiresAt: timestamp(m.ExpiresAt), Version: m.Version,
+			SubmittedAt: at(m.SubmittedAt), DeliveredAt: at(m.DeliveredAt), FailedAt: at(m.FailedAt), RetriedAt: at(m.RetriedAt),
+			CanceledAt: at(m.CanceledAt)},
+		ExpiresAt: timestamp(m.ExpiresAt), SendAt: at(m.SendAt), Version: m.Version,
 		Links: map[string]any{"events": "/v1/messages/" + m.ID + "/events", "order": "/v1/orders/" + m.OrderID}}
 	if m.Route != nil {
 		v.Route = &routeView{RouteID: m.Route.RouteID, Provider: m.Route.Provider, Reason: m.Route.Reason}
@@ -107,6 +111,7 @@ type orderView struct {
 	Refunded        domain.Money `json:"refunded"`
 	ValiditySeconds int          `json:"validity_seconds"`
 	ExpiresAt       *timestamp   `json:"expires_at"`
+	SendAt          *timestamp   `json:"send_at"`
 	Timestamps      orderTimes   `json:"timestamps"`
 	// Metadata is the client's object from the order, null when it sent
 	// none.
@@ -115,12 +120,14 @@ type orderView struct {
 }
 
 type countsView struct {
+	Scheduled int `json:"scheduled"`
 	Accepted  int `json:"accepted"`
 	Queued    int `json:"queued"`
 	Routed    int `json:"routed"`
 	Submitted int `json:"submitted"`
 	Delivered int `json:"delivered"`
 	Failed    int `json:"failed"`
+	Canceled  int `json:"canceled"`
 	Expired   int `json:"expired"`
 }
 
@@ -133,9 +140,10 @@ type orderTimes struct {
 func orderViewOf(o *projections.Order) orderView {
 	c := o.Counts
 	return orderView{OrderID: o.ID, AccountID: o.AccountID, State: string(o.State()), MessageCount: o.MessageCount,
-		Counts: countsView{Accepted: c.Accepted, Queued: c.Queued, Routed: c.Routed, Submitted: c.Submitted,
-			Delivered: c.Delivered, Failed: c.Failed, Expired: c.Expired},
+		Counts: countsView{Scheduled: c.Scheduled, Accepted: c.Accepted, Queued: c.Queued, Routed: c.Routed, Submitted: c.Submitted,
+			Delivered: c.Delivered, Failed: c.Failed, Canceled: c.Canceled, Expired: c.Expired},
 		Price: o.Price, Charged: o.Charged, Refunded: o.Refunded, ValiditySeconds: o.ValiditySeconds, ExpiresAt: at(o.ExpiresAt),
+		SendAt:     at(o.SendAt),
 		Timestamps: orderTimes{AcceptedAt: at(o.AcceptedAt), StartedAt: at(o.StartedAt), CompletedAt: at(o.CompletedAt)},
 		Metadata:   o.Metadata,
 		Links:      map[string]any{"messages": "/v1/orders/" + o.ID + "/messages"}}

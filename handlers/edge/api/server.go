@@ -24,6 +24,7 @@ import (
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/logctx"
 	"github.com/afterok/afterok/handlers/commands/accounts"
+	"github.com/afterok/afterok/handlers/commands/cancel"
 	"github.com/afterok/afterok/handlers/commands/orders"
 )
 
@@ -73,6 +74,8 @@ type Deps struct {
 	Store    *eventstore.Store
 	Accounts *accounts.Service
 	Acceptor *orders.Acceptor
+	// Canceler cancels messages and orders (default: one on Store).
+	Canceler *cancel.Canceler
 	Policy   accept.Policy
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -138,6 +141,9 @@ func New(deps Deps, cfg Config) (*Server, error) {
 	if deps.Registry == nil {
 		deps.Registry = prometheus.NewRegistry()
 	}
+	if deps.Canceler == nil && deps.Store != nil {
+		deps.Canceler = cancel.New(deps.Store, deps.Now)
+	}
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: logctx.Wrap(deps.Logger),
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
 	s.bodies = newBodyGuard(cfg, time.Now)
@@ -164,6 +170,9 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/openapi.json", Public: true, Handle: serveOpenAPI},
 		{Method: "POST", Pattern: "/v1/orders", Scope: accounts.ScopeOrdersWrite, Handle: s.postOrder},
 		{Method: "GET", Pattern: "/v1/account", Scope: accounts.ScopeMessagesRead, Handle: s.getAccount},
+		// Client actions (cancel.go).
+		{Method: "POST", Pattern: "/v1/orders/{id}/cancel", Scope: accounts.ScopeMessagesWrite, Handle: s.cancelOrder},
+		{Method: "POST", Pattern: "/v1/messages/{id}/cancel", Scope: accounts.ScopeMessagesWrite, Handle: s.cancelMessage},
 		// The read side (reads.go, events_stream.go).
 		{Method: "GET", Pattern: "/v1/orders/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getOrder},
 		{Method: "GET", Pattern: "/v1/orders/{id}/messages", Scope: accounts.ScopeMessagesRead, Handle: s.listOrderMessages},

@@ -10,6 +10,9 @@ type metrics struct {
 	batchErrors   prometheus.Counter
 	deadLettered  prometheus.Counter
 	outageHolds   prometheus.Counter
+	// conflictReruns counts batches run again at once because another
+	// writer (a cancel, most often) moved one of their messages on.
+	conflictReruns prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -28,9 +31,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Jobs that reached MaxDeliver and were failed as dead-lettered."}),
 		outageHolds: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_dispatch_outage_holds_total",
 			Help: "Batches held (not redelivered) because the store was unreachable."}),
+		conflictReruns: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_dispatch_conflict_reruns_total",
+			Help: "Batches run again from the store because another writer (a cancel, the expirer) moved one of their messages on."}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.submitted, m.failures, m.submitSeconds, m.batchSeconds, m.batchErrors, m.deadLettered, m.outageHolds)
+		reg.MustRegister(m.submitted, m.failures, m.submitSeconds, m.batchSeconds, m.batchErrors, m.deadLettered, m.outageHolds, m.conflictReruns)
 	}
 	return m
 }

@@ -165,6 +165,10 @@ func (w *Worker) fetchLoop(ctx context.Context, cons jetstream.Consumer) {
 	}
 }
 
+// maxConflictReruns bounds how often one batch is run again at once after
+// losing an append race; past it, the jobs are left to redelivery.
+const maxConflictReruns = 5
+
 // task is one job in flight through a batch.
 type task struct {
 	msg  jetstream.Msg
@@ -192,13 +196,28 @@ func (w *Worker) process(ctx context.Context, msgs []jetstream.Msg) {
 		}
 		tasks = append(tasks, t)
 	}
-	for {
+	for conflicts := 0; ; {
 		err := w.run(ctx, tasks)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
 			return // unacknowledged: AckWait hands the jobs to another worker
+		}
+		if errors.Is(err, eventstore.ErrWrongExpectedVersion) && conflicts < maxConflictReruns {
+			// Someone else appended to one of the batch's messages between
+			// its load and the batch's append (a cancel, the expirer, a
+			// receipt): the append is atomic, so none of the batch's events
+			// was written. Run the batch again from the store's state, as a
+			// redelivery would, without spending a delivery or waiting: the
+			// moved message is triaged anew (a canceled one is acknowledged,
+			// never routed) and the others go on.
+			conflicts++
+			w.m.conflictReruns.Inc()
+			for _, t := range tasks {
+				*t = task{msg: t.msg, job: t.job}
+			}
+			continue
 		}
 		if w.storeReachable(ctx) {
 			w.log.Warn("dispatch batch failed; jobs will be redelivered", "jobs", len(tasks), "err", err)
@@ -321,10 +340,12 @@ func (w *Worker) triage(t *task) {
 		w.log.Error("dispatch job for a message that does not exist", "message_id", j.MessageID)
 		t.ack = true
 	case m.State.Final():
+		// Delivered, failed or canceled: nothing is left to do. A canceled
+		// message's job ends here, before any route or provider sees it.
 		t.ack = true
 	case j.Attempt < m.Attempt, j.Attempt == m.Attempt && m.State == domain.StateSubmitted:
 		t.ack = true // a stale or finished attempt
-	case m.State == domain.StateAccepted || m.State == domain.StateRetried || j.Attempt > m.Attempt:
+	case m.State == domain.StateAccepted || m.State == domain.StateScheduled || m.State == domain.StateRetried || j.Attempt > m.Attempt:
 		// The job is stored but the scheduler has not recorded it as queued
 		// yet (it does so right after the stream acknowledged it, which
 		// under load can take seconds). Back off by delivery count, so that

@@ -218,3 +218,65 @@ func TestExpireRoundFailsTheLapsed(t *testing.T) {
 	require.Equal(t, 0, r.round(t, r.sched.QueueRound), "nothing was due for queueing")
 	require.Empty(t, r.jobIDs(t))
 }
+
+// scheduledMessage records a message accepted at acceptedAt with a
+// send_at, valid until expires.
+func (r *roundRig) scheduledMessage(t *testing.T, acceptedAt, sendAt, expires time.Time) string {
+	t.Helper()
+	id := ulid.Make().String()
+	acc := domain.MessageAccepted{MessageID: id, OrderID: "o", AccountID: "acc", To: "+4915112345678", Body: "x", Segments: 1,
+		Price: domain.Money{AmountMicros: 1, Currency: "EUR"}, ExpiresAt: expires, SendAt: sendAt, At: acceptedAt}
+	_, err := r.store.Append(context.Background(), domain.MessageStream(id), eventstore.NoStream,
+		eventstore.MustEvent(acc, eventstore.Metadata{AccountID: "acc", CorrelationID: "o"}))
+	require.NoError(t, err)
+	return id
+}
+
+// TestScheduledMessageWaitsForItsSendAt: a message with a send_at is not
+// queued by any round before that time, and is queued by the first round
+// after it; its validity (counted from send_at) does not expire it while it
+// waits.
+func TestScheduledMessageWaitsForItsSendAt(t *testing.T) {
+	t.Parallel()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	r := newRoundRig(t, 10, t0)
+	sendAt := t0.Add(10 * time.Minute)
+	scheduled := r.scheduledMessage(t, t0, sendAt, sendAt.Add(time.Hour))
+	now := r.message(t, t0, t0.Add(time.Hour))
+	r.waitScheduled(t, scheduled, now)
+
+	require.Equal(t, 1, r.round(t, r.sched.QueueRound), "only the unscheduled message is due")
+	require.Equal(t, []int{1}, r.queuedAttempts(t, now))
+	r.setNow(sendAt.Add(-time.Millisecond))
+	require.Equal(t, 0, r.round(t, r.sched.QueueRound), "a millisecond before its send_at")
+	require.Equal(t, 0, r.round(t, r.sched.ExpireRound), "its validity counts from send_at")
+	require.Nil(t, r.queuedAttempts(t, scheduled))
+
+	r.setNow(sendAt)
+	require.Equal(t, 1, r.round(t, r.sched.QueueRound), "its send_at came")
+	require.Equal(t, []int{1}, r.queuedAttempts(t, scheduled))
+}
+
+// TestCanceledMessageLeavesTheSchedule: a scheduled message canceled
+// before it is due loses its row, so no round ever queues or expires it.
+func TestCanceledMessageLeavesTheSchedule(t *testing.T) {
+	t.Parallel()
+	t0 := time.Now().UTC().Truncate(time.Millisecond)
+	r := newRoundRig(t, 10, t0)
+	sendAt := t0.Add(time.Minute)
+	id := r.scheduledMessage(t, t0, sendAt, sendAt.Add(time.Hour))
+	r.waitScheduled(t, id)
+	_, err := r.store.Append(context.Background(), domain.MessageStream(id), eventstore.Exact(1),
+		eventstore.MustEvent(domain.MessageCanceled{Actor: "key-1", Reason: "test", At: t0},
+			eventstore.Metadata{AccountID: "acc", CorrelationID: "o", Actor: "key-1"}))
+	require.NoError(t, err)
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		var n int
+		err := r.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM message_schedule WHERE message_id = $1`, id).Scan(&n)
+		return err == nil && n == 0, fmt.Sprintf("%d rows (%v)", n, err)
+	})
+	r.setNow(sendAt.Add(2 * time.Hour))
+	require.Equal(t, 0, r.round(t, r.sched.QueueRound))
+	require.Equal(t, 0, r.round(t, r.sched.ExpireRound))
+	require.Equal(t, []string{"MessageAccepted", "MessageCanceled"}, types(t, r.store, id))
+}

@@ -122,8 +122,9 @@ func (s *Scheduler) Run(ctx context.Context) error {
 // follow keeps message_schedule in step with the event tail.
 func (s *Scheduler) follow(ctx context.Context) error {
 	return s.cfg.Store.Run(ctx, eventstore.Consumer{
-		Name:   "scheduler",
-		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageRetried{}, domain.MessageDelivered{}, domain.MessageFailed{})},
+		Name: "scheduler",
+		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageRetried{}, domain.MessageDelivered{},
+			domain.MessageFailed{}, domain.MessageCanceled{})},
 		Logger: s.log,
 		Handle: s.apply,
 	})
@@ -174,13 +175,18 @@ func (s *Scheduler) apply(ctx context.Context, tx *eventstore.Tx, batch []events
 		case domain.MessageAccepted:
 			r := get(e.MessageID)
 			r.inserted, r.account, r.attempt, r.due, r.expires = true, e.AccountID, 1, e.At, e.ExpiresAt
+			if e.Scheduled() {
+				// Due at its send_at: until then the row sits in the due
+				// index beyond every round's range (see claimDueSQL).
+				r.due = e.SendAt
+			}
 			r.order, r.trace, r.version, r.lastType, r.causedBy = e.OrderID, rec.Metadata.TraceID, rec.Version, rec.Type, rec.ID
 		case domain.MessageRetried:
 			id, _ := domain.MessageIDOf(rec.StreamID)
 			r := get(id)
 			r.retried, r.attempt, r.due = true, e.NextAttempt, e.NotBefore
 			r.version, r.lastType, r.causedBy = rec.Version, rec.Type, rec.ID
-		case domain.MessageDelivered, domain.MessageFailed:
+		case domain.MessageDelivered, domain.MessageFailed, domain.MessageCanceled:
 			id, _ := domain.MessageIDOf(rec.StreamID)
 			get(id).final = true
 		}
@@ -249,7 +255,12 @@ func (s *Scheduler) loop(ctx context.Context, round func(context.Context) (int, 
 	return ctx.Err()
 }
 
-const claimDueSQL = `SELECT message_id, account_id, attempt, version, last_type, caused_by, order_id, trace_id
+// claimDueSQL reads the partial index message_schedule_due from its low
+// end and stops after $2 rows: rows due later (scheduled messages waiting
+// for their send_at, retries waiting for their backoff) are never visited,
+// however many there are (TestClaimDueDoesNotScanScheduledRows).
+const claimDueSQL = `-- name: scheduler.claim_due
+SELECT message_id, account_id, attempt, version, last_type, caused_by, order_id, trace_id
 FROM message_schedule WHERE due_at <= $1
 ORDER BY due_at LIMIT $2 FOR UPDATE SKIP LOCKED`
 

@@ -1,6 +1,6 @@
 // Package tracker follows messages to their final states and settles
 // orders: a delivered message's reservation becomes a charge, a failed
-// message's price is released back to the account (refund), and when every
+// or canceled message's price is released back to the account (refund), and when every
 // message of an order is final the order gets OrderCompleted with its
 // counts.
 //
@@ -57,7 +57,7 @@ func New(cfg Config) (*Tracker, error) {
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, 1000)
 	t := &Tracker{cfg: cfg, log: cfg.Logger.With("role", "tracker"),
 		completed: prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_orders_completed_total", Help: "Orders completed."}),
-		refunded:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_messages_refunded_total", Help: "Failed messages whose price was released."}),
+		refunded:  prometheus.NewCounter(prometheus.CounterOpts{Name: "afterok_messages_refunded_total", Help: "Failed or canceled messages whose price was released."}),
 	}
 	if cfg.Registerer != nil {
 		cfg.Registerer.MustRegister(t.completed, t.refunded)
@@ -69,17 +69,23 @@ func New(cfg Config) (*Tracker, error) {
 func (t *Tracker) Run(ctx context.Context) error {
 	return t.cfg.Store.Run(ctx, eventstore.Consumer{
 		Name: "tracker", BatchSize: t.cfg.BatchSize, Logger: t.log, Handle: t.apply,
-		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}), Sparse: true},
+		// An order's progress row adds up its messages' final events: one
+		// partition settles an order, so no two processes race on its row.
+		PartitionKey: eventstore.ByOrder,
+		Filter:       eventstore.Filter{Types: domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageCanceled{}), Sparse: true},
 	})
 }
 
 // settlement is what one batch settles for one order.
 type settlement struct {
-	order, account    string
-	delivered, failed []string
-	expired           int
-	charged, refunded int64
-	currency          string
+	order, account              string
+	delivered, failed, canceled []string
+	expired                     int
+	charged, refunded           int64
+	// canceledRefund is the part of refunded that canceled messages get
+	// back, released in an event of its own (its reason says why).
+	canceledRefund int64
+	currency       string
 }
 
 const (
@@ -91,11 +97,12 @@ FROM events WHERE stream_id = ANY($1::text[]) AND stream_version = 1
 ON CONFLICT (order_id) DO NOTHING`
 	advanceProgressSQL = `UPDATE order_progress p
 SET delivered = p.delivered + u.delivered, failed = p.failed + u.failed, expired = p.expired + u.expired,
+    canceled = p.canceled + u.canceled,
     charged_micros = p.charged_micros + u.charged, refunded_micros = p.refunded_micros + u.refunded
-FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::bigint[], $6::bigint[])
-     AS u(order_id, delivered, failed, expired, charged, refunded)
+FROM unnest($1::text[], $2::int[], $3::int[], $4::int[], $5::bigint[], $6::bigint[], $7::int[])
+     AS u(order_id, delivered, failed, expired, charged, refunded, canceled)
 WHERE p.order_id = u.order_id
-RETURNING p.order_id, p.message_count, p.delivered, p.failed, p.expired, p.charged_micros, p.refunded_micros, p.currency`
+RETURNING p.order_id, p.message_count, p.delivered, p.failed, p.expired, p.canceled, p.charged_micros, p.refunded_micros, p.currency`
 	completeProgressSQL = `UPDATE order_progress SET completed_at = $2 WHERE order_id = ANY($1::text[])`
 )
 
@@ -108,6 +115,7 @@ func (t *Tracker) apply(ctx context.Context, tx *eventstore.Tx, batch []eventsto
 		id, order string
 		failed    bool
 		expired   bool
+		canceled  bool
 	}
 	var finals []final
 	for _, rec := range batch {
@@ -117,8 +125,11 @@ func (t *Tracker) apply(ctx context.Context, tx *eventstore.Tx, batch []eventsto
 		}
 		id, _ := domain.MessageIDOf(rec.StreamID) // the filter passes message events only
 		f := final{id: id, order: rec.Metadata.CorrelationID}
-		if e, ok := ev.(domain.MessageFailed); ok {
+		switch e := ev.(type) {
+		case domain.MessageFailed:
 			f.failed, f.expired = true, e.Failure.Code == domain.CodeExpired
+		case domain.MessageCanceled:
+			f.canceled = true
 		}
 		if byOrder[f.order] == nil {
 			byOrder[f.order] = &settlement{order: f.order, account: rec.AccountID}
@@ -133,12 +144,15 @@ func (t *Tracker) apply(ctx context.Context, tx *eventstore.Tx, batch []eventsto
 	for _, f := range finals {
 		s, p := byOrder[f.order], prices[f.id]
 		s.currency = p.Currency
-		if f.failed {
+		switch {
+		case f.canceled:
+			s.canceled, s.refunded, s.canceledRefund = append(s.canceled, f.id), s.refunded+p.AmountMicros, s.canceledRefund+p.AmountMicros
+		case f.failed:
 			s.failed, s.refunded = append(s.failed, f.id), s.refunded+p.AmountMicros
 			if f.expired {
 				s.expired++
 			}
-		} else {
+		default:
 			s.delivered, s.charged = append(s.delivered, f.id), s.charged+p.AmountMicros
 		}
 	}
@@ -175,7 +189,8 @@ func (t *Tracker) prices(ctx context.Context, tx *eventstore.Tx, streams []strin
 }
 
 // settleAccounts appends, per account, a BalanceCharged for the delivered
-// and a BalanceReleased for the failed messages of each order.
+// and a BalanceReleased for the failed and one for the canceled messages
+// of each order.
 func (t *Tracker) settleAccounts(ctx context.Context, tx *eventstore.Tx, orders []*settlement, now time.Time) error {
 	byAccount := map[string][]*settlement{}
 	var accountIDs []string
@@ -206,8 +221,15 @@ func (t *Tracker) settleAccounts(ctx context.Context, tx *eventstore.Tx, orders 
 				}
 				evs = append(evs, eventstore.MustEvent(e, md))
 			}
-			if s.refunded > 0 {
-				e, err := acct.Release(s.order, domain.Money{AmountMicros: s.refunded, Currency: acct.Currency}, s.failed, "messages failed", now)
+			for _, r := range []struct {
+				amount int64
+				ids    []string
+				reason string
+			}{{s.refunded - s.canceledRefund, s.failed, "messages failed"}, {s.canceledRefund, s.canceled, "messages canceled"}} {
+				if len(r.ids) == 0 {
+					continue
+				}
+				e, err := acct.Release(s.order, domain.Money{AmountMicros: r.amount, Currency: acct.Currency}, r.ids, r.reason, now)
 				if err != nil {
 					return fmt.Errorf("refund order %s: %w", s.order, err)
 				}
@@ -215,7 +237,7 @@ func (t *Tracker) settleAccounts(ctx context.Context, tx *eventstore.Tx, orders 
 					return err
 				}
 				evs = append(evs, eventstore.MustEvent(e, md))
-				t.refunded.Add(float64(len(s.failed)))
+				t.refunded.Add(float64(len(r.ids)))
 			}
 		}
 		if len(evs) > 0 {
@@ -234,17 +256,18 @@ func (t *Tracker) settleAccounts(ctx context.Context, tx *eventstore.Tx, orders 
 func (t *Tracker) advance(ctx context.Context, tx *eventstore.Tx, orders []*settlement, now time.Time) error {
 	streams := make([]string, len(orders))
 	ids := make([]string, len(orders))
-	var del, fail, exp []int32
+	var del, fail, exp, canc []int32
 	var charged, refunded []int64
 	for i, s := range orders {
 		streams[i], ids[i] = domain.OrderStream(s.order), s.order
 		del, fail, exp = append(del, int32(len(s.delivered))), append(fail, int32(len(s.failed))), append(exp, int32(s.expired))
+		canc = append(canc, int32(len(s.canceled)))
 		charged, refunded = append(charged, s.charged), append(refunded, s.refunded)
 	}
 	if _, err := tx.Exec(ctx, ensureProgressSQL, streams); err != nil {
 		return fmt.Errorf("order progress: %w", err)
 	}
-	rows, err := tx.Query(ctx, advanceProgressSQL, ids, del, fail, exp, charged, refunded)
+	rows, err := tx.Query(ctx, advanceProgressSQL, ids, del, fail, exp, charged, refunded, canc)
 	if err != nil {
 		return fmt.Errorf("order progress: %w", err)
 	}
@@ -258,11 +281,11 @@ func (t *Tracker) advance(ctx context.Context, tx *eventstore.Tx, orders []*sett
 	for rows.Next() {
 		var d done
 		var total int
-		if err := rows.Scan(&d.order, &total, &d.counts.Delivered, &d.counts.Failed, &d.counts.Expired, &d.charged, &d.refunded, &d.currency); err != nil {
+		if err := rows.Scan(&d.order, &total, &d.counts.Delivered, &d.counts.Failed, &d.counts.Expired, &d.counts.Canceled, &d.charged, &d.refunded, &d.currency); err != nil {
 			rows.Close()
 			return err
 		}
-		if d.counts.Delivered+d.counts.Failed == total {
+		if d.counts.Delivered+d.counts.Failed+d.counts.Canceled == total {
 			complete = append(complete, d)
 		}
 	}

@@ -82,27 +82,7 @@ func TestTrackerSettlesOnceAndCompletes(t *testing.T) {
 
 	finish(t, s, acc.AccountID, order, ids[0], false)
 	finish(t, s, acc.AccountID, order, ids[1], true)
-	// drain drives the tracker's consumer by hand, batch by batch, until
-	// its checkpoint reaches the newest event. (A transaction open anywhere
-	// on the cluster holds the tail back for a moment: poll, with a deadline.)
-	drain := func() {
-		c := eventstore.Consumer{Name: "tracker", BatchSize: 2, Poll: 10 * time.Millisecond,
-			Filter: eventstore.Filter{Types: []string{"MessageDelivered", "MessageFailed"}}, Handle: tracker.Handle(tr)}
-		var head eventstore.Cursor
-		require.NoError(t, db.Pool.QueryRow(ctx, `SELECT xid, global_position FROM events
-			ORDER BY xid DESC, global_position DESC LIMIT 1`).Scan(&head.XID, &head.Position))
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			cur, err := eventstore.Checkpoint(ctx, db.Pool, "tracker")
-			require.NoError(t, err)
-			if !cur.Less(head) {
-				return
-			}
-			require.True(t, time.Now().Before(deadline), "tracker did not reach the head")
-			_, _, err = s.Step(ctx, c, cur)
-			require.NoError(t, err)
-		}
-	}
+	drain := func() { drainTracker(t, db, s, tr) }
 	drain()
 	a, err := accounts.Load(ctx, db.Pool, acc.AccountID)
 	require.NoError(t, err)
@@ -126,6 +106,88 @@ func TestTrackerSettlesOnceAndCompletes(t *testing.T) {
 	require.Equal(t, domain.OrderCounts{Delivered: 2, Failed: 2, Expired: 2}, done.Counts)
 	require.Equal(t, int64(200), done.Refunded.AmountMicros)
 	require.Equal(t, int64(200), done.Charged.AmountMicros)
+	require.NoError(t, eventstore.VerifyOK(ctx, db.Pool))
+}
+
+// drainTracker drives the tracker's consumer by hand, batch by batch,
+// until its checkpoint reaches the newest event. (A transaction open
+// anywhere on the cluster holds the tail back for a moment: poll, with a
+// deadline.)
+func drainTracker(t *testing.T, db *storetest.DB, s *eventstore.Store, tr *tracker.Tracker) {
+	t.Helper()
+	ctx := context.Background()
+	c := eventstore.Consumer{Name: "tracker", BatchSize: 2, Poll: 10 * time.Millisecond,
+		Filter: eventstore.Filter{Types: domain.TypesOf(domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageCanceled{})},
+		Handle: tracker.Handle(tr)}
+	var head eventstore.Cursor
+	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT xid, global_position FROM events
+		ORDER BY xid DESC, global_position DESC LIMIT 1`).Scan(&head.XID, &head.Position))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cur, err := eventstore.Checkpoint(ctx, db.Pool, "tracker")
+		require.NoError(t, err)
+		if !cur.Less(head) {
+			return
+		}
+		require.True(t, time.Now().Before(deadline), "tracker did not reach the head")
+		_, _, err = s.Step(ctx, c, cur)
+		require.NoError(t, err)
+	}
+}
+
+// TestTrackerRefundsCanceledOnceAndCompletes: canceled messages (one
+// never queued, one queued) are refunded exactly once, in a release whose
+// reason says so, and count towards the order's completion.
+func TestTrackerRefundsCanceledOnceAndCompletes(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.NewDB(t)
+	s := eventstore.New(db.Pool)
+	acc, err := accounts.New(s, time.Now).Create(ctx, accounts.NewAccount{Name: "a", Credit: eur(10_000)})
+	require.NoError(t, err)
+	order, ids := seedOrder(t, s, acc.AccountID, 3)
+	tr, err := tracker.New(tracker.Config{Store: s, BatchSize: 2})
+	require.NoError(t, err)
+	md := eventstore.Metadata{AccountID: acc.AccountID, CorrelationID: order, Actor: "key-1"}
+	now := time.Now()
+	_, err = s.Append(ctx, domain.MessageStream(ids[0]), eventstore.Exact(1),
+		eventstore.MustEvent(domain.MessageCanceled{Actor: "key-1", Reason: "r", At: now}, md))
+	require.NoError(t, err)
+	_, err = s.Append(ctx, domain.MessageStream(ids[1]), eventstore.Exact(1),
+		eventstore.MustEvent(domain.MessageQueued{Attempt: 1, At: now}, md),
+		eventstore.MustEvent(domain.MessageCanceled{Attempt: 1, Actor: "key-1", At: now}, md))
+	require.NoError(t, err)
+	drainTracker(t, db, s, tr)
+	a, err := accounts.Load(ctx, db.Pool, acc.AccountID)
+	require.NoError(t, err)
+	require.Equal(t, int64(10_000-100), a.Balance, "the two canceled messages' 200 came back")
+	require.Equal(t, int64(100), a.Reserved)
+	require.Len(t, mustRead(t, s, domain.OrderStream(order)), 1, "one message is not final")
+
+	finish(t, s, acc.AccountID, order, ids[2], false)
+	drainTracker(t, db, s, tr)
+	drainTracker(t, db, s, tr)
+	a, err = accounts.Load(ctx, db.Pool, acc.AccountID)
+	require.NoError(t, err)
+	require.Equal(t, int64(10_000-100), a.Balance)
+	require.Zero(t, a.Reserved)
+	evs, err := eventstore.DecodeAll(mustRead(t, s, domain.OrderStream(order)))
+	require.NoError(t, err)
+	require.Len(t, evs, 2)
+	done := evs[1].(domain.OrderCompleted)
+	require.Equal(t, domain.OrderCounts{Delivered: 1, Canceled: 2}, done.Counts)
+	require.Equal(t, int64(200), done.Refunded.AmountMicros)
+	var refunded []string
+	var amount int64
+	acctEvs, err := eventstore.DecodeAll(mustRead(t, s, domain.AccountStream(acc.AccountID)))
+	require.NoError(t, err)
+	for _, e := range acctEvs {
+		if r, ok := e.(domain.BalanceReleased); ok {
+			require.Equal(t, "messages canceled", r.Reason)
+			refunded, amount = append(refunded, r.MessageIDs...), amount+r.Amount.AmountMicros
+		}
+	}
+	require.ElementsMatch(t, ids[:2], refunded, "each canceled message refunded once")
+	require.Equal(t, int64(200), amount)
 	require.NoError(t, eventstore.VerifyOK(ctx, db.Pool))
 }
 

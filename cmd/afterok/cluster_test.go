@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/eventstore/storetest"
+)
+
+// The cluster tests (cluster_harness_test.go has the deployment): the
+// end-to-end check, a process killed with SIGKILL mid-run, and a JetStream
+// node stopped mid-run, each on two processes of every role and a
+// three-node JetStream cluster.
+
+// clusterExpiringValidity is the validity of the load's no-receipt
+// messages (seconds), which go in an order of their own: they end
+// failed:expired whenever they expire, before routing or after their
+// submission, so a short one only keeps the test short.
+const clusterExpiringValidity = 5
+
+// TestClusterEveryTestNumber: the end-to-end check of every test number
+// holds with two processes of every role sharing one database and a
+// JetStream cluster whose streams the processes created at three replicas.
+func TestClusterEveryTestNumber(t *testing.T) {
+	c := newClusterHarness(t)
+	_, js := c.js.Connect(t)
+	c.checkReplicated(js)
+	c.checkEveryTestNumber(2 * time.Minute)
+	c.step("every test number's promise checked, verified")
+}
+
+// TestClusterSurvivesAKilledProcess kills one of the two processes with
+// SIGKILL while it is submitting: no shutdown, its batches, jobs, receipt
+// requests and transactions cut wherever they were. The other process
+// finishes the run alone: every message ends as its number promises,
+// nothing is charged twice, the simulator counts no duplicate submission,
+// and verify is clean.
+func TestClusterSurvivesAKilledProcess(t *testing.T) {
+	c := newClusterHarness(t)
+	load := c.submitOutageLoad(10, clusterExpiringValidity)
+	victim, survivor := c.procs[0], c.procs[1]
+	storetest.Poll(t, 2*time.Minute, func() (bool, string) {
+		n := c.counter(victim, "afterok_dispatch_submitted_total")
+		return n >= 50, fmt.Sprintf("%s submitted %.0f", victim.name, n)
+	})
+	_, _, partitioned := c.leases(victim)
+	if partitioned {
+		storetest.Poll(t, time.Minute, func() (bool, string) {
+			held, total, _ := c.leases(victim)
+			return held > 0, fmt.Sprintf("%s holds %d of %d partitions", victim.name, held, total)
+		})
+	}
+	c.step("load submitted, the victim is submitting")
+	victim.kill(t)
+	killed := time.Now()
+	if partitioned {
+		// Its partitions move within 10 s: the survivor holds every one.
+		storetest.Poll(t, 10*time.Second, func() (bool, string) {
+			held, total, _ := c.leases(survivor)
+			return held == total, fmt.Sprintf("%s holds %d of %d partitions", survivor.name, held, total)
+		})
+		c.step(fmt.Sprintf("the survivor holds every partition %.1fs after the kill", time.Since(killed).Seconds()))
+	} else {
+		t.Log("the store has no partition leases yet: their takeover is not checked")
+	}
+	before := c.counter(survivor, "afterok_dispatch_submitted_total")
+	load.add(c.submitOutageLoad(10, clusterExpiringValidity))
+	c.step("killed, more load submitted")
+	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.step("every order completed")
+	c.checkPromises(load)
+	c.step("promises checked, verified")
+	require.Greater(t, c.counter(survivor, "afterok_dispatch_submitted_total"), before, "the survivor did the rest")
+}
+
+// TestClusterSurvivesAStoppedNATSNode stops the JetStream node that leads
+// the dispatch stream while messages are in flight. The streams elect
+// other leaders and keep serving: the run completes with the node away.
+// Then the node comes back and catches up, and the events stream holds
+// every stored event exactly once.
+func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
+	c := newClusterHarness(t)
+	_, js := c.js.Connect(t)
+	c.checkReplicated(js)
+	load := c.submitOutageLoad(20, clusterExpiringValidity)
+	c.waitSubmitted(300)
+	info := c.js.WaitCurrent(t, js, strings.ToUpper(c.prefix)+"_DISPATCH", time.Minute)
+	node := c.js.Node(info.Cluster.Leader)
+	require.GreaterOrEqual(t, node, 0, "leader %q", info.Cluster.Leader)
+	c.step("load submitted, the dispatch stream's leader " + info.Cluster.Leader + " stopping")
+	c.js.Stop(t, node)
+
+	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.step("every order completed")
+	c.checkPromises(load)
+	c.step("promises checked, verified")
+
+	c.js.Start(t, node)
+	c.checkReplicated(js)
+	c.step("the node is back and current")
+	events := strings.ToUpper(c.prefix) + "_EVENTS"
+	storetest.Poll(t, time.Minute, func() (bool, string) {
+		var stored uint64
+		require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&stored))
+		info := c.js.WaitCurrent(t, js, events, time.Minute)
+		require.LessOrEqual(t, info.State.Msgs, stored, "an event is in %s twice", events)
+		return info.State.Msgs == stored, fmt.Sprintf("%d of %d stored events in %s", info.State.Msgs, stored, events)
+	})
+}

@@ -1,0 +1,38 @@
+package eventstore
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// ConsumerMetrics are the partitioned consumers' series, labelled by
+// consumer name only (a handful of values).
+type ConsumerMetrics struct {
+	ownedGauge *prometheus.GaugeVec
+	takeovers  *prometheus.CounterVec
+}
+
+// NewConsumerMetrics registers afterok_consumer_partitions_owned and
+// afterok_consumer_lease_takeovers_total with reg.
+func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
+	m := &ConsumerMetrics{
+		ownedGauge: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "afterok_consumer_partitions_owned",
+			Help: "Partitions of each tail consumer this process holds the lease of."}, []string{"consumer"}),
+		takeovers: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "afterok_consumer_lease_takeovers_total",
+			Help: "Partitions this process took over from an owner whose lease had expired (a dead or stalled process)."},
+			[]string{"consumer"}),
+	}
+	reg.MustRegister(m.ownedGauge, m.takeovers)
+	return m
+}
+
+// owned moves the gauge by delta (several Runs of one consumer in a
+// process add up).
+func (m *ConsumerMetrics) owned(consumer string, delta int) {
+	if m != nil && delta != 0 {
+		m.ownedGauge.WithLabelValues(consumer).Add(float64(delta))
+	}
+}
+
+func (m *ConsumerMetrics) takeover(consumer string) {
+	if m != nil {
+		m.takeovers.WithLabelValues(consumer).Inc()
+	}
+}

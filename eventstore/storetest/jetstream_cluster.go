@@ -1,0 +1,193 @@
+package storetest
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/afterok/afterok/eventstore/bus"
+)
+
+// JetStreamCluster is a JetStream cluster of nats-server nodes running in
+// the test's process, clustered over routes on free loopback ports, each
+// node with a store directory of its own. Tests stop and start its nodes,
+// which they must never do to the machine's shared NATS. Every node keeps
+// its ports across a restart, so clients given every URL find it again.
+type JetStreamCluster struct {
+	name  string
+	nodes []*clusterNode
+}
+
+type clusterNode struct {
+	opts *server.Options
+	srv  *server.Server // nil while stopped
+}
+
+// NewJetStreamCluster starts size nodes and waits until they have elected
+// a JetStream meta leader, so streams can be created at once. The nodes
+// are shut down when the test ends.
+func NewJetStreamCluster(t testing.TB, size int) *JetStreamCluster {
+	t.Helper()
+	// A cluster name of its own: a node of another test's cluster that
+	// reached one of these ports (ports are reused) is refused as a route.
+	c := &JetStreamCluster{name: RandomName("afterok-")}
+	dir := t.TempDir()
+	routes := make([]string, size)
+	for i := range size {
+		routes[i] = fmt.Sprintf("nats://127.0.0.1:%d", freePort(t))
+	}
+	for i := range size {
+		_, routePort := splitHostPort(t, strings.TrimPrefix(routes[i], "nats://"))
+		var others []string
+		for j, r := range routes {
+			if j != i {
+				others = append(others, r)
+			}
+		}
+		c.nodes = append(c.nodes, &clusterNode{opts: &server.Options{
+			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: freePort(t),
+			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+			NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
+			Cluster: server.ClusterOpts{Name: c.name, Host: "127.0.0.1", Port: routePort},
+			Routes:  server.RoutesFromStr(strings.Join(others, ",")),
+		}})
+	}
+	t.Cleanup(func() {
+		for _, n := range c.nodes {
+			if n.srv != nil {
+				n.srv.Shutdown()
+				n.srv.WaitForShutdown()
+			}
+		}
+	})
+	for i := range c.nodes {
+		c.Start(t, i)
+	}
+	Poll(t, 60*time.Second, func() (bool, string) {
+		leaders, current := 0, 0
+		for _, n := range c.nodes {
+			if n.srv.JetStreamIsLeader() {
+				leaders++
+			}
+			if n.srv.JetStreamIsCurrent() && n.srv.NumRoutes() >= size-1 {
+				current++
+			}
+		}
+		return leaders == 1 && current == size, fmt.Sprintf("%d meta leaders, %d of %d nodes routed and current", leaders, current, size)
+	})
+	return c
+}
+
+// URLs are the client URLs of every node, in node order.
+func (c *JetStreamCluster) URLs() []string {
+	out := make([]string, len(c.nodes))
+	for i, n := range c.nodes {
+		out[i] = fmt.Sprintf("nats://127.0.0.1:%d", n.opts.Port)
+	}
+	return out
+}
+
+// URL is every node's client URL, comma-separated, as NATS_URL takes them:
+// a client connects to any and moves to another when its node goes.
+func (c *JetStreamCluster) URL() string { return strings.Join(c.URLs(), ",") }
+
+// Size is the number of nodes.
+func (c *JetStreamCluster) Size() int { return len(c.nodes) }
+
+// Node returns the index of the node with that server name (as a stream's
+// ClusterInfo names its leader), or -1.
+func (c *JetStreamCluster) Node(serverName string) int {
+	for i, n := range c.nodes {
+		if n.opts.ServerName == serverName {
+			return i
+		}
+	}
+	return -1
+}
+
+// Running reports whether node i is up.
+func (c *JetStreamCluster) Running(i int) bool { return c.nodes[i].srv != nil }
+
+// Stop shuts node i down the way an operator or a crashed machine takes a
+// node away: its clients are disconnected and move to the others; its
+// data stays for Start.
+func (c *JetStreamCluster) Stop(t testing.TB, i int) {
+	t.Helper()
+	n := c.nodes[i]
+	if n.srv == nil {
+		t.Fatalf("storetest: node %d is not running", i)
+	}
+	n.srv.Shutdown()
+	n.srv.WaitForShutdown()
+	n.srv = nil
+}
+
+// Start starts node i (again) on its ports and store directory and waits
+// until it accepts clients; it rejoins the cluster and catches its
+// replicas up by itself.
+func (c *JetStreamCluster) Start(t testing.TB, i int) {
+	t.Helper()
+	n := c.nodes[i]
+	if n.srv != nil {
+		t.Fatalf("storetest: node %d is running", i)
+	}
+	// NewServer fills in defaults in the options it is given.
+	srv, err := server.NewServer(n.opts.Clone())
+	if err != nil {
+		t.Fatalf("storetest: nats node %d: %v", i, err)
+	}
+	go srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		srv.Shutdown()
+		t.Fatalf("storetest: nats node %d not ready after 30s", i)
+	}
+	n.srv = srv
+}
+
+// Connect connects the test to the cluster (every URL), closed when the
+// test ends.
+func (c *JetStreamCluster) Connect(t testing.TB) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, js, err := bus.Connect(c.URL(), "afterok-test")
+	if err != nil {
+		t.Fatalf("storetest: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	return nc, js
+}
+
+// WaitCurrent waits until every replica of the stream is running and has
+// caught up with its leader (after a node came back).
+func (c *JetStreamCluster) WaitCurrent(t testing.TB, js jetstream.JetStream, stream string, timeout time.Duration) *jetstream.StreamInfo {
+	t.Helper()
+	var info *jetstream.StreamInfo
+	Poll(t, timeout, func() (bool, string) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		s, err := js.Stream(ctx, stream)
+		if err != nil {
+			return false, err.Error()
+		}
+		if info, err = s.Info(ctx); err != nil {
+			return false, err.Error()
+		}
+		cl := info.Cluster
+		if cl == nil || cl.Leader == "" || len(cl.Replicas) != len(c.nodes)-1 {
+			return false, fmt.Sprintf("cluster info %+v", cl)
+		}
+		for _, r := range cl.Replicas {
+			if !r.Current || r.Offline || r.Lag > 0 {
+				return false, fmt.Sprintf("replica %s: current %v, offline %v, lag %d", r.Name, r.Current, r.Offline, r.Lag)
+			}
+		}
+		return true, ""
+	})
+	return info
+}
