@@ -131,7 +131,10 @@ func (b *browser) waitText(sel, want string) {
 		if err != nil {
 			return false, sel + ": " + err.Error()
 		}
-		return strings.Contains(s, want), sel + " says: " + s
+		if strings.Contains(s, want) {
+			return true, ""
+		}
+		return false, sel + " says: " + s + "\nthe page: " + b.shows()
 	})
 }
 

@@ -122,6 +122,13 @@ function actionsCard(m, access, navigate) {
     try {
       const res = await call(`${path}/${action}`, { method: 'POST', body: { reason: reason.value.trim() || undefined } });
       out.replaceChildren(el('div', { class: 'notice ok' }, canCancel ? 'Canceled.' : `Re-driven${res && res.order_id ? ' as order ' + res.order_id : ''}.`));
+      // The message's view comes from the read model, which trails the
+      // event by a moment: show the page again once it has moved.
+      for (let i = 0; i < 25; i++) {
+        const now = await call(path).catch(() => m);
+        if (now.state !== m.state || now.redriven_as) break;
+        await new Promise((r) => setTimeout(r, 200));
+      }
       navigate('/console/messages/' + encodeURIComponent(m.message_id), { replace: true });
     } catch (err) {
       button.disabled = false;
