@@ -33,11 +33,16 @@ const (
 	// ScopeWebhooksManage allows creating, changing and replaying the
 	// account's status-callback endpoints.
 	ScopeWebhooksManage = "webhooks:manage"
-	ScopeAdmin          = "admin"
+	// ScopeKeysManage allows listing, issuing and revoking the account's
+	// API keys (within the scopes the key holds itself). Without it a
+	// leaked key could issue itself a successor that outlives its
+	// revocation.
+	ScopeKeysManage = "keys:manage"
+	ScopeAdmin      = "admin"
 )
 
 // DefaultScopes are what a new account's first key gets: every scope but admin.
-var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeMessagesWrite, ScopeWebhooksManage}
+var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeMessagesWrite, ScopeWebhooksManage, ScopeKeysManage}
 
 // AllScopes lists every valid scope.
 var AllScopes = append(slices.Clone(DefaultScopes), ScopeAdmin)
@@ -125,6 +130,16 @@ func New(store *eventstore.Store, now func() time.Time, opts ...Option) *Service
 	return s
 }
 
+// DefaultCurrency is the currency an account is opened in when none is
+// named: the first the deployment's price table serves ("" when any may be
+// opened, then one must be named).
+func (s *Service) DefaultCurrency() string {
+	if len(s.currencies) == 0 {
+		return ""
+	}
+	return s.currencies[0]
+}
+
 // Created is what Create returns; APIKey is shown once and never stored.
 type Created struct {
 	AccountID string       `json:"account_id"`
@@ -162,6 +177,11 @@ func (s *Service) Create(ctx context.Context, req NewAccount) (Created, error) {
 	}
 	if err := domain.CheckReason(req.Action.Reason, false); err != nil {
 		return Created{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	for _, c := range req.AllowedCountries {
+		if len(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
+			return Created{}, fmt.Errorf("%w: country %q is not an ISO 3166 alpha-2 code", ErrInvalid, c)
+		}
 	}
 	if len(s.currencies) > 0 && !slices.Contains(s.currencies, req.Credit.Currency) {
 		return Created{}, fmt.Errorf("%w: %q (served: %s)", ErrUnservedCurrency, req.Credit.Currency, strings.Join(s.currencies, ", "))
