@@ -257,3 +257,14 @@ func (s *Service) Credit(ctx context.Context, accountID string, amountMicros int
 	}
 	return after, nil
 }
+
+// KeyAccount returns the account a key belongs to (revoked or not), for
+// the operator who names a key alone.
+func (s *Service) KeyAccount(ctx context.Context, keyID string) (string, error) {
+	var account string
+	err := s.store.Pool().QueryRow(ctx, `SELECT account_id FROM api_keys WHERE key_id = $1`, keyID).Scan(&account)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("%w: %s", ErrUnknownKey, keyID)
+	}
+	return account, err
+}
