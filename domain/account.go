@@ -3,8 +3,12 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
+	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ErrInsufficientBalance is returned when a reservation does not fit.
@@ -77,6 +81,61 @@ func (a *Account) Credit(m Money, reference string, at time.Time) (AccountCredit
 		Balances: Balances{BalanceAfter: a.Balance + m.AmountMicros, ReservedAfter: a.Reserved}}, nil
 }
 
+// MaxCreditMicros bounds one top-up (a billion units of the currency): a
+// larger figure is a typo or an attack, never a payment, and the bound
+// keeps every balance far from int64's end.
+const MaxCreditMicros int64 = 1_000_000_000_000_000
+
+// MaxReasonLength bounds the reason an operator gives for an action, in
+// characters: it is shown in histories and consoles, not a document store.
+const MaxReasonLength = 500
+
+// ErrInvalidReason is returned for a reason that is missing where one is
+// required, too long, or holds a control character (U+0000 included).
+var ErrInvalidReason = errors.New("invalid reason")
+
+// CheckReason checks an operator's reason; required says whether an empty
+// one is refused.
+func CheckReason(reason string, required bool) error {
+	if strings.TrimSpace(reason) == "" {
+		if required {
+			return fmt.Errorf("%w: a reason is required", ErrInvalidReason)
+		}
+		return nil
+	}
+	if !utf8.ValidString(reason) {
+		return fmt.Errorf("%w: the reason is not valid UTF-8", ErrInvalidReason)
+	}
+	if n := utf8.RuneCountInString(reason); n > MaxReasonLength {
+		return fmt.Errorf("%w: the reason has %d characters, at most %d are kept", ErrInvalidReason, n, MaxReasonLength)
+	}
+	for _, r := range reason {
+		if unicode.IsControl(r) && r != '\n' && r != '\t' {
+			return fmt.Errorf("%w: the reason holds the control character %U", ErrInvalidReason, r)
+		}
+	}
+	return nil
+}
+
+// TopUp credits an operator's payment after opening: a positive amount in
+// the account's currency, at most MaxCreditMicros, with a reason.
+func (a *Account) TopUp(m Money, reason string, at time.Time) (BalanceCredited, error) {
+	if err := a.amount(m); err != nil {
+		return BalanceCredited{}, err
+	}
+	if m.AmountMicros > MaxCreditMicros {
+		return BalanceCredited{}, fmt.Errorf("%w: %d micros is above the %d a credit may add", ErrInvalidAmount, m.AmountMicros, MaxCreditMicros)
+	}
+	if a.Balance > math.MaxInt64/2-m.AmountMicros {
+		return BalanceCredited{}, fmt.Errorf("%w: the balance would overflow", ErrInvalidAmount)
+	}
+	if err := CheckReason(reason, true); err != nil {
+		return BalanceCredited{}, err
+	}
+	return BalanceCredited{Amount: m, Reason: reason, At: at,
+		Balances: Balances{BalanceAfter: a.Balance + m.AmountMicros, ReservedAfter: a.Reserved}}, nil
+}
+
 // Reserve holds an order's price. The balance never goes below zero.
 func (a *Account) Reserve(orderID string, m Money, messages int, at time.Time) (BalanceReserved, error) {
 	if err := a.amount(m); err != nil {
@@ -128,10 +187,13 @@ func (a *Account) Apply(ev Event) error {
 		a.ID, a.Name, a.Currency, a.AllowedCountries, a.OpenedAt = e.AccountID, e.Name, e.Currency, e.AllowedCountries, e.At
 		a.Version++
 		return nil
-	case APIKeyIssued:
+	case APIKeyIssued, APIKeyRevoked:
 		a.Version++
 		return nil
 	case AccountCredited:
+		a.Balance += e.Amount.AmountMicros
+		want = e.Balances
+	case BalanceCredited:
 		a.Balance += e.Amount.AmountMicros
 		want = e.Balances
 	case BalanceReserved:
@@ -178,6 +240,8 @@ func RestoreAccount(opened AccountOpened, latest *Balances, version int) Account
 func MoneyBalances(ev Event) (Balances, bool) {
 	switch e := ev.(type) {
 	case AccountCredited:
+		return e.Balances, true
+	case BalanceCredited:
 		return e.Balances, true
 	case BalanceReserved:
 		return e.Balances, true

@@ -42,6 +42,8 @@ var decoders = map[string]func(version int, data []byte) (Event, error){
 	BalanceCharged{}.EventType():   decodeV1[BalanceCharged],
 	BalanceReleased{}.EventType():  decodeV1[BalanceReleased],
 	APIKeyIssued{}.EventType():     decodeV1[APIKeyIssued],
+	BalanceCredited{}.EventType():  decodeV1[BalanceCredited],
+	APIKeyRevoked{}.EventType():    decodeV1[APIKeyRevoked],
 }
 
 // EventTypes lists every event type this build can decode, for

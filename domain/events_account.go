@@ -61,11 +61,33 @@ type BalanceReleased struct {
 	At time.Time `json:"at"`
 }
 
+// BalanceCredited is an operator's top-up of an account after it was
+// opened (AccountCredited is the opening credit): spendable money added,
+// with the reason the operator gave. Who credited it is the event's actor.
+type BalanceCredited struct {
+	Amount Money  `json:"amount"`
+	Reason string `json:"reason"`
+	Balances
+	At time.Time `json:"at"`
+}
+
 // APIKeyIssued records that an API key exists for the account (its hash is
-// kept in the api_keys table, never in an event).
+// kept in the api_keys table, never in an event). Reason is what the
+// issuer said, if anything (a first key has none); who issued it is the
+// event's actor.
 type APIKeyIssued struct {
 	KeyID  string    `json:"key_id"`
 	Scopes []string  `json:"scopes"`
+	Reason string    `json:"reason,omitempty"`
+	At     time.Time `json:"at"`
+}
+
+// APIKeyRevoked records that an API key stopped working: the api_keys row
+// has revoked_at set in the same transaction, and every process refuses
+// the key within a second of it.
+type APIKeyRevoked struct {
+	KeyID  string    `json:"key_id"`
+	Reason string    `json:"reason,omitempty"`
 	At     time.Time `json:"at"`
 }
 
@@ -76,6 +98,8 @@ func (BalanceReserved) EventType() string { return "BalanceReserved" }
 func (BalanceCharged) EventType() string  { return "BalanceCharged" }
 func (BalanceReleased) EventType() string { return "BalanceReleased" }
 func (APIKeyIssued) EventType() string    { return "APIKeyIssued" }
+func (BalanceCredited) EventType() string { return "BalanceCredited" }
+func (APIKeyRevoked) EventType() string   { return "APIKeyRevoked" }
 
 // SchemaVersion implementations.
 func (AccountOpened) SchemaVersion() int   { return 1 }
@@ -84,3 +108,5 @@ func (BalanceReserved) SchemaVersion() int { return 1 }
 func (BalanceCharged) SchemaVersion() int  { return 1 }
 func (BalanceReleased) SchemaVersion() int { return 1 }
 func (APIKeyIssued) SchemaVersion() int    { return 1 }
+func (BalanceCredited) SchemaVersion() int { return 1 }
+func (APIKeyRevoked) SchemaVersion() int   { return 1 }

@@ -90,6 +90,25 @@ func ReadStream(ctx context.Context, q Querier, stream string, from int) ([]Reco
 	return evs, nil
 }
 
+const readStreamTypesSQL = `-- name: read.stream_types
+SELECT ` + recordedColumns + ` FROM events
+WHERE stream_id = $1 AND type = ANY($2::text[]) ORDER BY stream_version`
+
+// ReadStreamTypes returns a stream's events of the given types, in
+// version order: an account's own actions without its orders' money
+// events, say.
+func ReadStreamTypes(ctx context.Context, q Querier, stream string, types []string) ([]RecordedEvent, error) {
+	rows, err := q.Query(ctx, readStreamTypesSQL, stream, types)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	evs, err := scanRecorded(rows)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", stream, err)
+	}
+	return evs, nil
+}
+
 // readStreamsSQL joins the ids as a relation rather than "= ANY($1)": the
 // planner then expects as many rows as ids and probes the primary key per
 // stream, instead of guessing a fraction of the table (a generic plan's

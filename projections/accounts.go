@@ -32,8 +32,8 @@ func accountsProjection() Projection {
 	return Projection{
 		Name:   "accounts",
 		Tables: []string{"read_accounts"},
-		Types: domain.TypesOf(domain.AccountOpened{}, domain.AccountCredited{}, domain.BalanceReserved{},
-			domain.BalanceCharged{}, domain.BalanceReleased{}, domain.APIKeyIssued{}),
+		Types: domain.TypesOf(domain.AccountOpened{}, domain.AccountCredited{}, domain.BalanceCredited{}, domain.BalanceReserved{},
+			domain.BalanceCharged{}, domain.BalanceReleased{}, domain.APIKeyIssued{}, domain.APIKeyRevoked{}),
 		Sparse:       true,
 		PartitionKey: eventstore.ByAccount,
 		apply:        applyAccounts,
@@ -71,6 +71,8 @@ func foldAccount(agg *domain.Account, row *Account, ev domain.Event) error {
 	}
 	switch e := ev.(type) {
 	case domain.AccountCredited:
+		row.Credited += e.Amount.AmountMicros
+	case domain.BalanceCredited:
 		row.Credited += e.Amount.AmountMicros
 	case domain.BalanceCharged:
 		row.Spent += e.Amount.AmountMicros

@@ -27,7 +27,10 @@ type Step struct {
 	SincePrevious time.Duration
 	// Summary is the event's essential fields, "key=value …".
 	Summary string
-	Data    json.RawMessage
+	// Actor is who caused the event: an API key id, "cli:<user>", a
+	// worker or a provider.
+	Actor string
+	Data  json.RawMessage
 }
 
 // ReplayMessage returns a message's history as a timeline.
@@ -117,6 +120,25 @@ func ReplayOrder(ctx context.Context, q eventstore.Querier, t Tenant, id string)
 	return timeline(all), nil
 }
 
+// ReplayAccount returns an account's own actions as a timeline: its
+// opening, its credits and its keys issued and revoked, each with its
+// actor and reason. Not the money events of its orders: those are as many
+// as its orders, and replay order shows them where they belong.
+func ReplayAccount(ctx context.Context, q eventstore.Querier, t Tenant, id string) ([]Step, error) {
+	if !t.Sees(id) {
+		return nil, ErrNotFound
+	}
+	evs, err := eventstore.ReadStreamTypes(ctx, q, domain.AccountStream(id), domain.TypesOf(domain.AccountOpened{},
+		domain.AccountCredited{}, domain.BalanceCredited{}, domain.APIKeyIssued{}, domain.APIKeyRevoked{}))
+	if err != nil {
+		return nil, err
+	}
+	if len(evs) == 0 {
+		return nil, ErrNotFound
+	}
+	return timeline(evs), nil
+}
+
 // timeline orders events by when they were recorded (then by position)
 // and summarises each.
 func timeline(evs []eventstore.RecordedEvent) []Step {
@@ -130,7 +152,7 @@ func timeline(evs []eventstore.RecordedEvent) []Step {
 	out := make([]Step, len(evs))
 	for i, e := range evs {
 		s := Step{Position: e.Position, Stream: e.StreamID, Version: e.Version, Type: e.Type,
-			RecordedAt: e.RecordedAt.UTC(), Data: json.RawMessage(e.Data)}
+			RecordedAt: e.RecordedAt.UTC(), Actor: e.Metadata.Actor, Data: json.RawMessage(e.Data)}
 		if prev, ok := last[e.StreamID]; ok {
 			s.SincePrevious = e.RecordedAt.Sub(prev)
 		}
@@ -184,8 +206,12 @@ func Summarize(ev domain.Event) string {
 		kv = []any{"amount", e.Amount, "messages", len(e.MessageIDs), "reserved_after", e.ReservedAfter}
 	case domain.BalanceReleased:
 		kv = []any{"amount", e.Amount, "messages", len(e.MessageIDs), "reason", e.Reason, "balance_after", e.BalanceAfter}
+	case domain.BalanceCredited:
+		kv = []any{"amount", e.Amount, "reason", e.Reason, "balance_after", e.BalanceAfter}
 	case domain.APIKeyIssued:
-		kv = []any{"key", e.KeyID, "scopes", strings.Join(e.Scopes, ",")}
+		kv = []any{"key", e.KeyID, "scopes", strings.Join(e.Scopes, ","), "reason", e.Reason}
+	case domain.APIKeyRevoked:
+		kv = []any{"key", e.KeyID, "reason", e.Reason}
 	}
 	var b strings.Builder
 	for i := 0; i+1 < len(kv); i += 2 {

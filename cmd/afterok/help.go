@@ -14,6 +14,7 @@ var commands = map[string]func(ctx context.Context, env *environment, args []str
 	"migrate":      runMigrate,
 	"verify":       runVerify,
 	"accounts":     runAccounts,
+	"keys":         runKeys,
 	"replay":       runReplay,
 	"projections":  runProjections,
 	"dev":          runDev,
@@ -48,14 +49,29 @@ var helps = map[string]help{
 			"--projections it also compares every read-model row with a fresh fold of its events. Exits 1 naming\n" +
 			"each failing stream or row.",
 		example: "afterok verify --projections"},
-	"accounts": {summary: "accounts create --name N --credit AMOUNT [--currency EUR] [--json]",
-		usage: "accounts create --name N --credit AMOUNT [--currency EUR] [--scopes a,b] [--countries DE,FR] [--json]",
-		about: "Opens an account with its opening credit and issues its first API key. The key is printed once;\n" +
-			"afterok stores only its SHA-256.",
+	"accounts": {summary: "accounts create|list|show|credit: open, list, inspect and top up accounts",
+		usage: "accounts create --name N --credit AMOUNT [--currency EUR] [--scopes a,b] [--countries DE,FR] [--reason R] [--json]\n" +
+			"       afterok accounts list [--limit N] [--cursor C] [--json]\n" +
+			"       afterok accounts show <account_id> [--json]\n" +
+			"       afterok accounts credit <account_id> --amount AMOUNT --reason R [--json]",
+		about: "create opens an account with its opening credit and issues its first API key (printed once; afterok\n" +
+			"stores only its SHA-256). list shows every account with its balance and reserved amount, from the accounts\n" +
+			"read model. show prints one account's current balances, its keys and its actions (opening, credits, keys\n" +
+			"issued and revoked) with their actors and reasons. credit adds money as a BalanceCredited event. Every\n" +
+			"event they cause names cli:<OS user> as its actor.",
 		example: "afterok accounts create --name Acme --credit 100 --json"},
-	"replay": {summary: "replay message|order <id> [--json]: a history as a timeline",
-		usage:   "replay message|order <id> [--json]",
-		about:   "Prints a message's or an order's history from the store as a timeline, with the time between steps.",
+	"keys": {summary: "keys issue|list|revoke: an account's API keys",
+		usage: "keys issue --account ID [--scopes a,b] [--reason R] [--json]\n" +
+			"       afterok keys list --account ID [--json]\n" +
+			"       afterok keys revoke <key_id> [--reason R] [--json]",
+		about: "issue prints a new key once (afterok stores only its SHA-256); admin is only given when named. list shows\n" +
+			"the account's keys, never a key or its hash. revoke records APIKeyRevoked and sets revoked_at: every\n" +
+			"process refuses the key within a second. The events name cli:<OS user> as their actor.",
+		example: "afterok keys revoke key_01jd3z6q2m5w8x9y0abcdefghj --reason 'leaked in a ticket'"},
+	"replay": {summary: "replay message|order|account <id> [--json]: a history as a timeline",
+		usage: "replay message|order|account <id> [--json]",
+		about: "Prints a message's or an order's history from the store as a timeline, with the time between steps\n" +
+			"and each event's actor; for an account, its own actions (opening, credits, keys issued and revoked).",
 		example: "afterok replay message 01JD3Z6Q2M5W8X9Y0ABCDEFGHJ"},
 	"projections": {summary: "projections status [--json] | projections rebuild <name>",
 		usage: "projections status [--json] | projections rebuild <name>",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,7 +23,7 @@ import (
 func runReplay(ctx context.Context, env *environment, args []string) error {
 	fs := newFlags("replay", env)
 	asJSON := fs.Bool("json", false, "print the timeline as JSON")
-	if len(args) == 0 || (args[0] != "message" && args[0] != "order") {
+	if len(args) == 0 || (args[0] != "message" && args[0] != "order" && args[0] != "account") {
 		if len(args) > 0 && isHelp(args[0]) {
 			return parseFlags(fs, []string{"-h"})
 		}
@@ -39,8 +40,11 @@ func runReplay(ctx context.Context, env *environment, args []string) error {
 	}
 	defer pool.Close()
 	replay := projections.ReplayMessage
-	if kind == "order" {
+	switch kind {
+	case "order":
 		replay = projections.ReplayOrder
+	case "account":
+		replay = projections.ReplayAccount
 	}
 	steps, err := replay(ctx, pool, projections.AnyAccount(), id)
 	if errors.Is(err, projections.ErrNotFound) {
@@ -59,25 +63,26 @@ func runReplay(ctx context.Context, env *environment, args []string) error {
 			SinceStartMS int64           `json:"since_start_ms"`
 			SincePrevMS  int64           `json:"since_previous_ms"`
 			Summary      string          `json:"summary"`
+			Actor        string          `json:"actor,omitempty"`
 			Data         json.RawMessage `json:"data"`
 		}
 		out := make([]step, len(steps))
 		for i, s := range steps {
 			out[i] = step{Position: s.Position, Stream: s.Stream, Version: s.Version, Type: s.Type, RecordedAt: s.RecordedAt,
 				SinceStartMS: s.RecordedAt.Sub(steps[0].RecordedAt).Milliseconds(), SincePrevMS: s.SincePrevious.Milliseconds(),
-				Summary: s.Summary, Data: s.Data}
+				Summary: s.Summary, Actor: s.Actor, Data: s.Data}
 		}
 		return json.NewEncoder(env.stdout).Encode(map[string]any{kind + "_id": id, "steps": out})
 	}
 	tw := tabwriter.NewWriter(env.stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "RECORDED\t+START\tSTEP\tSTREAM\tV\tEVENT\tDETAILS")
+	fmt.Fprintln(tw, "RECORDED\t+START\tSTEP\tSTREAM\tV\tEVENT\tACTOR\tDETAILS")
 	for _, s := range steps {
 		step := "—"
 		if s.Version > 1 {
 			step = "+" + roundDuration(s.SincePrevious)
 		}
-		fmt.Fprintf(tw, "%s\t+%s\t%s\t%s\t%d\t%s\t%s\n", s.RecordedAt.Format("2006-01-02T15:04:05.000Z"),
-			roundDuration(s.RecordedAt.Sub(steps[0].RecordedAt)), step, s.Stream, s.Version, s.Type, s.Summary)
+		fmt.Fprintf(tw, "%s\t+%s\t%s\t%s\t%d\t%s\t%s\t%s\n", s.RecordedAt.Format("2006-01-02T15:04:05.000Z"),
+			roundDuration(s.RecordedAt.Sub(steps[0].RecordedAt)), step, s.Stream, s.Version, s.Type, cmp.Or(s.Actor, "—"), s.Summary)
 	}
 	return tw.Flush()
 }

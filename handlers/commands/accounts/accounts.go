@@ -33,11 +33,16 @@ const (
 	// ScopeWebhooksManage allows creating, changing and replaying the
 	// account's status-callback endpoints.
 	ScopeWebhooksManage = "webhooks:manage"
-	ScopeAdmin          = "admin"
+	// ScopeKeysManage allows listing, issuing and revoking the account's
+	// API keys (within the scopes the key holds itself). Without it a
+	// leaked key could issue itself a successor that outlives its
+	// revocation.
+	ScopeKeysManage = "keys:manage"
+	ScopeAdmin      = "admin"
 )
 
 // DefaultScopes are what a new account's first key gets: every scope but admin.
-var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeMessagesWrite, ScopeWebhooksManage}
+var DefaultScopes = []string{ScopeOrdersWrite, ScopeMessagesRead, ScopeEventsRead, ScopeMessagesWrite, ScopeWebhooksManage, ScopeKeysManage}
 
 // AllScopes lists every valid scope.
 var AllScopes = append(slices.Clone(DefaultScopes), ScopeAdmin)
@@ -47,6 +52,10 @@ var ErrUnauthenticated = errors.New("unauthenticated")
 
 // ErrUnknownAccount is returned when an account stream does not exist.
 var ErrUnknownAccount = errors.New("unknown account")
+
+// ErrInvalid is returned for a request the service cannot act on as
+// given: an unknown scope, an account without a name, a bad reason.
+var ErrInvalid = errors.New("invalid request")
 
 // ErrUnservedCurrency is returned by Create for an account in a currency
 // no price table of this deployment serves: every order of it would fail
@@ -121,6 +130,16 @@ func New(store *eventstore.Store, now func() time.Time, opts ...Option) *Service
 	return s
 }
 
+// DefaultCurrency is the currency an account is opened in when none is
+// named: the first the deployment's price table serves ("" when any may be
+// opened, then one must be named).
+func (s *Service) DefaultCurrency() string {
+	if len(s.currencies) == 0 {
+		return ""
+	}
+	return s.currencies[0]
+}
+
 // Created is what Create returns; APIKey is shown once and never stored.
 type Created struct {
 	AccountID string       `json:"account_id"`
@@ -137,6 +156,8 @@ type NewAccount struct {
 	Credit           domain.Money
 	Scopes           []string // default DefaultScopes
 	AllowedCountries []string // empty = all
+	// Action is who opens it and why (default actor: "cli").
+	Action Action
 }
 
 // Create opens an account with its opening credit and issues its first API
@@ -145,13 +166,22 @@ func (s *Service) Create(ctx context.Context, req NewAccount) (Created, error) {
 	if len(req.Scopes) == 0 {
 		req.Scopes = DefaultScopes
 	}
-	for _, sc := range req.Scopes {
-		if !slices.Contains(AllScopes, sc) {
-			return Created{}, fmt.Errorf("unknown scope %q (valid: %s)", sc, strings.Join(AllScopes, ", "))
-		}
+	if err := checkScopes(req.Scopes); err != nil {
+		return Created{}, err
 	}
 	if strings.TrimSpace(req.Name) == "" {
-		return Created{}, errors.New("an account needs a name")
+		return Created{}, fmt.Errorf("%w: an account needs a name", ErrInvalid)
+	}
+	if err := domain.CheckReason(req.Name, true); err != nil {
+		return Created{}, fmt.Errorf("%w: the name: %v", ErrInvalid, strings.TrimPrefix(err.Error(), domain.ErrInvalidReason.Error()+": "))
+	}
+	if err := domain.CheckReason(req.Action.Reason, false); err != nil {
+		return Created{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	for _, c := range req.AllowedCountries {
+		if len(c) != 2 || c[0] < 'A' || c[0] > 'Z' || c[1] < 'A' || c[1] > 'Z' {
+			return Created{}, fmt.Errorf("%w: country %q is not an ISO 3166 alpha-2 code", ErrInvalid, c)
+		}
 	}
 	if len(s.currencies) > 0 && !slices.Contains(s.currencies, req.Credit.Currency) {
 		return Created{}, fmt.Errorf("%w: %q (served: %s)", ErrUnservedCurrency, req.Credit.Currency, strings.Join(s.currencies, ", "))
@@ -174,11 +204,11 @@ func (s *Service) Create(ctx context.Context, req NewAccount) (Created, error) {
 	if err != nil {
 		return Created{}, err
 	}
-	md := eventstore.Metadata{AccountID: id, Actor: "cli", CorrelationID: id}
+	md := req.Action.metadata(id)
 	events := []eventstore.EventData{
 		eventstore.MustEvent(opened, md),
 		eventstore.MustEvent(credited, md),
-		eventstore.MustEvent(domain.APIKeyIssued{KeyID: keyID, Scopes: req.Scopes, At: now}, md),
+		eventstore.MustEvent(domain.APIKeyIssued{KeyID: keyID, Scopes: req.Scopes, Reason: req.Action.Reason, At: now}, md),
 	}
 	err = s.store.InTx(ctx, func(tx *eventstore.Tx) error {
 		if _, err := tx.Append(ctx, eventstore.StreamAppend{Stream: domain.AccountStream(id), Expected: eventstore.NoStream, Events: events}); err != nil {
@@ -207,7 +237,25 @@ func newKey() (keyID, key string, hash [32]byte, err error) {
 	return keyID, key, sha256.Sum256([]byte(key)), nil
 }
 
+const (
+	// authenticateSQL finds a live key by its hash and says whether its
+	// last_used_at is older than a minute.
+	authenticateSQL = `-- name: authenticate
+SELECT key_id, account_id, scopes, last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL`
+	// touchKeySQL stamps last_used_at unless another process just did.
+	touchKeySQL = `-- name: touch_key
+UPDATE api_keys SET last_used_at = now()
+WHERE key_id = $1 AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')`
+)
+
 // Authenticate resolves an API key to its principal.
+//
+// What a request costs: nothing in the database while the process has the
+// key cached (KeyCacheTTL); one indexed lookup a second per key and
+// process otherwise; and at most once a minute per key, one UPDATE of
+// last_used_at. The key list's last_used_at is therefore precise to about
+// a minute, and no request writes on the hot path.
 func (s *Service) Authenticate(ctx context.Context, key string) (Principal, error) {
 	if !strings.HasPrefix(key, "aok_") || len(key) > 200 {
 		return Principal{}, ErrUnauthenticated
@@ -221,13 +269,18 @@ func (s *Service) Authenticate(ctx context.Context, key string) (Principal, erro
 		return c.p, nil
 	}
 	var p Principal
-	err := s.store.Pool().QueryRow(ctx, `SELECT key_id, account_id, scopes FROM api_keys
-WHERE key_hash = $1 AND revoked_at IS NULL`, h[:]).Scan(&p.KeyID, &p.AccountID, &p.Scopes)
+	var stale bool
+	err := s.store.Pool().QueryRow(ctx, authenticateSQL, h[:]).Scan(&p.KeyID, &p.AccountID, &p.Scopes, &stale)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Principal{}, ErrUnauthenticated
 	}
 	if err != nil {
 		return Principal{}, fmt.Errorf("authenticate: %w", err)
+	}
+	if stale {
+		// Best effort: a failed stamp costs the key list a minute of
+		// precision, which is no reason to refuse the request.
+		_, _ = s.store.Pool().Exec(ctx, touchKeySQL, p.KeyID)
 	}
 	s.mu.Lock()
 	if len(s.cache) > 10_000 {
@@ -267,7 +320,7 @@ const loadAccountSQL = `SELECT stream_version, type, schema_version, data FROM e
 WHERE stream_id = $1 AND stream_version = 1
 UNION ALL
 (SELECT stream_version, type, schema_version, data FROM events
-  WHERE stream_id = $1 AND type IN ('AccountCredited', 'BalanceReserved', 'BalanceCharged', 'BalanceReleased')
+  WHERE stream_id = $1 AND type IN ('AccountCredited', 'BalanceCredited', 'BalanceReserved', 'BalanceCharged', 'BalanceReleased')
   ORDER BY stream_version DESC LIMIT 1)`
 
 // LoadForUpdate locks the account's stream row for the rest of tx and

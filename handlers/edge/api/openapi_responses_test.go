@@ -106,6 +106,10 @@ func (d *openapiDoc) check(t *testing.T, op string, status int, header http.Head
 			require.NotEmpty(t, header.Get(name), "%s %d: header %s", op, status, name)
 		}
 	}
+	if _, has := resp["content"]; !has { // 204: nothing to check but that nothing came
+		require.Empty(t, body, "%s %d", op, status)
+		return
+	}
 	mt, _, err := mime.ParseMediaType(header.Get("Content-Type"))
 	require.NoError(t, err, "%s %d: Content-Type %q", op, status, header.Get("Content-Type"))
 	content := resp["content"].(map[string]any)
@@ -266,6 +270,8 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		{"get /v1/accounts/{id}", "/v1/accounts/" + c.AccountID, c.APIKey, wo.APIKey, "", "/v1/accounts/" + adm.AccountID},
 		{"get /v1/providers/stats", "/v1/providers/stats", adm.APIKey, c.APIKey, "/v1/providers/stats?since=noon", ""},
 		{"get /v1/account", "/v1/account", c.APIKey, wo.APIKey, "", ""},
+		{"get /v1/accounts", "/v1/accounts?limit=2", adm.APIKey, c.APIKey, "/v1/accounts?cursor=x", ""},
+		{"get /v1/account/keys", "/v1/account/keys", c.APIKey, wo.APIKey, "", ""},
 	}
 	for _, g := range gets {
 		base := ok(g.op, g.path, g.key)
@@ -355,6 +361,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	}
 	cases = append(cases, docCase{op: "post /v1/messages/{id}/cancel", status: 409, srv: srv,
 		path: "/v1/messages/" + msg + "/cancel", key: c.APIKey})
+	cases = append(cases, accountAndKeyCases(t, main, srv, limited, lk, dead, adm, c, wo)...)
 
 	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
 		op := "get " + p
@@ -373,6 +380,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 
 	// The requests a client would send satisfy the document too.
 	for schema, body := range map[string]string{"#/components/schemas/OrderRequest": good,
+		"#/components/schemas/OpenAccountRequest": openAccountBody, "#/components/schemas/CreditRequest": creditBody,
 		"#/paths/~1v1~1receipts~1{provider}/post/requestBody/content/application~1json/schema": receipt} {
 		sch, err := doc.compiler.Compile(docURL + schema)
 		require.NoError(t, err)
@@ -401,6 +409,61 @@ func consoleRoute(t *testing.T) func(*eventstore.Store) api.Route {
 	c, err := console.New()
 	require.NoError(t, err)
 	return func(*eventstore.Store) api.Route { return c.Route() }
+}
+
+const (
+	openAccountBody = `{"name":"Globex","credit_micros":5000000,"currency":"EUR","countries":["DE"],"reason":"signed up"}`
+	creditBody      = `{"amount_micros":1000000,"reason":"invoice 117 paid"}`
+)
+
+// accountAndKeyCases are the requests of the account (admin) and key
+// operations that are not GETs, one per documented response.
+func accountAndKeyCases(t *testing.T, main *readEnv, srv *httptest.Server, limited *env, lk accounts.Created,
+	dead *httptest.Server, adm, c, wo accounts.Created) []docCase {
+	revocable, err := main.accounts.IssueKey(context.Background(), c.AccountID, nil, nil, accounts.Action{Actor: "cli:test"})
+	require.NoError(t, err)
+	huge := `{"reason":"` + strings.Repeat("x", 70<<10) + `"}`
+	credits := "/v1/accounts/" + c.AccountID + "/credits"
+	revoke := "/v1/account/keys/" + revocable.KeyID
+	var cases []docCase
+	for _, op := range []struct {
+		op, path, key, body, bad, wrongScope, missing string
+		created                                       int
+	}{
+		{"post /v1/accounts", "/v1/accounts", adm.APIKey, openAccountBody, `{"name":"x","credit_micros":0}`, c.APIKey, "", 201},
+		{"post /v1/accounts/{id}/credits", credits, adm.APIKey, creditBody, `{"amount_micros":1,"reason":"\u0000"}`, c.APIKey,
+			"/v1/accounts/01ARZ3NDEKTSV4RRFFQ69G5FAV/credits", 201},
+		{"post /v1/account/keys", "/v1/account/keys", c.APIKey, `{"scopes":["messages:read"]}`, `{"scopes":["root"]}`, wo.APIKey, "", 201},
+		{"delete /v1/account/keys/{id}", revoke, c.APIKey, `{"reason":"leaked"}`, `{"reason":"\ud800"}`, wo.APIKey,
+			"/v1/account/keys/key_01arz3ndektsv4rrffq69g5fav", 204},
+	} {
+		base := docCase{op: op.op, srv: srv, path: op.path, key: op.key}
+		at := func(status int, key, body string) docCase {
+			d := base
+			d.status, d.key, d.body = status, key, body
+			return d
+		}
+		// The bad request first: a revoked key is no longer there to refuse.
+		cases = append(cases, at(400, op.key, op.bad), at(op.created, op.key, op.body), at(401, "", op.body),
+			at(403, op.wrongScope, op.body))
+		lim := at(429, lk.APIKey, op.body)
+		lim.srv = limited.srv
+		down := at(503, op.key, op.body)
+		down.srv = dead
+		cases = append(cases, lim, down)
+		if strings.HasPrefix(op.op, "post") {
+			cases = append(cases, at(413, op.key, huge))
+		}
+		if op.missing != "" {
+			missing := at(404, op.key, op.body)
+			missing.path = op.missing
+			cases = append(cases, missing)
+			wrong := at(405, op.key, "")
+			wrong.method = "GET"
+			cases = append(cases, wrong)
+		}
+	}
+	return cases
 }
 
 // newEnvWith is newEnv with extra routes mounted, built from the env's

@@ -184,10 +184,14 @@ func (s *Server) getAccountSummary(w http.ResponseWriter, r *http.Request, rc *R
 	if err != nil {
 		return notFound(err, "account", id)
 	}
+	return writeJSON(w, http.StatusOK, accountSummaryOf(a))
+}
+
+func accountSummaryOf(a projections.Account) accountSummaryView {
 	money := func(micros int64) domain.Money { return domain.Money{AmountMicros: micros, Currency: a.Currency} }
-	return writeJSON(w, http.StatusOK, accountSummaryView{AccountID: a.ID, Name: a.Name, Currency: a.Currency,
+	return accountSummaryView{AccountID: a.ID, Name: a.Name, Currency: a.Currency,
 		Balance: money(a.Balance), Reserved: money(a.Reserved), Credited: money(a.Credited), Spent: money(a.Spent),
-		Refunded: money(a.Refunded), OpenedAt: timestamp(a.OpenedAt), Version: a.Version})
+		Refunded: money(a.Refunded), OpenedAt: timestamp(a.OpenedAt), Version: a.Version}
 }
 
 func (s *Server) getProviderStats(w http.ResponseWriter, r *http.Request, _ *RequestContext) error {

@@ -183,6 +183,13 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/v1/events/stream", Scope: accounts.ScopeEventsRead, Handle: s.streamEvents},
 		{Method: "GET", Pattern: "/v1/accounts/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getAccountSummary},
 		{Method: "GET", Pattern: "/v1/providers/stats", Scope: accounts.ScopeAdmin, Handle: s.getProviderStats},
+		// Accounts (admin) and the caller's keys (admin_accounts.go, keys.go).
+		{Method: "GET", Pattern: "/v1/accounts", Scope: accounts.ScopeAdmin, Handle: s.listAccounts},
+		{Method: "POST", Pattern: "/v1/accounts", Scope: accounts.ScopeAdmin, Handle: s.openAccount},
+		{Method: "POST", Pattern: "/v1/accounts/{id}/credits", Scope: accounts.ScopeAdmin, Handle: s.creditAccount},
+		{Method: "GET", Pattern: "/v1/account/keys", Scope: accounts.ScopeKeysManage, Handle: s.listKeys},
+		{Method: "POST", Pattern: "/v1/account/keys", Scope: accounts.ScopeKeysManage, Handle: s.issueKey},
+		{Method: "DELETE", Pattern: "/v1/account/keys/{id}", Scope: accounts.ScopeKeysManage, Handle: s.revokeKey},
 	}
 }
 
