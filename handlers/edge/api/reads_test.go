@@ -28,7 +28,7 @@ func TestReadEndpointsFollowTheLifecycle(t *testing.T) {
 	r := e.get("/v1/orders/"+orderID, c.APIKey)
 	require.Equal(t, "accepted", r.body["state"])
 	require.EqualValues(t, 3, r.body["message_count"])
-	require.Equal(t, map[string]any{"accepted": 3.0, "queued": 0.0, "routed": 0.0, "submitted": 0.0, "delivered": 0.0, "failed": 0.0, "expired": 0.0}, r.body["counts"])
+	require.Equal(t, map[string]any{"accepted": 3.0, "queued": 0.0, "routed": 0.0, "submitted": 0.0, "delivered": 0.0, "failed": 0.0, "expired": 0.0, "scheduled": 0.0, "canceled": 0.0}, r.body["counts"])
 	require.Equal(t, map[string]any{"amount_micros": 225000.0, "currency": "EUR"}, r.body["price"])
 	m := e.get("/v1/messages/"+ids[0], c.APIKey)
 	require.Equal(t, "accepted", m.body["state"])
