@@ -123,14 +123,13 @@ func drainTracker(t *testing.T, db *storetest.DB, s *eventstore.Store, tr *track
 	require.NoError(t, db.Pool.QueryRow(ctx, `SELECT xid, global_position FROM events
 		ORDER BY xid DESC, global_position DESC LIMIT 1`).Scan(&head.XID, &head.Position))
 	deadline := time.Now().Add(10 * time.Second)
-	for {
-		cur, err := eventstore.Checkpoint(ctx, db.Pool, "tracker")
-		require.NoError(t, err)
-		if !cur.Less(head) {
-			return
-		}
+	// Step returns the cursor it saved for every partition; the oldest
+	// partition's checkpoint need not move past events the filter skips.
+	cur, err := eventstore.Checkpoint(ctx, db.Pool, "tracker")
+	require.NoError(t, err)
+	for cur.Less(head) {
 		require.True(t, time.Now().Before(deadline), "tracker did not reach the head")
-		_, _, err = s.Step(ctx, c, cur)
+		cur, _, err = s.Step(ctx, c, cur)
 		require.NoError(t, err)
 	}
 }
