@@ -40,7 +40,7 @@ func TestReadEndpointsFollowTheLifecycle(t *testing.T) {
 
 	r = e.get("/v1/orders/"+orderID, c.APIKey)
 	require.Equal(t, "executing", r.body["state"])
-	require.Equal(t, map[string]any{"accepted": 0.0, "queued": 1.0, "routed": 0.0, "submitted": 1.0, "delivered": 0.0, "failed": 1.0, "expired": 0.0}, r.body["counts"])
+	require.Equal(t, map[string]any{"accepted": 0.0, "queued": 1.0, "routed": 0.0, "submitted": 1.0, "delivered": 0.0, "failed": 1.0, "expired": 0.0, "scheduled": 0.0, "canceled": 0.0}, r.body["counts"])
 	require.NotNil(t, r.body["timestamps"].(map[string]any)["started_at"])
 	require.Nil(t, r.body["timestamps"].(map[string]any)["completed_at"])
 
@@ -85,7 +85,7 @@ func TestReadEndpointsFollowTheLifecycle(t *testing.T) {
 	e.advance(ids[2], queue, route("sim-b"), submit, deliver)
 	e.caughtUp()
 	r = e.get("/v1/orders/"+orderID, c.APIKey)
-	require.Equal(t, map[string]any{"accepted": 0.0, "queued": 0.0, "routed": 0.0, "submitted": 0.0, "delivered": 2.0, "failed": 1.0, "expired": 0.0}, r.body["counts"])
+	require.Equal(t, map[string]any{"accepted": 0.0, "queued": 0.0, "routed": 0.0, "submitted": 0.0, "delivered": 2.0, "failed": 1.0, "expired": 0.0, "scheduled": 0.0, "canceled": 0.0}, r.body["counts"])
 	require.Equal(t, "executing", r.body["state"], "completed only once OrderCompleted is recorded")
 
 	acct := e.get("/v1/accounts/"+c.AccountID, c.APIKey)
