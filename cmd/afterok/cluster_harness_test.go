@@ -217,10 +217,10 @@ func (c *clusterHarness) verifyCommand() {
 
 // checkReplicated: the afterok processes created every stream at three
 // replicas, one on each node, and each replica is current.
-func (c *clusterHarness) checkReplicated(js jetstream.JetStream) {
+func (c *clusterHarness) checkReplicated(js jetstream.JetStream, timeout time.Duration) {
 	c.t.Helper()
 	for _, s := range []string{strings.ToUpper(c.prefix) + "_EVENTS", strings.ToUpper(c.prefix) + "_DISPATCH"} {
-		info := c.js.WaitCurrent(c.t, js, s, time.Minute)
+		info := c.js.WaitCurrent(c.t, js, s, timeout)
 		require.Equal(c.t, c.js.Size(), info.Config.Replicas, s)
 	}
 }

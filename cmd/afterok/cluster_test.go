@@ -29,7 +29,7 @@ const clusterExpiringValidity = 5
 func TestClusterEveryTestNumber(t *testing.T) {
 	c := newClusterHarness(t)
 	_, js := c.js.Connect(t)
-	c.checkReplicated(js)
+	c.checkReplicated(js, time.Minute)
 	c.checkEveryTestNumber(2 * time.Minute)
 	c.step("every test number's promise checked, verified")
 }
@@ -86,7 +86,7 @@ func TestClusterSurvivesAKilledProcess(t *testing.T) {
 func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
 	c := newClusterHarness(t)
 	_, js := c.js.Connect(t)
-	c.checkReplicated(js)
+	c.checkReplicated(js, time.Minute)
 	load := c.submitOutageLoad(20, clusterExpiringValidity)
 	c.waitSubmitted(300)
 	info := c.js.WaitCurrent(t, js, strings.ToUpper(c.prefix)+"_DISPATCH", time.Minute)
@@ -101,7 +101,7 @@ func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
 	c.step("promises checked, verified")
 
 	c.js.Start(t, node)
-	c.checkReplicated(js)
+	c.checkReplicated(js, 4*time.Minute)
 	c.step("the node is back and current")
 	events := strings.ToUpper(c.prefix) + "_EVENTS"
 	// A restarted node catches up on the stream the relay is still
