@@ -226,20 +226,15 @@ func (c *clusterHarness) checkReplicated(js jetstream.JetStream, timeout time.Du
 }
 
 // leases counts the consumers' partitions and those of them that the
-// process holds with a live lease; ok is false where the store has no
-// partition leases (before partitioned consumers).
-func (c *clusterHarness) leases(p *process) (held, total int, ok bool) {
+// process holds with a live lease.
+func (c *clusterHarness) leases(p *process) (held, total int) {
 	c.t.Helper()
-	ctx := context.Background()
-	require.NoError(c.t, c.db.Pool.QueryRow(ctx, `SELECT to_regclass('consumer_partitions') IS NOT NULL`).Scan(&ok))
-	if !ok {
-		return 0, 0, false
-	}
 	// An owner is "host/pid/random" (eventstore's ownerID).
-	require.NoError(c.t, c.db.Pool.QueryRow(ctx, `SELECT
+	require.NoError(c.t, c.db.Pool.QueryRow(context.Background(), `SELECT
 		count(*) FILTER (WHERE split_part(owner, '/', 2) = $1 AND lease_until > clock_timestamp()), count(*)
 		FROM consumer_partitions`, strconv.Itoa(p.cmd.Process.Pid)).Scan(&held, &total))
-	return held, total, true
+	require.Positive(c.t, total, "the consumers have no partitions")
+	return held, total
 }
 
 // counter sums a counter's samples over its labels in the process's
