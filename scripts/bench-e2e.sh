@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One end-to-end run of `afterok bench` against a fresh `afterok dev`: a new
+# database and a new JetStream data directory each time, so runs compare.
+# Usage: scripts/bench-e2e.sh [label] [bench flags...]
+#   e.g. scripts/bench-e2e.sh p8 --messages 60000 --order-size 100 --clients 8
+#        AFTEROK_PARTITIONS=1 scripts/bench-e2e.sh p1 --messages 60000
+# Environment: ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres),
+# BIN (default bin/afterok: the bench client), SERVER_BIN (default $BIN: the
+# system under test, e.g. an older build to compare with), OUT (default var/bench). Prints the bench report
+# and `afterok verify`'s verdict; keeps both in $OUT/<label>-<time>.txt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+label=${1:-run}; shift || true
+BIN=${BIN:-bin/afterok}
+SERVER_BIN=${SERVER_BIN:-$BIN}
+ADMIN_URL=${ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+OUT=${OUT:-var/bench}
+mkdir -p "$OUT"
+db="afterok_bench_$(date +%s)_$$"
+data=$(mktemp -d)
+port=$((18000 + RANDOM % 1000)); simport=$((port + 1000))
+out="$OUT/$label-$(date -u +%Y%m%dT%H%M%SZ).txt"
+url="${ADMIN_URL%/*}/$db"
+psql -q "$ADMIN_URL" -c "CREATE DATABASE $db"
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+  psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" || true
+  rm -rf "$data"
+}
+trap cleanup EXIT
+DATABASE_URL=$url AFTEROK_RATE_LIMIT=${AFTEROK_RATE_LIMIT:-100000} AFTEROK_RATE_BURST=${AFTEROK_RATE_BURST:-100000} \
+  AFTEROK_DATA_DIR=$data AFTEROK_ADDR=127.0.0.1:$port \
+  AFTEROK_SIM_ADDR=127.0.0.1:$simport "$SERVER_BIN" dev >"$data/dev.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+{
+  echo "# $label $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), AFTEROK_PARTITIONS=${AFTEROK_PARTITIONS:-default}, server $SERVER_BIN"
+  DATABASE_URL=$url "$BIN" bench --url "http://127.0.0.1:$port" --sim-url "http://127.0.0.1:$simport" "$@"
+  echo "# verify"
+  DATABASE_URL=$url "$SERVER_BIN" verify 2>&1 | tail -3
+} | tee "$out"
