@@ -169,25 +169,64 @@ func (c *JetStreamCluster) WaitCurrent(t testing.TB, js jetstream.JetStream, str
 	t.Helper()
 	var info *jetstream.StreamInfo
 	Poll(t, timeout, func() (bool, string) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		s, err := js.Stream(ctx, stream)
-		if err != nil {
-			return false, err.Error()
+		var why string
+		if info, why = c.info(js, stream); info == nil {
+			return false, why
 		}
-		if info, err = s.Info(ctx); err != nil {
-			return false, err.Error()
-		}
-		cl := info.Cluster
-		if cl == nil || cl.Leader == "" || len(cl.Replicas) != len(c.nodes)-1 {
-			return false, fmt.Sprintf("cluster info %+v", cl)
-		}
-		for _, r := range cl.Replicas {
-			if !r.Current || r.Offline || r.Lag > 0 {
-				return false, fmt.Sprintf("replica %s: current %v, offline %v, lag %d", r.Name, r.Current, r.Offline, r.Lag)
-			}
-		}
-		return true, ""
+		return c.current(info)
 	})
 	return info
+}
+
+// WaitLed waits until the stream has a leader and answers, whatever its
+// replicas' state: what a client needs to use it.
+func (c *JetStreamCluster) WaitLed(t testing.TB, js jetstream.JetStream, stream string, timeout time.Duration) *jetstream.StreamInfo {
+	t.Helper()
+	var info *jetstream.StreamInfo
+	Poll(t, timeout, func() (bool, string) {
+		var why string
+		info, why = c.info(js, stream)
+		return info != nil, why
+	})
+	return info
+}
+
+// Current says whether every replica of the stream is running and caught
+// up, and if not, which is not.
+func (c *JetStreamCluster) Current(js jetstream.JetStream, stream string) (bool, string) {
+	info, why := c.info(js, stream)
+	if info == nil {
+		return false, why
+	}
+	return c.current(info)
+}
+
+func (c *JetStreamCluster) info(js jetstream.JetStream, stream string) (*jetstream.StreamInfo, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, err.Error()
+	}
+	info, err := s.Info(ctx)
+	if err != nil {
+		return nil, err.Error()
+	}
+	if info.Cluster == nil || info.Cluster.Leader == "" {
+		return nil, fmt.Sprintf("%s has no leader: %+v", stream, info.Cluster)
+	}
+	return info, ""
+}
+
+func (c *JetStreamCluster) current(info *jetstream.StreamInfo) (bool, string) {
+	cl := info.Cluster
+	if len(cl.Replicas) != len(c.nodes)-1 {
+		return false, fmt.Sprintf("%s: cluster info %+v", info.Config.Name, cl)
+	}
+	for _, r := range cl.Replicas {
+		if !r.Current || r.Offline || r.Lag > 0 {
+			return false, fmt.Sprintf("%s replica %s: current %v, offline %v, lag %d", info.Config.Name, r.Name, r.Current, r.Offline, r.Lag)
+		}
+	}
+	return true, ""
 }
