@@ -257,7 +257,7 @@ func (m *Message) Cancel(actor, reason string, at time.Time) (MessageCanceled, e
 
 // Redrivable reports whether Redrive would be allowed: the message failed
 // and was not re-driven yet.
-func (m *Message) Redrivable() bool { return m.checkRedrive() == nil }
+func (m Message) Redrivable() bool { return m.checkRedrive() == nil }
 
 // checkRedrive is the one rule for MessageRedriven. It is the only event
 // that may follow a final state, and only Failed: the message stays
