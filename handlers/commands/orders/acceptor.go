@@ -107,6 +107,8 @@ type AcceptedMessage struct {
 	To       string
 	Segments int
 	Price    domain.Money
+	// RedriveOf is the failed message a re-drive's copy sends again.
+	RedriveOf string
 }
 
 // Result is Accept's answer: a fresh acceptance, or a replay of the
@@ -225,11 +227,11 @@ func (a *Acceptor) build(req Request) *pending {
 			IdempotencyKey: req.IdempotencyKey, At: now}, md))}})
 	for i, m := range plan.Messages {
 		id := ulid.Make().String()
-		acc.Messages[i] = AcceptedMessage{ID: id, To: m.To, Segments: m.Segments, Price: m.Price}
 		var redriveOf string
 		if req.redrive != nil {
 			redriveOf = req.redrive.sources[i].messageID
 		}
+		acc.Messages[i] = AcceptedMessage{ID: id, To: m.To, Segments: m.Segments, Price: m.Price, RedriveOf: redriveOf}
 		streams = append(streams, eventstore.StreamAppend{Stream: domain.MessageStream(id), Expected: eventstore.NoStream,
 			Events: []eventstore.EventData{eventstore.MustEvent(domain.MessageAccepted{
 				MessageID: id, OrderID: orderID, AccountID: acct, Index: i, To: m.To, Country: m.Region, From: m.From,
