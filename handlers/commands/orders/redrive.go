@@ -118,7 +118,12 @@ func (r *Redriver) Message(ctx context.Context, req RedriveRequest, messageID st
 		if err != nil {
 			return RedriveResult{}, err
 		}
-		acc, err := r.accept(ctx, req, order, []candidate{{msg: m, recs: recs}})
+		part := []candidate{newCandidate(m, recs)}
+		plan, err := r.plan(req, order, part)
+		if err != nil {
+			return RedriveResult{}, err
+		}
+		acc, err := r.accept(ctx, req, part, plan)
 		if errors.Is(err, eventstore.ErrWrongExpectedVersion) {
 			continue // it moved meanwhile: another re-drive, most likely
 		}
@@ -211,7 +216,7 @@ func (r *Redriver) Order(ctx context.Context, req RedriveRequest, orderID string
 			case err != nil:
 				res.NotRedrivable++
 			default:
-				chosen = append(chosen, candidate{msg: m, recs: loaded[id]})
+				chosen = append(chosen, newCandidate(m, loaded[id]))
 			}
 		}
 	}
@@ -223,12 +228,26 @@ func (r *Redriver) Order(ctx context.Context, req RedriveRequest, orderID string
 	if req.DryRun {
 		return res, nil
 	}
-	if err := r.checkAffordable(ctx, req, order, chosen); err != nil {
+	// Every batch is planned (and priced) before the first is written.
+	var parts [][]candidate
+	var plans []*accept.Plan
+	total := domain.Zero(req.Account.Currency)
+	for part := range slices.Chunk(chosen, batch) {
+		plan, err := r.plan(req, order, part)
+		if err != nil {
+			return res, err
+		}
+		if total, err = total.Add(plan.Total); err != nil {
+			return res, err
+		}
+		parts, plans = append(parts, part), append(plans, plan)
+	}
+	if err := r.checkAffordable(ctx, req, total, len(chosen)); err != nil {
 		return res, err
 	}
 	res.Redrivable = 0
-	for part := range slices.Chunk(chosen, batch) {
-		acc, n, err := r.acceptBatch(ctx, req, order, part)
+	for i, part := range parts {
+		acc, n, err := r.acceptBatch(ctx, req, order, part, plans[i])
 		if err != nil {
 			return res, err
 		}
@@ -273,9 +292,9 @@ func (r *Redriver) orderStreams(ctx context.Context, xid uint64, orderID string,
 // acceptBatch re-drives part as one new order, reading it again after a
 // lost race: what another re-drive took meanwhile is left out. It returns
 // the new order (nil when nothing was left) and how many it holds.
-func (r *Redriver) acceptBatch(ctx context.Context, req RedriveRequest, order domain.Order, part []candidate) (*Accepted, int, error) {
+func (r *Redriver) acceptBatch(ctx context.Context, req RedriveRequest, order domain.Order, part []candidate, plan *accept.Plan) (*Accepted, int, error) {
 	for range redriveConflicts {
-		acc, err := r.accept(ctx, req, order, part)
+		acc, err := r.accept(ctx, req, part, plan)
 		if err == nil {
 			return acc, len(part), nil
 		}
@@ -297,22 +316,30 @@ func (r *Redriver) acceptBatch(ctx context.Context, req RedriveRequest, order do
 				return nil, 0, err
 			}
 			if redrivable(&m, req.FailureCodes) == nil {
-				still = append(still, candidate{msg: m, recs: loaded[id]})
+				still = append(still, newCandidate(m, loaded[id]))
 			}
 		}
 		if len(still) == 0 {
 			return nil, 0, nil
 		}
-		part = still
+		part = still // and priced again: the plan is per message
+		if plan, err = r.plan(req, order, part); err != nil {
+			return nil, 0, err
+		}
 	}
 	return nil, 0, fmt.Errorf("an order's failed messages kept changing while being re-driven: %w", eventstore.ErrWrongExpectedVersion)
 }
 
-// candidate is a failed message to re-drive, with the history it was
-// folded from (whose version the MessageRedriven append expects).
+// candidate is a failed message to re-drive, with the latest event of the
+// history it was folded from: the MessageRedriven append expects its
+// version and follows it up (causation, trace).
 type candidate struct {
 	msg  domain.Message
-	recs []eventstore.RecordedEvent
+	last []eventstore.RecordedEvent
+}
+
+func newCandidate(m domain.Message, recs []eventstore.RecordedEvent) candidate {
+	return candidate{msg: m, last: recs[len(recs)-1:]}
 }
 
 // plan prices the copies anew under the account's current policy, with
@@ -337,27 +364,19 @@ func (r *Redriver) plan(req RedriveRequest, order domain.Order, part []candidate
 // checkAffordable refuses (402) a re-drive the balance cannot pay for as
 // a whole, before its first order is written. The reservations decide in
 // the end; this only keeps the common case from stopping part-way.
-func (r *Redriver) checkAffordable(ctx context.Context, req RedriveRequest, order domain.Order, chosen []candidate) error {
-	plan, err := r.plan(req, order, chosen)
-	if err != nil {
-		return err
-	}
+func (r *Redriver) checkAffordable(ctx context.Context, req RedriveRequest, total domain.Money, messages int) error {
 	acct, err := accounts.Load(ctx, r.store.Pool(), req.Principal.AccountID)
 	if err != nil {
 		return err
 	}
-	_, err = acct.Reserve("redrive-check", plan.Total, len(plan.Messages), r.acceptor.now())
+	_, err = acct.Reserve("redrive-check", total, messages, r.acceptor.now())
 	return err
 }
 
-func (r *Redriver) accept(ctx context.Context, req RedriveRequest, order domain.Order, part []candidate) (*Accepted, error) {
-	plan, err := r.plan(req, order, part)
-	if err != nil {
-		return nil, err
-	}
+func (r *Redriver) accept(ctx context.Context, req RedriveRequest, part []candidate, plan *accept.Plan) (*Accepted, error) {
 	src := &redriveOf{actor: req.Principal.KeyID, reason: req.Reason, sources: make([]redriveSource, len(part))}
 	for i, c := range part {
-		md := eventstore.FollowUp(c.recs, req.Principal.KeyID)
+		md := eventstore.FollowUp(c.last, req.Principal.KeyID)
 		md.AccountID = req.Principal.AccountID
 		if req.RequestID != "" {
 			md.CausationID, md.TraceID = req.RequestID, req.RequestID

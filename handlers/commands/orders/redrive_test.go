@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -382,4 +383,52 @@ WHERE account_id = $1 AND type = 'MessageAccepted' AND data ? 'redrive_of'`, f.a
 		require.NotNil(t, orig.Redriven)
 		require.Equal(t, m.ID, f.message(orig.Redriven.RedrivenAs).RedriveOf)
 	}
+}
+
+// TestOrderRedriveIsBatched re-drives an order of 5,000 failed messages:
+// every one is re-driven once, in new orders of at most Batch copies,
+// each committed in its own transaction with its MessageRedriven events.
+// It logs how long the whole re-drive took.
+func TestOrderRedriveIsBatched(t *testing.T) {
+	t.Parallel()
+	f := newRedriveFixture(t, 1_000_000_000)
+	const n = 5000
+	o := f.order(n)
+	// Fail them all, a thousand per transaction, as the expirer would.
+	now := time.Now().UTC()
+	for part := range slices.Chunk(o.Messages, 1000) {
+		require.NoError(t, f.store.InTx(f.ctx, func(tx *eventstore.Tx) error {
+			appends := make([]eventstore.StreamAppend, len(part))
+			for i, m := range part {
+				ev := domain.MessageFailed{Attempt: 0, Failure: domain.Failure{Code: domain.CodeExpired, Stage: domain.StageExpiry, Permanent: true}, At: now}
+				appends[i] = eventstore.StreamAppend{Stream: domain.MessageStream(m.ID), Expected: eventstore.Exact(1),
+					Events: []eventstore.EventData{eventstore.MustEvent(ev, eventstore.Metadata{AccountID: f.acct.AccountID, CorrelationID: o.OrderID, Actor: "test"})}}
+			}
+			_, err := tx.Append(f.ctx, appends...)
+			return err
+		}))
+	}
+	start := time.Now()
+	res, err := f.redriver.Order(f.ctx, f.request("expired in an outage"), o.OrderID)
+	took := time.Since(start)
+	require.NoError(t, err)
+	require.Equal(t, n, res.Redrivable)
+	require.Len(t, res.Orders, n/500)
+	t.Logf("re-drove %d messages as %d orders in %s (%.0f messages/s)", n, len(res.Orders), took.Round(time.Millisecond), n/took.Seconds())
+
+	var redriven, txs, copies, copyTxs int
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*), count(DISTINCT xid) FROM events WHERE type = 'MessageRedriven'
+		AND account_id = $1`, f.acct.AccountID).Scan(&redriven, &txs))
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*), count(DISTINCT xid) FROM events WHERE type = 'MessageAccepted'
+		AND account_id = $1 AND data ? 'redrive_of'`, f.acct.AccountID).Scan(&copies, &copyTxs))
+	require.Equal(t, n, redriven)
+	require.Equal(t, n, copies)
+	require.Equal(t, n/500, txs, "one transaction per batch of 500")
+	require.Equal(t, txs, copyTxs, "each batch's copies and MessageRedriven share their transaction")
+	var mixed int
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM (SELECT xid FROM events
+		WHERE account_id = $1 AND (type = 'MessageRedriven' OR (type = 'MessageAccepted' AND data ? 'redrive_of'))
+		GROUP BY xid HAVING count(*) FILTER (WHERE type = 'MessageRedriven') <> count(*) FILTER (WHERE type = 'MessageAccepted')) x`,
+		f.acct.AccountID).Scan(&mixed))
+	require.Zero(t, mixed, "a transaction whose copies and re-drive events do not pair up")
 }
