@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -133,7 +134,32 @@ func TestRedriveAndCancelKeepTheMoneyRight(t *testing.T) {
 			"the copy's MessageRedriven on " + subject
 	})
 
-	h.checkInvariants(failing, canceled, first, second)
+	// The operator's CLI re-drives the rejected message's copy (it failed
+	// again): a dry run, then the re-drive, then a refusal of a second.
+	rejectedCopy := copyOf[failingIDs[1]]
+	code, out, errOut = afterok(t, "redrive", "message", rejectedCopy, "--reason", "from the CLI", "--dry-run", "--json")
+	require.Equal(t, 0, code, errOut)
+	require.JSONEq(t, `{"redrivable":1,"already_redriven":0,"not_redrivable":0}`, out)
+	code, out, errOut = afterok(t, "redrive", "message", rejectedCopy, "--reason", "from the CLI", "--json")
+	require.Equal(t, 0, code, errOut)
+	var cli redriveJSON
+	require.NoError(t, json.Unmarshal([]byte(out), &cli))
+	require.Equal(t, 1, cli.Redriven)
+	require.Equal(t, rejectedCopy, cli.Messages[0].RedriveOf)
+	code, _, errOut = afterok(t, "redrive", "message", rejectedCopy, "--reason", "again")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "already redriven")
+	code, _, errOut = afterok(t, "redrive", "order", failing, "--reason", "none left", "--failure-codes", "undeliverable")
+	require.Equal(t, 1, code)
+	require.Contains(t, errOut, "not redrivable")
+	code, _, _ = afterok(t, "redrive", "message", rejectedCopy)
+	require.Equal(t, 2, code, "--reason is required")
+	recs := h.history(domain.MessageStream(rejectedCopy))
+	require.Equal(t, "MessageRedriven", recs[len(recs)-1].Type)
+	require.True(t, strings.HasPrefix(recs[len(recs)-1].Metadata.Actor, "cli"), recs[len(recs)-1].Metadata.Actor)
+	h.waitOrdersCompleted(60*time.Second, cli.OrderID)
+
+	h.checkInvariants(failing, canceled, first, second, cli.OrderID)
 	code, out, _ = afterok(t, "verify")
 	require.Equal(t, 0, code, "afterok verify: %s", out)
 
@@ -151,8 +177,8 @@ func TestRedriveAndCancelKeepTheMoneyRight(t *testing.T) {
 	require.Zero(t, a.Reserved)
 	require.Equal(t, credits-reserved+released, a.Balance)
 	require.Equal(t, reserved, charged+released, "every reservation is charged or refunded")
-	// 3 + 2 + 2 + 1 messages reserved; only the one delivered is paid for.
-	require.Equal(t, 8*price, reserved)
+	// 3 + 2 + 2 + 1 + 1 messages reserved; only the one delivered is paid for.
+	require.Equal(t, 9*price, reserved)
 	require.Equal(t, 1*price, charged)
 	require.Equal(t, h.credit-price, a.Balance)
 }
