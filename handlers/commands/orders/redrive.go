@@ -153,7 +153,7 @@ func redrivable(m *domain.Message, codes []string) error {
 	return nil
 }
 
-// orderMessagesSQL pages through an order's message streams, read from
+// redriveOrderMessagesSQL pages through an order's message streams, read from
 // the store (as the cancel does): they are the MessageAccepted events of
 // the order's own transaction, a range of events_type_tail.
 const redriveOrderMessagesSQL = `-- name: redrive.order_messages
@@ -347,8 +347,9 @@ func newCandidate(m domain.Message, recs []eventstore.RecordedEvent) candidate {
 func (r *Redriver) plan(req RedriveRequest, order domain.Order, part []candidate) (*accept.Plan, error) {
 	planner := accept.NewPlanner(r.policy, &req.Account)
 	planner.Grow(len(part))
-	for i, c := range part {
-		if err := planner.Add(i, accept.Input{To: c.msg.To, Body: c.msg.Body, From: c.msg.From}); err != nil {
+	for _, c := range part {
+		// A problem is reported at the original's index in its order.
+		if err := planner.Add(c.msg.Index, accept.Input{To: c.msg.To, Body: c.msg.Body, From: c.msg.From}); err != nil {
 			return nil, err
 		}
 	}
