@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
+	"github.com/afterok/afterok/domain/pricing"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/orders"
@@ -429,8 +430,31 @@ func redriveCases(t *testing.T, main *readEnv, policy accept.Policy, srv *httpte
 	tightOrder, tightIDs := failed(tight.APIKey, 1)
 	redriveOrder, _ := failed(c.APIKey, 2)
 	_, oneIDs := failed(c.APIKey, 1)
+	unpricedOrder, unpricedIDs := failed(c.APIKey, 1)
 	unknown := "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+	// The same store served under a price table that no longer prices
+	// Germany: a copy that cannot be priced is 422, as POST /v1/orders
+	// would answer, and nothing is written.
+	frOnly, err := pricing.Parse([]byte(`{"currency": "EUR", "regions": {"FR": 65000}}`))
+	require.NoError(t, err)
+	repriced := policy
+	repriced.Prices = frOnly
+	acceptor := orders.New(main.store, time.Now, orders.Config{})
+	t.Cleanup(acceptor.Close)
+	reprice, err := api.New(api.Deps{Store: main.store, Accounts: main.accounts, Acceptor: acceptor, Policy: repriced,
+		Registry: prometheus.NewRegistry(), Logger: quiet}, api.Config{RateLimit: 10_000, RateBurst: 10_000})
+	require.NoError(t, err)
+	repricedSrv := httptest.NewServer(reprice)
+	t.Cleanup(repricedSrv.Close)
 	var cases []docCase
+	for _, path := range []string{"/v1/messages/" + unpricedIDs[0] + "/redrive", "/v1/orders/" + unpricedOrder + "/redrive"} {
+		op := "post /v1/messages/{id}/redrive"
+		if strings.HasPrefix(path, "/v1/orders/") {
+			op = "post /v1/orders/{id}/redrive"
+		}
+		cases = append(cases, docCase{op: op, status: 422, srv: repricedSrv, path: path, key: c.APIKey,
+			body: `{"reason":"prices changed since"}`})
+	}
 	for _, tc := range []struct{ op, path, missing, tight string }{
 		{"post /v1/messages/{id}/redrive", "/v1/messages/" + oneIDs[0] + "/redrive", "/v1/messages/" + unknown + "/redrive",
 			"/v1/messages/" + tightIDs[0] + "/redrive"},
