@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +41,16 @@ func TestRedrive(t *testing.T) {
 		requireProblem(t, e.do("POST", path, c.APIKey, `{"reason":"x","failure_codes":["Not A Code"]}`), 400, "invalid_request")
 		requireProblem(t, e.do("POST", path, c.APIKey, `{"reason":"x","dry_run":"yes"}`), 400, "invalid_request")
 	}
-	requireProblem(t, e.do("POST", "/v1/messages/01ARZ3NDEKTSV4RRFFQ69G5FAV/redrive", c.APIKey, reason), 404, "not_found")
+	// Another account's message or order gets the very answer a missing one gets.
+	missing := "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+	for _, p := range []struct{ foreign, absent, id string }{
+		{"/v1/messages/" + ids[0] + "/redrive", "/v1/messages/" + missing + "/redrive", ids[0]},
+		{"/v1/orders/" + orderID + "/redrive", "/v1/orders/" + missing + "/redrive", orderID},
+	} {
+		foreign, absent := e.do("POST", p.foreign, other.APIKey, reason), e.do("POST", p.absent, other.APIKey, reason)
+		requireProblem(t, absent, 404, "not_found")
+		require.Equal(t, absent.body["detail"], strings.ReplaceAll(foreign.body["detail"].(string), p.id, missing))
+	}
 	requireProblem(t, e.do("POST", "/v1/messages/"+ids[2]+"/redrive", c.APIKey, reason), 409, "not_redrivable")
 	requireProblem(t, e.do("POST", "/v1/messages/"+ids[3]+"/redrive", c.APIKey, reason), 409, "not_redrivable")
 	recs, err := e.store.ReadStream(context.Background(), domain.MessageStream(ids[0]), 1)
