@@ -392,5 +392,28 @@ func TestConsoleRedrivesAFailedMessage(t *testing.T) {
 	b.click(`main a[href="/console/messages/` + copyID + `"]`)
 	b.waitText("main", "Re-drive of")
 	b.waitText("#timeline", "a re-drive of "+ids[0])
+
+	// An order's failed messages, from the order's page.
+	bulk, bulkIDs := h.order(0, sim.ExampleUndeliverable, sim.ExampleRejected, sim.ExampleDelivered)
+	h.waitOrdersCompleted(60*time.Second, bulk)
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		o := h.getJSON("/v1/orders/" + bulk)
+		return o["state"] == "completed", "order is " + o["state"].(string)
+	})
+	b.open("/console/orders/" + bulk)
+	b.do(chromedp.SendKeys(chromedp.CSS("#redrive-reason"), "both numbers fixed"),
+		chromedp.Click(chromedp.CSS("#redrive button[type=submit]")))
+	b.waitText("#redrive-result", "Re-driven 2 messages as")
+	b.shoot("order-redriven", 1280, 900)
+	for _, id := range bulkIDs[:2] {
+		storetest.Poll(t, 30*time.Second, func() (bool, string) { // the read model trails the store
+			return h.getJSON("/v1/messages/" + id)["redriven_as"] != nil, "message " + id + " shows no redriven_as"
+		})
+	}
+	require.Nil(t, h.getJSON("/v1/messages/" + bulkIDs[2])["redriven_as"], "the delivered one is not re-driven")
+	b.click(`#redrive-result a[href^="/console/orders/"]`)
+	b.waitText(".headline", "Order")
+	require.Contains(t, evalIn[string](b, `location.pathname`), "/console/orders/")
+	require.NotContains(t, evalIn[string](b, `location.pathname`), bulk, "the link opens the new order")
 	b.checkClean(h.key.APIKey)
 }
