@@ -56,10 +56,10 @@ func decodeRedrive(w http.ResponseWriter, r *http.Request) (redriveRequest, erro
 			return req, fail(errInvalidRequest, "unknown field %s (a re-drive takes reason, failure_codes and dry_run)", se.JSONPointer)
 		}
 		if errors.As(err, &se) && se.JSONPointer != "" {
-			field := strings.TrimPrefix(string(se.JSONPointer), "/")
-			return req, fail(errInvalidRequest, "%s: %s", field, map[string]string{
-				"reason": "must be a string", "dry_run": "must be true or false",
-			}[field]+failureCodesHint(field))
+			field, _, _ := strings.Cut(strings.TrimPrefix(string(se.JSONPointer), "/"), "/")
+			want := map[string]string{"reason": "a string", "dry_run": "true or false",
+				"failure_codes": "an array of failure codes (strings)"}[field]
+			return req, fail(errInvalidRequest, "%s must be %s", field, want)
 		}
 		return req, fail(errInvalidRequest, "the body must be a JSON object {\"reason\": string, \"failure_codes\"?: [string], \"dry_run\"?: bool}: %v", err)
 	}
@@ -76,13 +76,6 @@ func decodeRedrive(w http.ResponseWriter, r *http.Request) (redriveRequest, erro
 		}
 	}
 	return req, nil
-}
-
-func failureCodesHint(field string) string {
-	if strings.HasPrefix(field, "failure_codes") {
-		return "failure_codes must be an array of failure codes (strings)"
-	}
-	return ""
 }
 
 func failureCodeShape(c string) bool {

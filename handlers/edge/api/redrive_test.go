@@ -39,7 +39,15 @@ func TestRedrive(t *testing.T) {
 		requireProblem(t, e.do("POST", path, c.APIKey, `{"reason":"x","extra":1}`), 400, "invalid_request")
 		requireProblem(t, e.do("POST", path, c.APIKey, `{"reason":"  "}`), 400, "invalid_request")
 		requireProblem(t, e.do("POST", path, c.APIKey, `{"reason":"x","failure_codes":["Not A Code"]}`), 400, "invalid_request")
-		requireProblem(t, e.do("POST", path, c.APIKey, `{"reason":"x","dry_run":"yes"}`), 400, "invalid_request")
+		r := e.do("POST", path, c.APIKey, `{"reason":"x","dry_run":"yes"}`)
+		requireProblem(t, r, 400, "invalid_request")
+		require.Equal(t, "dry_run must be true or false", r.body["detail"])
+		r = e.do("POST", path, c.APIKey, `{"reason":"x","failure_codes":[1]}`)
+		requireProblem(t, r, 400, "invalid_request")
+		require.Equal(t, "failure_codes must be an array of failure codes (strings)", r.body["detail"])
+		r = e.do("POST", path, c.APIKey, `{"reason":7}`)
+		requireProblem(t, r, 400, "invalid_request")
+		require.Equal(t, "reason must be a string", r.body["detail"])
 	}
 	// Another account's message or order gets the very answer a missing one gets.
 	missing := "01ARZ3NDEKTSV4RRFFQ69G5FAV"
