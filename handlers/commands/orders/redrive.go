@@ -377,6 +377,9 @@ func (r *Redriver) checkAffordable(ctx context.Context, req RedriveRequest, tota
 func (r *Redriver) accept(ctx context.Context, req RedriveRequest, part []candidate, plan *accept.Plan) (*Accepted, error) {
 	src := &redriveOf{actor: req.Principal.KeyID, reason: req.Reason, sources: make([]redriveSource, len(part))}
 	for i, c := range part {
+		// The original's correlation (its own order) stays: consumers
+		// partition an order's events by it (eventstore.ByOrder), and every
+		// event of one stream must land in one partition.
 		md := eventstore.FollowUp(c.last, req.Principal.KeyID)
 		md.AccountID = req.Principal.AccountID
 		if req.RequestID != "" {
