@@ -182,8 +182,8 @@ func (s *Server) coreRoutes() []Route {
 		// Operator actions (redrive.go).
 		{Method: "POST", Pattern: "/v1/orders/{id}/redrive", Scope: accounts.ScopeMessagesWrite, Handle: s.redriveOrder},
 		{Method: "POST", Pattern: "/v1/messages/{id}/redrive", Scope: accounts.ScopeMessagesWrite, Handle: s.redriveMessage},
-		{Method: "GET", Pattern: "/v1/orders", Scope: accounts.ScopeMessagesRead, Handle: s.listOrders},
 		// The read side (reads.go, events_stream.go).
+		{Method: "GET", Pattern: "/v1/orders", Scope: accounts.ScopeMessagesRead, Handle: s.listOrders},
 		{Method: "GET", Pattern: "/v1/orders/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getOrder},
 		{Method: "GET", Pattern: "/v1/orders/{id}/messages", Scope: accounts.ScopeMessagesRead, Handle: s.listOrderMessages},
 		{Method: "GET", Pattern: "/v1/messages", Scope: accounts.ScopeMessagesRead, Handle: s.searchMessages},
