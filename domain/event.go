@@ -36,6 +36,7 @@ var decoders = map[string]func(version int, data []byte) (Event, error){
 	MessageFailed{}.EventType():    decodeV1[MessageFailed],
 	MessageRetried{}.EventType():   decodeV1[MessageRetried],
 	MessageCanceled{}.EventType():  decodeV1[MessageCanceled],
+	MessageRedriven{}.EventType():  decodeV1[MessageRedriven],
 	AccountOpened{}.EventType():    decodeV1[AccountOpened],
 	AccountCredited{}.EventType():  decodeV1[AccountCredited],
 	BalanceReserved{}.EventType():  decodeV1[BalanceReserved],

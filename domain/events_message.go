@@ -23,7 +23,10 @@ type MessageAccepted struct {
 	// SendAt is the time the client asked for (zero: at once). The message
 	// waits as scheduled until then; its validity counts from it.
 	SendAt time.Time `json:"send_at,omitzero"`
-	At     time.Time `json:"at"`
+	// RedriveOf is the failed message this one sends again (empty for a
+	// message of a client's own order): see MessageRedriven.
+	RedriveOf string    `json:"redrive_of,omitempty"`
+	At        time.Time `json:"at"`
 }
 
 // Scheduled reports whether the message is to wait for its SendAt: one
@@ -95,6 +98,21 @@ type MessageCanceled struct {
 	At      time.Time `json:"at"`
 }
 
+// MessageRedriven records, on a failed message's own stream, that it was
+// sent again as the new message RedrivenAs of the new order OrderID
+// (whose MessageAccepted names this one in RedriveOf). The original stays
+// failed, its refund untouched; the copy is priced and reserved anew.
+// It is appended in the transaction that accepts the new order, at the
+// version the re-drive read, so a message is re-driven at most once.
+// Actor is the API key id that asked, Reason what it gave.
+type MessageRedriven struct {
+	RedrivenAs string    `json:"redriven_as"`
+	OrderID    string    `json:"order_id"`
+	Actor      string    `json:"actor"`
+	Reason     string    `json:"reason"`
+	At         time.Time `json:"at"`
+}
+
 // EventType implementations: the stable stored names.
 func (MessageAccepted) EventType() string  { return "MessageAccepted" }
 func (MessageQueued) EventType() string    { return "MessageQueued" }
@@ -104,6 +122,7 @@ func (MessageDelivered) EventType() string { return "MessageDelivered" }
 func (MessageFailed) EventType() string    { return "MessageFailed" }
 func (MessageRetried) EventType() string   { return "MessageRetried" }
 func (MessageCanceled) EventType() string  { return "MessageCanceled" }
+func (MessageRedriven) EventType() string  { return "MessageRedriven" }
 
 // SchemaVersion implementations: every message event is at version 1.
 func (MessageAccepted) SchemaVersion() int  { return 1 }
@@ -114,3 +133,4 @@ func (MessageDelivered) SchemaVersion() int { return 1 }
 func (MessageFailed) SchemaVersion() int    { return 1 }
 func (MessageRetried) SchemaVersion() int   { return 1 }
 func (MessageCanceled) SchemaVersion() int  { return 1 }
+func (MessageRedriven) SchemaVersion() int  { return 1 }

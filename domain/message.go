@@ -54,6 +54,9 @@ var (
 	ErrIllegalTransition = errors.New("illegal transition")
 	ErrFinalState        = errors.New("message is final")
 	ErrStaleAttempt      = errors.New("stale attempt")
+	// ErrAlreadyRedriven refines ErrIllegalTransition: the failed message
+	// was re-driven before, and is re-driven at most once.
+	ErrAlreadyRedriven = errors.New("message already re-driven")
 )
 
 // TransitionError says which step was refused and why.
@@ -130,6 +133,11 @@ type Message struct {
 	Failure           *Failure
 	// Cancel is set once the message was canceled: who and why.
 	Cancellation *MessageCanceled
+	// RedriveOf is the failed message this one sends again ("" for none);
+	// Redriven is set once this (failed) message was re-driven: as what,
+	// by whom and why.
+	RedriveOf string
+	Redriven  *MessageRedriven
 	// Excluded lists providers that failed this message; routing skips them
 	// for the rest of its attempts.
 	Excluded []string
@@ -247,6 +255,48 @@ func (m *Message) Cancel(actor, reason string, at time.Time) (MessageCanceled, e
 	return e, m.check(e.EventType(), e.Attempt)
 }
 
+// Redrivable reports whether Redrive would be allowed: the message failed
+// and was not re-driven yet.
+func (m Message) Redrivable() bool { return m.checkRedrive() == nil }
+
+// checkRedrive is the one rule for MessageRedriven. It is the only event
+// that may follow a final state, and only Failed: the message stays
+// failed (its refund is the tracker's, already made or under way), the
+// event only records where its copy went. Once, so that two re-drives
+// can never both send a copy.
+func (m *Message) checkRedrive() error {
+	ev := MessageRedriven{}.EventType()
+	switch {
+	case m.State == StateFailed && m.Redriven != nil:
+		return &TransitionError{MessageID: m.ID, From: m.State, Event: ev, kind: ErrAlreadyRedriven,
+			Detail: "re-driven already as " + m.Redriven.RedrivenAs}
+	case m.State == StateFailed:
+		return nil
+	case m.State.Final():
+		return &TransitionError{MessageID: m.ID, From: m.State, Event: ev, kind: ErrFinalState, Detail: "only a failed message can be re-driven"}
+	}
+	return &TransitionError{MessageID: m.ID, From: m.State, Event: ev, Detail: "only a failed message can be re-driven"}
+}
+
+// Redrive records that the failed message is sent again as the message
+// redrivenAs of the new order orderID, on behalf of actor (an API key id)
+// for reason (required). It is refused with ErrIllegalTransition unless
+// the message failed, and with ErrAlreadyRedriven (which refines it) the
+// second time.
+func (m *Message) Redrive(redrivenAs, orderID, actor, reason string, at time.Time) (MessageRedriven, error) {
+	e := MessageRedriven{RedrivenAs: redrivenAs, OrderID: orderID, Actor: actor, Reason: reason, At: at}
+	if err := m.checkRedrive(); err != nil {
+		return e, err
+	}
+	if err := CheckReason(reason, true); err != nil {
+		return e, err
+	}
+	if redrivenAs == "" || orderID == "" {
+		return e, &TransitionError{MessageID: m.ID, From: m.State, Event: e.EventType(), Detail: "re-drive without the new message and order"}
+	}
+	return e, nil
+}
+
 // Retry records a transient failure of attempt and when the next may start.
 func (m *Message) Retry(attempt int, f Failure, notBefore time.Time, receipt json.RawMessage, at time.Time) (MessageRetried, error) {
 	e := MessageRetried{Attempt: attempt, NextAttempt: attempt + 1, NotBefore: notBefore, Failure: f, Receipt: receipt, At: at}
@@ -263,6 +313,7 @@ func (m *Message) Apply(ev Event) error {
 		m.ID, m.OrderID, m.AccountID, m.Index = e.MessageID, e.OrderID, e.AccountID, e.Index
 		m.To, m.Country, m.From, m.Body = e.To, e.Country, e.From, e.Body
 		m.Encoding, m.Segments, m.Price, m.ExpiresAt, m.SendAt = e.Encoding, e.Segments, e.Price, e.ExpiresAt, e.SendAt
+		m.RedriveOf = e.RedriveOf
 		m.State, m.AcceptedAt = StateAccepted, e.At
 		if e.Scheduled() {
 			m.State = StateScheduled
@@ -305,6 +356,12 @@ func (m *Message) Apply(ev Event) error {
 		}
 		c := e
 		m.State, m.Cancellation, m.CanceledAt = StateCanceled, &c, e.At
+	case MessageRedriven:
+		if err := m.checkRedrive(); err != nil {
+			return err
+		}
+		r := e
+		m.Redriven = &r
 	case MessageRetried:
 		if err := m.check(e.EventType(), e.Attempt); err != nil {
 			return err

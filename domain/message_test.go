@@ -59,6 +59,7 @@ func nextEvents(s MessageState) map[string]Event {
 		"MessageFailed":    MessageFailed{Attempt: att, Failure: Failure{Code: CodeExpired}},
 		"MessageRetried":   MessageRetried{Attempt: att, NextAttempt: att + 1},
 		"MessageCanceled":  MessageCanceled{Attempt: att, Actor: "key-1", Reason: "test"},
+		"MessageRedriven":  MessageRedriven{RedrivenAs: "m2", OrderID: "o2", Actor: "key-1", Reason: "test"},
 	}
 }
 
@@ -74,7 +75,7 @@ func TestMessageLifecycleEveryTransition(t *testing.T) {
 		StateSubmitted: {"MessageDelivered": true, "MessageFailed": true, "MessageRetried": true},
 		StateRetried:   {"MessageQueued": true, "MessageFailed": true, "MessageCanceled": true},
 		StateDelivered: {},
-		StateFailed:    {},
+		StateFailed:    {"MessageRedriven": true},
 		StateCanceled:  {},
 	}
 	for state, hist := range histories {

@@ -40,6 +40,10 @@ type Message struct {
 	// CanceledAt when the message was canceled.
 	SendAt, CanceledAt time.Time
 
+	// RedriveOf is the failed message this one sends again; RedrivenAs
+	// the copy this failed message was sent again as ("" for none).
+	RedriveOf, RedrivenAs string
+
 	// Version is the number of the stream's events folded.
 	Version int
 
@@ -67,11 +71,14 @@ func messageOf(m *domain.Message) Message {
 		State: m.State.PublicState(), Attempt: m.DisplayAttempt(), ProviderMessageID: m.ProviderMessageID,
 		AcceptedAt: m.AcceptedAt, QueuedAt: m.QueuedAt, RoutedAt: m.RoutedAt, SubmittedAt: m.SubmittedAt,
 		DeliveredAt: m.DeliveredAt, FailedAt: m.FailedAt, RetriedAt: m.RetriedAt, ExpiresAt: m.ExpiresAt,
-		SendAt: m.SendAt, CanceledAt: m.CanceledAt, Version: m.Version, lifecycle: m.State, currentAttempt: m.Attempt, nextAttempt: m.NextAttempt, notBefore: m.NotBefore,
+		SendAt: m.SendAt, CanceledAt: m.CanceledAt, Version: m.Version, RedriveOf: m.RedriveOf, lifecycle: m.State, currentAttempt: m.Attempt, nextAttempt: m.NextAttempt, notBefore: m.NotBefore,
 	}
 	for _, t := range []*time.Time{&r.AcceptedAt, &r.QueuedAt, &r.RoutedAt, &r.SubmittedAt, &r.DeliveredAt,
 		&r.FailedAt, &r.RetriedAt, &r.ExpiresAt, &r.notBefore, &r.SendAt, &r.CanceledAt} {
 		*t = stored(*t)
+	}
+	if m.Redriven != nil {
+		r.RedrivenAs = m.Redriven.RedrivenAs
 	}
 	if m.Routing != nil {
 		r.Route = &Route{RouteID: m.Routing.RouteID, Provider: m.Routing.Provider, Reason: m.Routing.Reason}
@@ -95,7 +102,10 @@ func (r *Message) aggregate() domain.Message {
 		Version: r.Version, ProviderMessageID: r.ProviderMessageID,
 		AcceptedAt: r.AcceptedAt, QueuedAt: r.QueuedAt, RoutedAt: r.RoutedAt, SubmittedAt: r.SubmittedAt,
 		DeliveredAt: r.DeliveredAt, FailedAt: r.FailedAt, RetriedAt: r.RetriedAt,
-		SendAt: r.SendAt, CanceledAt: r.CanceledAt,
+		SendAt: r.SendAt, CanceledAt: r.CanceledAt, RedriveOf: r.RedriveOf,
+	}
+	if r.RedrivenAs != "" {
+		m.Redriven = &domain.MessageRedriven{RedrivenAs: r.RedrivenAs}
 	}
 	if r.Route != nil {
 		m.Routing = &domain.RouteDecision{RouteID: r.Route.RouteID, Provider: r.Route.Provider, Reason: r.Route.Reason}
@@ -114,19 +124,19 @@ const messageColumns = `message_id, account_id, order_id, idx, to_number, countr
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure,
     accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body,
-    send_at, canceled_at`
+    send_at, canceled_at, redrive_of, redriven_as`
 
 func scanMessage(row pgx.CollectableRow) (Message, error) {
 	var m Message
 	var lifecycle string
 	var notBefore, queued, routed, submitted, delivered, failed, retried, sendAt, canceled *time.Time
-	var routeID, provider, reason, pmid *string
+	var routeID, provider, reason, pmid, redriveOf, redrivenAs *string
 	var failure []byte
 	err := row.Scan(&m.ID, &m.AccountID, &m.OrderID, &m.Index, &m.To, &m.Country, &m.From, &m.Encoding, &m.Segments,
 		&m.Price.AmountMicros, &m.Price.Currency, &m.State, &m.Attempt, &lifecycle, &m.currentAttempt, &m.nextAttempt, &notBefore,
 		&routeID, &provider, &reason, &pmid, &failure,
 		&m.AcceptedAt, &queued, &routed, &submitted, &delivered, &failed, &retried, &m.ExpiresAt, &m.Version, &m.Body,
-		&sendAt, &canceled)
+		&sendAt, &canceled, &redriveOf, &redrivenAs)
 	if err != nil {
 		return m, err
 	}
@@ -138,6 +148,7 @@ func scanMessage(row pgx.CollectableRow) (Message, error) {
 		m.Route = &Route{RouteID: derefS(routeID), Provider: derefS(provider), Reason: derefS(reason)}
 	}
 	m.ProviderMessageID = derefS(pmid)
+	m.RedriveOf, m.RedrivenAs = derefS(redriveOf), derefS(redrivenAs)
 	if failure != nil {
 		m.Failure = &domain.Failure{}
 		if err := json.Unmarshal(failure, m.Failure); err != nil {

@@ -28,7 +28,7 @@ func messagesProjection() Projection {
 		Tables: []string{"read_messages", "read_orders", "read_provider_stats", "read_provider_failures"},
 		Types: domain.TypesOf(domain.MessageAccepted{}, domain.MessageQueued{}, domain.MessageRouted{},
 			domain.MessageSubmitted{}, domain.MessageDelivered{}, domain.MessageFailed{}, domain.MessageRetried{}, domain.MessageCanceled{},
-			domain.OrderAccepted{}, domain.OrderCompleted{}, domain.BalanceCharged{}, domain.BalanceReleased{}),
+			domain.MessageRedriven{}, domain.OrderAccepted{}, domain.OrderCompleted{}, domain.BalanceCharged{}, domain.BalanceReleased{}),
 		// An order's row folds its order's and its messages' events, in
 		// tail order: they share a partition.
 		PartitionKey: eventstore.ByOrder,
@@ -45,17 +45,18 @@ SELECT message_id, account_id, order_id, idx, to_number, country, sender, encodi
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure::jsonb,
     accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body,
-    send_at, canceled_at
+    send_at, canceled_at, redrive_of, redriven_as
 FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[], $9::int[],
     $10::bigint[], $11::text[], $12::text[], $13::int[], $14::text[], $15::int[], $16::int[], $17::timestamptz[],
     $18::text[], $19::text[], $20::text[], $21::text[], $22::text[],
     $23::timestamptz[], $24::timestamptz[], $25::timestamptz[], $26::timestamptz[], $27::timestamptz[],
-    $28::timestamptz[], $29::timestamptz[], $30::timestamptz[], $31::int[], $32::text[], $33::timestamptz[], $34::timestamptz[])
+    $28::timestamptz[], $29::timestamptz[], $30::timestamptz[], $31::int[], $32::text[], $33::timestamptz[], $34::timestamptz[],
+    $35::text[], $36::text[])
   AS u(message_id, account_id, order_id, idx, to_number, country, sender, encoding, segments,
     price_micros, currency, state, attempt, lifecycle_state, current_attempt, next_attempt, not_before,
     route_id, provider, route_reason, provider_message_id, failure,
     accepted_at, queued_at, routed_at, submitted_at, delivered_at, failed_at, retried_at, expires_at, version, body,
-    send_at, canceled_at)
+    send_at, canceled_at, redrive_of, redriven_as)
 ON CONFLICT (message_id) DO UPDATE SET
     state = excluded.state, attempt = excluded.attempt, lifecycle_state = excluded.lifecycle_state,
     current_attempt = excluded.current_attempt, next_attempt = excluded.next_attempt, not_before = excluded.not_before,
@@ -63,7 +64,7 @@ ON CONFLICT (message_id) DO UPDATE SET
     provider_message_id = excluded.provider_message_id, failure = excluded.failure,
     queued_at = excluded.queued_at, routed_at = excluded.routed_at, submitted_at = excluded.submitted_at,
     delivered_at = excluded.delivered_at, failed_at = excluded.failed_at, retried_at = excluded.retried_at,
-    canceled_at = excluded.canceled_at, version = excluded.version
+    canceled_at = excluded.canceled_at, redriven_as = excluded.redriven_as, version = excluded.version
 WHERE read_messages.version < excluded.version`
 
 	upsertOrdersSQL = `INSERT INTO read_orders (` + orderColumns + `)
@@ -397,6 +398,7 @@ func messageArrays(ms []Message) []any {
 		accepted, expires                                                        = mk[time.Time](n), mk[time.Time](n)
 		body                                                                     = mk[string](n)
 		sendAt, canceled                                                         = mk[*time.Time](n), mk[*time.Time](n)
+		redriveOf, redrivenAs                                                    = mk[*string](n), mk[*string](n)
 	)
 	for i := range ms {
 		m := &ms[i]
@@ -416,10 +418,12 @@ func messageArrays(ms []Message) []any {
 		delivered[i], failed[i], retried[i], expires[i] = timeOrNil(m.DeliveredAt), timeOrNil(m.FailedAt), timeOrNil(m.RetriedAt), m.ExpiresAt
 		version[i], body[i] = int32(m.Version), m.Body
 		sendAt[i], canceled[i] = timeOrNil(m.SendAt), timeOrNil(m.CanceledAt)
+		redriveOf[i], redrivenAs[i] = stringOrNil(m.RedriveOf), stringOrNil(m.RedrivenAs)
 	}
 	return []any{id, account, order, idx, to, country, sender, enc, segments, price, currency, state, attempt, lifecycle,
 		cur, next, notBefore, routeID, provider, reason, pmid, failure,
-		accepted, queued, routed, submitted, delivered, failed, retried, expires, version, body, sendAt, canceled}
+		accepted, queued, routed, submitted, delivered, failed, retried, expires, version, body, sendAt, canceled,
+		redriveOf, redrivenAs}
 }
 
 func orderArrays(os []*Order) []any {

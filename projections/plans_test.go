@@ -152,7 +152,7 @@ SELECT 'M' || lpad(to_hex(g), 25, '0'),
     s, 1, s, 1, 0, NULL, 'de', 'sim-a', 'priority', 'p-' || g,
     CASE WHEN s = 'failed' THEN '{"code":"undeliverable","stage":"delivery","reason":"","permanent":true}'::jsonb END,
     at, at, at, at, CASE WHEN s = 'delivered' THEN at END, CASE WHEN s = 'failed' THEN at END, NULL,
-    at + interval '1 day', 5, 'Hello', NULL, NULL
+    at + interval '1 day', 5, 'Hello', NULL, NULL, NULL, NULL
 FROM generate_series($1::int, $2::int) AS g,
     LATERAL (SELECT g / 1000 AS o) AS ord,
     LATERAL (SELECT timestamptz '2026-01-01 00:00:00+00' + (g / 1000) * interval '4 minutes' AS at,

@@ -179,7 +179,7 @@ func Summarize(ev domain.Event) string {
 			"canceled", e.Counts.Canceled, "charged", e.Charged, "refunded", e.Refunded}
 	case domain.MessageAccepted:
 		kv = []any{"to", e.To, "segments", e.Segments, "encoding", e.Encoding, "price", e.Price, "expires", e.ExpiresAt.UTC().Format(time.RFC3339),
-			"send_at", timeOrEmpty(e.SendAt)}
+			"send_at", timeOrEmpty(e.SendAt), "redrive_of", e.RedriveOf}
 	case domain.MessageQueued:
 		kv = []any{"attempt", e.Attempt, "job", e.JobID}
 	case domain.MessageRouted:
@@ -196,6 +196,8 @@ func Summarize(ev domain.Event) string {
 			"code", e.Failure.Code, "stage", e.Failure.Stage, "provider", e.Failure.Provider}
 	case domain.MessageCanceled:
 		kv = []any{"attempt", e.Attempt, "by", e.Actor, "reason", e.Reason}
+	case domain.MessageRedriven:
+		kv = []any{"as", e.RedrivenAs, "order", e.OrderID, "by", e.Actor, "reason", e.Reason}
 	case domain.AccountOpened:
 		kv = []any{"name", e.Name, "currency", e.Currency}
 	case domain.AccountCredited:

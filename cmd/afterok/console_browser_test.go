@@ -360,3 +360,60 @@ func TestDevBannerShowsTheConsole(t *testing.T) {
 	s.banner(demoCredentials{APIKey: "aok_demo", AccountID: "01ARZ3NDEKTSV4RRFFQ69G5FAV"})
 	require.Regexp(t, `demo key +aok_demo .*\n +console +http://127\.0\.0\.1:8080/console/ `, out.String())
 }
+
+// TestConsoleRedrivesAFailedMessage: a message that failed at the
+// provider is re-driven from its page with a reason; the page then shows
+// where its copy went, the re-drive and the reason in its timeline, and
+// the copy's page links back.
+func TestConsoleRedrivesAFailedMessage(t *testing.T) {
+	h := newHarness(t)
+	h.start(dispatch.Hooks{})
+	orderID, ids := h.order(0, sim.ExampleUndeliverable)
+	h.waitOrdersCompleted(60*time.Second, orderID)
+	storetest.Poll(t, 30*time.Second, func() (bool, string) { // the read model trails the store
+		m := h.getJSON("/v1/messages/" + ids[0])
+		return m["state"] == "failed", "message is " + m["state"].(string)
+	})
+
+	b := newBrowser(t, "http://"+h.cfg.Addr)
+	b.open("/console/messages/" + ids[0])
+	b.signIn(h.key.APIKey)
+	b.waitText(".headline", "failed")
+	b.do(chromedp.SendKeys(chromedp.CSS("#action-reason"), "carrier outage is over"),
+		chromedp.Click(chromedp.CSS(".actions button[type=submit]")))
+	b.waitText("main", "Re-driven as")
+	b.waitText("#timeline", "carrier outage is over")
+	require.Contains(t, b.text(".headline"), "failed", "the original stays failed")
+	copyID := h.getJSON("/v1/messages/" + ids[0])["redriven_as"].(string)
+	require.NotEmpty(t, copyID)
+	require.Contains(t, b.text("#timeline"), "Sent again as "+copyID)
+	require.Zero(t, evalIn[int](b, `document.querySelectorAll(".actions button[type=submit]").length`), "no second re-drive is offered")
+	b.shoot("message-redriven", 1280, 900)
+	b.click(`main a[href="/console/messages/` + copyID + `"]`)
+	b.waitText("main", "Re-drive of")
+	b.waitText("#timeline", "a re-drive of "+ids[0])
+
+	// An order's failed messages, from the order's page.
+	bulk, bulkIDs := h.order(0, sim.ExampleUndeliverable, sim.ExampleRejected, sim.ExampleDelivered)
+	h.waitOrdersCompleted(60*time.Second, bulk)
+	storetest.Poll(t, 30*time.Second, func() (bool, string) {
+		o := h.getJSON("/v1/orders/" + bulk)
+		return o["state"] == "completed", "order is " + o["state"].(string)
+	})
+	b.open("/console/orders/" + bulk)
+	b.do(chromedp.SendKeys(chromedp.CSS("#redrive-reason"), "both numbers fixed"),
+		chromedp.Click(chromedp.CSS("#redrive button[type=submit]")))
+	b.waitText("#redrive-result", "Re-driven 2 messages as")
+	b.shoot("order-redriven", 1280, 900)
+	for _, id := range bulkIDs[:2] {
+		storetest.Poll(t, 30*time.Second, func() (bool, string) { // the read model trails the store
+			return h.getJSON("/v1/messages/" + id)["redriven_as"] != nil, "message " + id + " shows no redriven_as"
+		})
+	}
+	require.Nil(t, h.getJSON("/v1/messages/" + bulkIDs[2])["redriven_as"], "the delivered one is not re-driven")
+	b.click(`#redrive-result a[href^="/console/orders/"]`)
+	b.waitText(".headline", "Order")
+	require.Contains(t, evalIn[string](b, `location.pathname`), "/console/orders/")
+	require.NotContains(t, evalIn[string](b, `location.pathname`), bulk, "the link opens the new order")
+	b.checkClean(h.key.APIKey)
+}

@@ -16,6 +16,7 @@ var commands = map[string]func(ctx context.Context, env *environment, args []str
 	"accounts":     runAccounts,
 	"keys":         runKeys,
 	"replay":       runReplay,
+	"redrive":      runRedrive,
 	"projections":  runProjections,
 	"dev":          runDev,
 	"serve":        runServe,
@@ -98,6 +99,14 @@ var helps = map[string]help{
 		about: "Runs the provider simulator (sim-a and sim-b) alone on AFTEROK_SIM_ADDR; it posts signed delivery\n" +
 			"receipts to {callback}/v1/receipts/{provider}. It needs no database.",
 		example: "AFTEROK_SIM_ADDR=127.0.0.1:8090 afterok provider-sim --callback http://127.0.0.1:8080"},
+	"redrive": {summary: "redrive message|order: send failed messages again as a new order",
+		usage: "redrive message <message_id> --reason R [--dry-run] [--json]\n" +
+			"       afterok redrive order <order_id> --reason R [--failure-codes a,b] [--dry-run] [--json]",
+		about: "What POST /v1/messages/{id}/redrive and POST /v1/orders/{id}/redrive do, for the message's own account:\n" +
+			"each failed message not yet re-driven is sent again as a new message of a new order (up to 500 a\n" +
+			"new order), priced and reserved anew; the original stays failed and records MessageRedriven with\n" +
+			"cli:<OS user> as its actor. A message is re-driven at most once. --dry-run only counts.",
+		example: "afterok redrive order 01J9ZQ3K5V8X2T5N4R7M1C0B9D --reason 'carrier outage over' --failure-codes undeliverable"},
 	"version": {summary: "print the version, the commit it was built from and the Go version",
 		usage:   "version [--json]",
 		about:   "Prints afterok's module version and the version control information the binary was built with.",

@@ -85,6 +85,9 @@ type Request struct {
 	// Render produces the response body stored with the idempotency key;
 	// it is only called for requests with a key.
 	Render func(*Accepted) ([]byte, error)
+	// redrive is set for a re-drive's order (redrive.go): the failed
+	// messages its messages send again, one per planned message.
+	redrive *redriveOf
 }
 
 // Accepted describes an accepted order.
@@ -104,6 +107,8 @@ type AcceptedMessage struct {
 	To       string
 	Segments int
 	Price    domain.Money
+	// RedriveOf is the failed message a re-drive's copy sends again.
+	RedriveOf string
 }
 
 // Result is Accept's answer: a fresh acceptance, or a replay of the
@@ -222,12 +227,22 @@ func (a *Acceptor) build(req Request) *pending {
 			IdempotencyKey: req.IdempotencyKey, At: now}, md))}})
 	for i, m := range plan.Messages {
 		id := ulid.Make().String()
-		acc.Messages[i] = AcceptedMessage{ID: id, To: m.To, Segments: m.Segments, Price: m.Price}
+		var redriveOf string
+		if req.redrive != nil {
+			redriveOf = req.redrive.sources[i].messageID
+		}
+		acc.Messages[i] = AcceptedMessage{ID: id, To: m.To, Segments: m.Segments, Price: m.Price, RedriveOf: redriveOf}
 		streams = append(streams, eventstore.StreamAppend{Stream: domain.MessageStream(id), Expected: eventstore.NoStream,
 			Events: []eventstore.EventData{eventstore.MustEvent(domain.MessageAccepted{
 				MessageID: id, OrderID: orderID, AccountID: acct, Index: i, To: m.To, Country: m.Region, From: m.From,
 				Body: m.Body, Encoding: string(m.Encoding), Segments: m.Segments, Price: m.Price, ExpiresAt: expires, SendAt: plan.SendAt,
-				At: now}, md)}})
+				RedriveOf: redriveOf, At: now}, md)}})
+	}
+	if req.redrive != nil {
+		// In the order's own transaction, at the versions the re-drive
+		// read: a message that moved meanwhile (another re-drive took it)
+		// fails the whole order, which then leaves nothing behind.
+		streams = append(streams, req.redrive.appends(acc, now)...)
 	}
 	return &pending{req: req, accepted: acc, streams: streams, md: md, done: make(chan struct{})}
 }

@@ -43,7 +43,7 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 		for _, p := range rest {
 			p.err, p.body = nil, nil
 			alone, err := a.commitGroup(ctx, account, []*pending{p})
-			if err != nil {
+			if err != nil && !errors.Is(err, eventstore.ErrWrongExpectedVersion) {
 				a.cfg.Logger.ErrorContext(p.logCtx, "order commit failed", "err", err)
 			}
 			for _, p := range alone {
@@ -53,6 +53,10 @@ func (a *Acceptor) commit(account string, batch []*pending) {
 		return
 	}
 	switch {
+	case errors.Is(err, eventstore.ErrWrongExpectedVersion) && len(rest) == 1:
+		// A re-drive that lost its race (redrive.go): expected, and the
+		// caller reads the message again.
+		a.cfg.Logger.InfoContext(rest[0].logCtx, "order lost an append race", "err", err)
 	case err != nil && len(rest) == 1: // one request's: its line names it
 		a.cfg.Logger.ErrorContext(rest[0].logCtx, "order commit failed", "err", err)
 	case err != nil:

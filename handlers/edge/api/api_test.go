@@ -264,7 +264,7 @@ func TestRejectionsWriteNothing(t *testing.T) {
 	requireProblem(t, e.do("GET", "/v1/nothing", c.APIKey, nil), 404, "not_found")
 	r = e.do("DELETE", "/v1/orders", c.APIKey, nil)
 	requireProblem(t, r, 405, "method_not_allowed")
-	require.Equal(t, "POST", r.header.Get("Allow"))
+	require.Equal(t, "GET, POST", r.header.Get("Allow"), "POST accepts orders, GET lists them")
 	require.Equal(t, `Bearer realm="afterok"`, e.do("GET", "/v1/account", "", nil).header.Get("WWW-Authenticate"))
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain/accept"
+	"github.com/afterok/afterok/domain/pricing"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/orders"
@@ -272,6 +273,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		{"get /v1/account", "/v1/account", c.APIKey, wo.APIKey, "", ""},
 		{"get /v1/accounts", "/v1/accounts?limit=2", adm.APIKey, c.APIKey, "/v1/accounts?cursor=x", ""},
 		{"get /v1/account/keys", "/v1/account/keys", c.APIKey, wo.APIKey, "", ""},
+		{"get /v1/orders", "/v1/orders?state=executing", c.APIKey, wo.APIKey, "/v1/orders?state=done", ""},
 	}
 	for _, g := range gets {
 		base := ok(g.op, g.path, g.key)
@@ -361,6 +363,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	}
 	cases = append(cases, docCase{op: "post /v1/messages/{id}/cancel", status: 409, srv: srv,
 		path: "/v1/messages/" + msg + "/cancel", key: c.APIKey})
+	cases = append(cases, redriveCases(t, main, policy, srv, limited, lk, dead, c, ro)...)
 	cases = append(cases, accountAndKeyCases(t, main, srv, limited, lk, dead, adm, c, wo)...)
 
 	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
@@ -402,6 +405,87 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	for _, r := range doc.documented() {
 		require.True(t, hit[r], "openapi.json documents %s, and no case produces it", r)
 	}
+}
+
+// redriveCases are the re-drive endpoints' requests, one per documented
+// response, in the order they must run: the dry run before the re-drive,
+// the repeat (409) after it. An account that paid for its one message
+// and has nothing left is the 402.
+func redriveCases(t *testing.T, main *readEnv, policy accept.Policy, srv *httptest.Server, limited *env, lk accounts.Created,
+	dead *httptest.Server, c, ro accounts.Created) []docCase {
+	price, err := policy.Prices.Price("DE", 1)
+	require.NoError(t, err)
+	tight := main.account(price.AmountMicros)
+	failed := func(key string, n int) (string, []string) {
+		to := make([]string, n)
+		for i := range to {
+			to[i] = sim.ExampleDelivered
+		}
+		id, ids := main.placeOrder(key, to...)
+		for _, m := range ids {
+			main.advance(m, queue, failWith("undeliverable", "delivery"))
+		}
+		return id, ids
+	}
+	tightOrder, tightIDs := failed(tight.APIKey, 1)
+	redriveOrder, _ := failed(c.APIKey, 2)
+	_, oneIDs := failed(c.APIKey, 1)
+	unpricedOrder, unpricedIDs := failed(c.APIKey, 1)
+	unknown := "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+	// The same store served under a price table that no longer prices
+	// Germany: a copy that cannot be priced is 422, as POST /v1/orders
+	// would answer, and nothing is written.
+	frOnly, err := pricing.Parse([]byte(`{"currency": "EUR", "regions": {"FR": 65000}}`))
+	require.NoError(t, err)
+	repriced := policy
+	repriced.Prices = frOnly
+	acceptor := orders.New(main.store, time.Now, orders.Config{})
+	t.Cleanup(acceptor.Close)
+	reprice, err := api.New(api.Deps{Store: main.store, Accounts: main.accounts, Acceptor: acceptor, Policy: repriced,
+		Registry: prometheus.NewRegistry(), Logger: quiet}, api.Config{RateLimit: 10_000, RateBurst: 10_000})
+	require.NoError(t, err)
+	repricedSrv := httptest.NewServer(reprice)
+	t.Cleanup(repricedSrv.Close)
+	var cases []docCase
+	for _, path := range []string{"/v1/messages/" + unpricedIDs[0] + "/redrive", "/v1/orders/" + unpricedOrder + "/redrive"} {
+		op := "post /v1/messages/{id}/redrive"
+		if strings.HasPrefix(path, "/v1/orders/") {
+			op = "post /v1/orders/{id}/redrive"
+		}
+		cases = append(cases, docCase{op: op, status: 422, srv: repricedSrv, path: path, key: c.APIKey,
+			body: `{"reason":"prices changed since"}`})
+	}
+	for _, tc := range []struct{ op, path, missing, tight string }{
+		{"post /v1/messages/{id}/redrive", "/v1/messages/" + oneIDs[0] + "/redrive", "/v1/messages/" + unknown + "/redrive",
+			"/v1/messages/" + tightIDs[0] + "/redrive"},
+		{"post /v1/orders/{id}/redrive", "/v1/orders/" + redriveOrder + "/redrive", "/v1/orders/" + unknown + "/redrive",
+			"/v1/orders/" + tightOrder + "/redrive"},
+	} {
+		base := docCase{op: tc.op, status: 202, srv: srv, path: tc.path, key: c.APIKey, body: `{"reason":"the carrier's outage is over"}`}
+		at := func(status int, path, key, body string) docCase {
+			d := base
+			d.status, d.path, d.key, d.body = status, path, key, body
+			return d
+		}
+		wrong := at(405, tc.path, c.APIKey, "")
+		wrong.method = "GET"
+		lim := at(429, tc.path, lk.APIKey, base.body)
+		lim.srv = limited.srv
+		down := at(503, tc.path, c.APIKey, base.body)
+		down.srv = dead
+		cases = append(cases,
+			at(200, tc.path, c.APIKey, `{"reason":"how many?","dry_run":true,"failure_codes":["undeliverable"]}`),
+			base,
+			at(409, tc.path, c.APIKey, base.body),
+			at(400, tc.path, c.APIKey, `{"reason":5}`),
+			at(401, tc.path, "", base.body),
+			at(402, tc.tight, tight.APIKey, base.body),
+			at(403, tc.path, ro.APIKey, base.body),
+			at(404, tc.missing, c.APIKey, base.body),
+			at(413, tc.path, c.APIKey, `{"reason":"`+strings.Repeat("x", 17<<10)+`"}`),
+			wrong, lim, down)
+	}
+	return cases
 }
 
 // consoleRoute mounts the console, as afterok does.

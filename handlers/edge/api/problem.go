@@ -89,6 +89,8 @@ var problemKinds = []struct {
 	{isKind(ErrBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
 	{isKind(orders.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},
 	{isKind(cancel.ErrNotCancelable), 409, "not_cancelable", "The message is already routed, submitted or final"},
+	{isKind(orders.ErrNotRedrivable), 409, "not_redrivable", "Only a failed message can be re-driven"},
+	{isKind(orders.ErrAlreadyRedriven), 409, "already_redriven", "The message was re-driven already"},
 	{isKind(errTooLarge), 413, "too_large", "The request is too large"},
 	{isKind(accept.ErrTooLarge), 413, "too_large", "The order has too many messages"},
 	{func(err error) bool { var v *accept.ValidationError; return errors.As(err, &v) }, 422, "validation_failed", "The order failed validation"},

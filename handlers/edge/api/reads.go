@@ -82,6 +82,38 @@ func (s *Server) getOrder(w http.ResponseWriter, r *http.Request, rc *RequestCon
 	return writeJSON(w, http.StatusOK, orderViewOf(&o))
 }
 
+// listOrders is GET /v1/orders: the account's orders newest first, each
+// as GET /v1/orders/{id} shows it, filtered by state and accepted time.
+func (s *Server) listOrders(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
+	account, err := listAccount(r, rc.Principal)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	l := projections.OrderList{State: q.Get("state"), Cursor: q.Get("cursor")}
+	if l.Limit, err = pageLimit(q.Get("limit")); err != nil {
+		return err
+	}
+	if l.Since, err = queryTime(q.Get("since"), "since"); err != nil {
+		return err
+	}
+	if l.Until, err = queryTime(q.Get("until"), "until"); err != nil {
+		return err
+	}
+	page, err := projections.ListOrders(r.Context(), s.deps.Store.Pool(), account, l)
+	if err != nil {
+		return invalid(err)
+	}
+	v := orderPageView{Orders: make([]orderView, len(page.Orders))}
+	for i := range page.Orders {
+		v.Orders[i] = orderViewOf(&page.Orders[i])
+	}
+	if page.Next != "" {
+		v.NextCursor = &page.Next
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
 func (s *Server) listOrderMessages(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
 	id := r.PathValue("id")
 	rc.Log("order_id", id)

@@ -183,6 +183,16 @@ func TestReadIsolation(t *testing.T) {
 	require.Len(t, e.get("/v1/messages?to="+url.QueryEscape(sim.ExampleDelivered), b.APIKey).body["messages"], 1, "B's own message to the same number")
 	requireProblem(t, e.do("GET", "/v1/messages?account_id="+a.AccountID, b.APIKey, nil), 403, "forbidden")
 	require.Len(t, e.get("/v1/messages?account_id="+a.AccountID, admin.APIKey).body["messages"], 2)
+	// The order listing likewise: B sees its own order only, whatever the filter.
+	for _, q := range []string{"", "?state=accepted", "?state=executing", "?since=2000-01-01T00:00:00Z", "?limit=1"} {
+		list := e.get("/v1/orders"+q, b.APIKey).body["orders"].([]any)
+		for _, o := range list {
+			require.Equal(t, orderB, o.(map[string]any)["order_id"], "listing %q leaked", q)
+		}
+	}
+	require.Len(t, e.get("/v1/orders", b.APIKey).body["orders"], 1)
+	requireProblem(t, e.do("GET", "/v1/orders?account_id="+a.AccountID, b.APIKey, nil), 403, "forbidden")
+	require.Len(t, e.get("/v1/orders?account_id="+a.AccountID, admin.APIKey).body["orders"], 1)
 
 	// Pull: only B's events; A's positions are not a place to resume from.
 	pulled := e.get("/v1/events?limit=1000", b.APIKey).body["events"].([]any)

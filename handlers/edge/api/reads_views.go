@@ -31,10 +31,14 @@ type messageView struct {
 	Timestamps        messageTimes `json:"timestamps"`
 	ExpiresAt         timestamp    `json:"expires_at"`
 	// SendAt is the send_at the order asked for, null when it goes at once.
-	SendAt  *timestamp     `json:"send_at"`
-	Version int            `json:"version"`
-	AsOf    *timestamp     `json:"as_of,omitempty"`
-	Links   map[string]any `json:"links"`
+	SendAt *timestamp `json:"send_at"`
+	// RedriveOf is the failed message this one sends again, RedrivenAs
+	// the copy this failed one was sent again as; null for none.
+	RedriveOf  *string        `json:"redrive_of"`
+	RedrivenAs *string        `json:"redriven_as"`
+	Version    int            `json:"version"`
+	AsOf       *timestamp     `json:"as_of,omitempty"`
+	Links      map[string]any `json:"links"`
 }
 
 type routeView struct {
@@ -77,6 +81,14 @@ func messageViewOf(m *projections.Message) messageView {
 	if m.ProviderMessageID != "" {
 		v.ProviderMessageID = &m.ProviderMessageID
 	}
+	if m.RedriveOf != "" {
+		v.RedriveOf = &m.RedriveOf
+		v.Links["redrive_of"] = "/v1/messages/" + m.RedriveOf
+	}
+	if m.RedrivenAs != "" {
+		v.RedrivenAs = &m.RedrivenAs
+		v.Links["redriven_as"] = "/v1/messages/" + m.RedrivenAs
+	}
 	if f := m.Failure; f != nil {
 		v.Failure = &failureView{Code: f.Code, Reason: f.Reason, Stage: string(f.Stage), Permanent: f.Permanent,
 			Provider: f.Provider, ProviderCode: f.ProviderCode}
@@ -98,6 +110,11 @@ func pageViewOf(p projections.MessagePage) pageView {
 		v.NextCursor = &p.Next
 	}
 	return v
+}
+
+type orderPageView struct {
+	Orders     []orderView `json:"orders"`
+	NextCursor *string     `json:"next_cursor"`
 }
 
 type orderView struct {

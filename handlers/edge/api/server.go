@@ -76,6 +76,9 @@ type Deps struct {
 	Acceptor *orders.Acceptor
 	// Canceler cancels messages and orders (default: one on Store).
 	Canceler *cancel.Canceler
+	// Redriver re-drives failed messages (default: one on Store that
+	// accepts through Acceptor under Policy).
+	Redriver *orders.Redriver
 	Policy   accept.Policy
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -144,6 +147,9 @@ func New(deps Deps, cfg Config) (*Server, error) {
 	if deps.Canceler == nil && deps.Store != nil {
 		deps.Canceler = cancel.New(deps.Store, deps.Now)
 	}
+	if deps.Redriver == nil && deps.Store != nil && deps.Acceptor != nil {
+		deps.Redriver = orders.NewRedriver(deps.Store, deps.Acceptor, deps.Policy)
+	}
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: logctx.Wrap(deps.Logger),
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
 	s.bodies = newBodyGuard(cfg, time.Now)
@@ -173,7 +179,11 @@ func (s *Server) coreRoutes() []Route {
 		// Client actions (cancel.go).
 		{Method: "POST", Pattern: "/v1/orders/{id}/cancel", Scope: accounts.ScopeMessagesWrite, Handle: s.cancelOrder},
 		{Method: "POST", Pattern: "/v1/messages/{id}/cancel", Scope: accounts.ScopeMessagesWrite, Handle: s.cancelMessage},
+		// Operator actions (redrive.go).
+		{Method: "POST", Pattern: "/v1/orders/{id}/redrive", Scope: accounts.ScopeMessagesWrite, Handle: s.redriveOrder},
+		{Method: "POST", Pattern: "/v1/messages/{id}/redrive", Scope: accounts.ScopeMessagesWrite, Handle: s.redriveMessage},
 		// The read side (reads.go, events_stream.go).
+		{Method: "GET", Pattern: "/v1/orders", Scope: accounts.ScopeMessagesRead, Handle: s.listOrders},
 		{Method: "GET", Pattern: "/v1/orders/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getOrder},
 		{Method: "GET", Pattern: "/v1/orders/{id}/messages", Scope: accounts.ScopeMessagesRead, Handle: s.listOrderMessages},
 		{Method: "GET", Pattern: "/v1/messages", Scope: accounts.ScopeMessagesRead, Handle: s.searchMessages},

@@ -177,7 +177,10 @@ function timelineCard(m, history, asOf) {
 function stepBody(e) {
   const d = e.data || {};
   switch (e.type) {
-    case 'MessageAccepted': return el('div', { class: 'muted' }, `To ${d.to}${d.country ? ' (' + d.country + ')' : ''}, ${d.segments} segment(s), ${money(d.price)}`);
+    case 'MessageAccepted': return el('div', { class: 'muted' }, `To ${d.to}${d.country ? ' (' + d.country + ')' : ''}, ${d.segments} segment(s), ${money(d.price)}`,
+      d.redrive_of ? el('span', {}, '; a re-drive of ', link.message(d.redrive_of)) : null);
+    case 'MessageRedriven': return el('div', { class: 'muted' }, 'Sent again as ', link.message(d.redriven_as), ' in order ', link.order(d.order_id),
+      d.reason ? '. Reason: ' + d.reason : '');
     case 'MessageQueued': return el('div', { class: 'muted' }, `Attempt ${d.attempt} waits for a worker.`);
     case 'MessageRouted': return el('div', {}, `Attempt ${d.attempt}: route ${d.route.route_id} chose ${d.route.provider}${d.route.reason ? ' (' + d.route.reason + ')' : ''}.`,
       d.route.candidates ? candidates(d.route.candidates, d.route.provider) : null);

@@ -38,7 +38,8 @@ export async function render(page, { id, params, signal, access }) {
   };
   draw();
   const list = el('div', {}, loading());
-  page.replaceChildren(head, el('div', { class: 'grid' }, card('Counts', counts, live), card('Summary', summary)), list);
+  page.replaceChildren(head, el('div', { class: 'grid' }, card('Counts', counts, live), card('Summary', summary)),
+    redriveCard(o, access), list);
 
   // Live counts: any event of this order means its read model moved; fetch
   // the summary again, at most a few times a second.
@@ -60,6 +61,32 @@ export async function render(page, { id, params, signal, access }) {
     live.textContent = 'Counts are not live: that needs the events:read scope.';
   }
   await messages(list, o, params, signal);
+}
+
+// redriveCard offers to send the order's failed messages again, as a new
+// order, where it has any, the server has the endpoint and the key holds
+// messages:write.
+function redriveCard(o, access) {
+  if (!o.counts.failed || !access.can('POST', '/v1/orders/{id}/redrive') || !access.has('messages:write')) return null;
+  const path = '/v1/orders/' + encodeURIComponent(o.order_id) + '/redrive';
+  const reason = el('textarea', { id: 'redrive-reason', name: 'reason', required: true, placeholder: 'Why? It is recorded in each message\'s history with your key.' });
+  const out = el('div', { role: 'status', id: 'redrive-result' });
+  const button = el('button', { type: 'submit' }, 'Re-drive the failed messages');
+  const form = el('form', {}, el('label', { for: 'redrive-reason' }, 'Reason'), reason, el('div', {}, button), out);
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    button.disabled = true;
+    try {
+      const res = await call(path, { method: 'POST', body: { reason: reason.value.trim() || undefined } });
+      out.replaceChildren(el('div', { class: 'notice ok' }, `Re-driven ${num(res.redriven)} message${res.redriven === 1 ? '' : 's'} as `,
+        ...res.order_ids.flatMap((id, i) => (i ? [', ', link.order(id)] : [link.order(id)])), '.'));
+    } catch (err) {
+      button.disabled = false;
+      out.replaceChildren(err.status === 409 ? el('div', { class: 'notice warn' }, err.detail || 'Nothing left to re-drive.') : problemNotice(err, 'the re-drive'));
+    }
+  });
+  return el('section', { class: 'card actions', id: 'redrive' }, el('h2', {}, 'Re-drive'),
+    el('p', { class: 'hint' }, 'Sends every failed message not yet re-driven again, as a new order, priced anew; these stay failed.'), form);
 }
 
 async function messages(list, o, params, signal) {
