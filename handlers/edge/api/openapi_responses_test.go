@@ -269,6 +269,8 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		{"get /v1/events", "/v1/events?type=MessageDelivered", c.APIKey, wo.APIKey, "/v1/events?limit=0", ""},
 		{"get /v1/events/stream", "/v1/events/stream", c.APIKey, wo.APIKey, "/v1/events/stream?heartbeat=0", ""},
 		{"get /v1/accounts/{id}", "/v1/accounts/" + c.AccountID, c.APIKey, wo.APIKey, "", "/v1/accounts/" + adm.AccountID},
+		{"get /v1/accounts/{id}/events", "/v1/accounts/" + c.AccountID + "/events?limit=2", c.APIKey, wo.APIKey,
+			"/v1/accounts/" + c.AccountID + "/events?cursor=x", "/v1/accounts/" + adm.AccountID + "/events"},
 		{"get /v1/providers/stats", "/v1/providers/stats", adm.APIKey, c.APIKey, "/v1/providers/stats?since=noon", ""},
 		{"get /v1/account", "/v1/account", c.APIKey, wo.APIKey, "", ""},
 		{"get /v1/accounts", "/v1/accounts?limit=2", adm.APIKey, c.APIKey, "/v1/accounts?cursor=x", ""},

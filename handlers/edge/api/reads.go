@@ -207,6 +207,34 @@ func (s *Server) getMessageEvents(w http.ResponseWriter, r *http.Request, rc *Re
 	return writeJSON(w, http.StatusOK, v)
 }
 
+// getAccountEvents pages through the account's own stream, newest first:
+// its credits and every reservation, charge and release.
+func (s *Server) getAccountEvents(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
+	id := r.PathValue("id")
+	rc.Log("account_id", id)
+	if !validID(id) {
+		return fail(errNotFound, "no account %s", id)
+	}
+	q := r.URL.Query()
+	limit, err := pageLimit(q.Get("limit"))
+	if err != nil {
+		return err
+	}
+	page, err := projections.AccountEvents(r.Context(), s.deps.Store.Pool(), tenantOf(rc.Principal), id, limit, q.Get("cursor"))
+	if err != nil {
+		return invalid(notFound(err, "account", id))
+	}
+	v := accountEventsView{Events: make([]eventView, len(page.Events))}
+	for i, e := range page.Events {
+		v.Events[i] = eventView{Position: e.Position, Stream: e.Stream, Version: e.Version, ID: e.ID.String(), Type: e.Type,
+			SchemaVersion: e.SchemaVersion, RecordedAt: e.RecordedAt, Data: e.Data, Metadata: e.Metadata}
+	}
+	if page.Next != "" {
+		v.NextCursor = &page.Next
+	}
+	return writeJSON(w, http.StatusOK, v)
+}
+
 func (s *Server) getAccountSummary(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
 	id := r.PathValue("id")
 	if !validID(id) {

@@ -186,6 +186,11 @@ type historyView struct {
 	Problems  []string    `json:"problems,omitempty"`
 }
 
+type accountEventsView struct {
+	Events     []eventView `json:"events"`
+	NextCursor *string     `json:"next_cursor"`
+}
+
 type accountSummaryView struct {
 	AccountID string       `json:"account_id"`
 	Name      string       `json:"name"`

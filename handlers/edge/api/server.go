@@ -192,6 +192,7 @@ func (s *Server) coreRoutes() []Route {
 		{Method: "GET", Pattern: "/v1/events", Scope: accounts.ScopeEventsRead, Handle: s.pullEvents},
 		{Method: "GET", Pattern: "/v1/events/stream", Scope: accounts.ScopeEventsRead, Handle: s.streamEvents},
 		{Method: "GET", Pattern: "/v1/accounts/{id}", Scope: accounts.ScopeMessagesRead, Handle: s.getAccountSummary},
+		{Method: "GET", Pattern: "/v1/accounts/{id}/events", Scope: accounts.ScopeEventsRead, Handle: s.getAccountEvents},
 		{Method: "GET", Pattern: "/v1/providers/stats", Scope: accounts.ScopeAdmin, Handle: s.getProviderStats},
 		// Accounts (admin) and the caller's keys (admin_accounts.go, keys.go).
 		{Method: "GET", Pattern: "/v1/accounts", Scope: accounts.ScopeAdmin, Handle: s.listAccounts},

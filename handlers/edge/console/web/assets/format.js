@@ -75,7 +75,7 @@ const eventWords = {
   MessageRouted: 'Routed', MessageSubmitted: 'Submitted to the provider', MessageDelivered: 'Delivered',
   MessageFailed: 'Failed', MessageRetried: 'Will be retried', MessageCanceled: 'Canceled',
   MessageRedriven: 'Re-driven', OrderAccepted: 'Order accepted', OrderCompleted: 'Order completed',
-  AccountOpened: 'Account opened', AccountCredited: 'Credit added', BalanceReserved: 'Price reserved',
+  AccountOpened: 'Account opened', AccountCredited: 'Credit added', BalanceCredited: 'Credit added', BalanceReserved: 'Price reserved',
   BalanceCharged: 'Charged', BalanceReleased: 'Refunded',
 };
 export function eventInWords(type) { return eventWords[type] || type.replace(/([a-z])([A-Z])/g, '$1 $2'); }

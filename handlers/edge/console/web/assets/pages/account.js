@@ -4,8 +4,6 @@ import { call, query } from '../api.js';
 import { el, time, facts, money, link, eventInWords } from '../format.js';
 import { problemNotice, loading, card, empty } from '../ui.js';
 
-const moneyTypes = ['AccountCredited', 'BalanceReserved', 'BalanceCharged', 'BalanceReleased'];
-
 export async function render(page, { id, params, signal, access }) {
   document.title = 'Account · afterok console';
   page.append(loading());
@@ -39,17 +37,19 @@ export async function render(page, { id, params, signal, access }) {
     events.replaceChildren(card('Money events', el('p', { class: 'hint' }, 'Listing them needs the events:read scope, which this key lacks.')));
     return;
   }
-  const after = params.get('after') || '';
+  // The account's own stream, newest first: what support asks about is
+  // the recent part of a history that holds every message's money.
+  const cursor = params.get('cursor') || '';
   let res;
   try {
-    res = await call(query('/v1/events', { type: moneyTypes.join(','), after, limit: 100, account_id: mine ? '' : accountID }), { signal });
+    res = await call(query('/v1/accounts/' + encodeURIComponent(accountID) + '/events', { cursor, limit: 100 }), { signal });
   } catch (err) {
     events.replaceChildren(card('Money events', problemNotice(err, 'the money events')));
     return;
   }
   const base = mine ? '/console/account' : '/console/accounts/' + encodeURIComponent(accountID);
   if (!res.events.length) {
-    events.replaceChildren(card('Money events', empty(after ? 'No later money events.' : 'No money events yet.')));
+    events.replaceChildren(card('Money events', empty(cursor ? 'No older money events.' : 'No money events yet.')));
     return;
   }
   const rows = res.events.map((e) => {
@@ -62,9 +62,9 @@ export async function render(page, { id, params, signal, access }) {
       el('td', {}, subject));
   });
   const pager = el('div', { class: 'pager' });
-  if (after) pager.append(el('a', { class: 'button secondary', href: base }, '← From the first'));
-  if (res.events.length === 100) pager.append(el('a', { class: 'button secondary', href: query(base, { after: res.next_after }) }, 'Later events →'));
-  events.replaceChildren(card('Money events', el('p', { class: 'hint' }, 'In the order they were recorded, oldest first.'),
+  if (cursor) pager.append(el('a', { class: 'button secondary', href: base }, '← The newest'));
+  if (res.next_cursor) pager.append(el('a', { class: 'button secondary', href: query(base, { cursor: res.next_cursor }) }, 'Older events →'));
+  events.replaceChildren(card('Money events', el('p', { class: 'hint' }, 'The newest first.'),
     el('div', { class: 'table-wrap' }, el('table', { id: 'money-events' }, el('thead', {}, el('tr', {}, ['When', 'What', 'Amount', 'Balance after', 'For'].map((h) => el('th', {}, h)))),
       el('tbody', {}, rows))), pager));
 }
