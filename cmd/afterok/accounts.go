@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os/user"
 	"strings"
@@ -250,6 +251,11 @@ func runAccountsCredit(ctx context.Context, env *environment, args []string) err
 	}
 	if *amount == "" || strings.TrimSpace(*reason) == "" {
 		return fmt.Errorf("%w: --amount and --reason are required", errUsage)
+	}
+	emptyKey := false
+	fs.Visit(func(f *flag.Flag) { emptyKey = emptyKey || (f.Name == "idempotency-key" && *key == "") })
+	if emptyKey { // the operator believes the retry is safe: it would not be
+		return fmt.Errorf("%w: --idempotency-key: empty", errUsage)
 	}
 	svc, pool, err := accountService(ctx, env)
 	if err != nil {
