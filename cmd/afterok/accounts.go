@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"os/user"
 	"strings"
@@ -106,7 +107,8 @@ func accountService(ctx context.Context, env *environment) (*accounts.Service, *
 	if err != nil {
 		return nil, nil, err
 	}
-	return accounts.New(eventstore.New(pool), time.Now, accounts.Currencies(env.cfg.Prices.Currency())), pool, nil
+	return accounts.New(eventstore.New(pool), time.Now, accounts.Currencies(env.cfg.Prices.Currency()),
+		accounts.IdempotencyTTL(env.cfg.IdempotencyTTL)), pool, nil
 }
 
 // accountJSON is an account as --json prints it, the API's shape.
@@ -240,6 +242,8 @@ func runAccountsCredit(ctx context.Context, env *environment, args []string) err
 	fs := newFlags("accounts credit", env)
 	amount := fs.String("amount", "", "how much, in currency units of the account, e.g. 100 or 12.50 (required)")
 	reason := fs.String("reason", "", "why, for the account's history (required)")
+	key := fs.String("idempotency-key", "", "credit at most once under this key: a retry with the same key, amount and reason\n"+
+		"prints the first credit again and moves no money (keys are kept AFTEROK_IDEMPOTENCY_TTL)")
 	asJSON := fs.Bool("json", false, "print one JSON object: the credit and the balances after it")
 	var id string
 	if err := parseFlags(fs, args, &id); err != nil {
@@ -247,6 +251,11 @@ func runAccountsCredit(ctx context.Context, env *environment, args []string) err
 	}
 	if *amount == "" || strings.TrimSpace(*reason) == "" {
 		return fmt.Errorf("%w: --amount and --reason are required", errUsage)
+	}
+	emptyKey := false
+	fs.Visit(func(f *flag.Flag) { emptyKey = emptyKey || (f.Name == "idempotency-key" && *key == "") })
+	if emptyKey { // the operator believes the retry is safe: it would not be
+		return fmt.Errorf("%w: --idempotency-key: empty", errUsage)
 	}
 	svc, pool, err := accountService(ctx, env)
 	if err != nil {
@@ -264,15 +273,21 @@ func runAccountsCredit(ctx context.Context, env *environment, args []string) err
 	if err != nil {
 		return fmt.Errorf("%w: --amount: %v", errUsage, err)
 	}
-	after, err := svc.Credit(ctx, id, money.AmountMicros, accounts.Action{Actor: cliActor(), Reason: *reason})
+	res, err := svc.CreditOnce(ctx, accounts.CreditRequest{AccountID: id, AmountMicros: money.AmountMicros,
+		Action: accounts.Action{Actor: cliActor(), Reason: *reason}, IdempotencyKey: *key, KeyScope: accounts.OperatorKeyScope})
+	if errors.Is(err, accounts.ErrIdempotencyConflict) {
+		return fmt.Errorf("--idempotency-key %s was used for another credit; nothing was credited", *key)
+	}
 	if err != nil {
 		return err
 	}
-	m := func(micros int64) domain.Money { return domain.Money{AmountMicros: micros, Currency: a.Currency} }
-	if *asJSON {
-		return json.NewEncoder(env.stdout).Encode(map[string]any{"account_id": id, "credited": money, "reason": *reason,
-			"balance": m(after.Balance), "reserved": m(after.Reserved)})
+	c := res.Credited
+	if res.Replayed {
+		fmt.Fprintf(env.stderr, "already credited under --idempotency-key %s: nothing was credited now; the first credit's answer follows\n", *key)
 	}
-	fmt.Fprintf(env.stdout, "credited %s to %s (%s)\nbalance:  %s\nreserved: %s\n", money, id, *reason, m(after.Balance), m(after.Reserved))
+	if *asJSON {
+		return json.NewEncoder(env.stdout).Encode(c)
+	}
+	fmt.Fprintf(env.stdout, "credited %s to %s (%s)\nbalance:  %s\nreserved: %s\n", c.Credited, id, c.Reason, c.Balance, c.Reserved)
 	return nil
 }

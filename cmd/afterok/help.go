@@ -54,11 +54,12 @@ var helps = map[string]help{
 		usage: "accounts create --name N --credit AMOUNT [--currency EUR] [--scopes a,b] [--countries DE,FR] [--reason R] [--json]\n" +
 			"       afterok accounts list [--limit N] [--cursor C] [--json]\n" +
 			"       afterok accounts show <account_id> [--json]\n" +
-			"       afterok accounts credit <account_id> --amount AMOUNT --reason R [--json]",
+			"       afterok accounts credit <account_id> --amount AMOUNT --reason R [--idempotency-key K] [--json]",
 		about: "create opens an account with its opening credit and issues its first API key (printed once; afterok\n" +
 			"stores only its SHA-256). list shows every account with its balance and reserved amount, from the accounts\n" +
 			"read model. show prints one account's current balances, its keys and its actions (opening, credits, keys\n" +
-			"issued and revoked) with their actors and reasons. credit adds money as a BalanceCredited event. Every\n" +
+			"issued and revoked) with their actors and reasons. credit adds money as a BalanceCredited event; with\n" +
+			"--idempotency-key, a retry of the same credit prints the first one again and credits nothing. Every\n" +
 			"event they cause names cli:<OS user> as its actor.",
 		example: "afterok accounts create --name Acme --credit 100 --json"},
 	"keys": {summary: "keys issue|list|revoke: an account's API keys",

@@ -157,7 +157,7 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 	}
 	s.pool, s.store = pool, eventstore.New(pool, eventstore.WithPartitions(s.cfg.Partitions),
 		eventstore.WithConsumerMetrics(eventstore.NewConsumerMetrics(s.registry)))
-	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()))
+	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()), accounts.IdempotencyTTL(s.cfg.IdempotencyTTL))
 	s.add(stageFollowers, "table maintenance", func(ctx context.Context) error {
 		return eventstore.Maintain(ctx, s.pool, maintainedTables(), s.env.log)
 	})

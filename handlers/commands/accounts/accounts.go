@@ -90,6 +90,8 @@ type Service struct {
 	policyTTL time.Duration
 	// currencies are those an account may be opened in; empty: any.
 	currencies []string
+	// creditKeyTTL is how long a credit's Idempotency-Key is remembered.
+	creditKeyTTL time.Duration
 }
 
 // Option configures a Service.
@@ -123,7 +125,7 @@ type cached struct {
 // New returns a Service.
 func New(store *eventstore.Store, now func() time.Time, opts ...Option) *Service {
 	s := &Service{store: store, now: now, cache: map[[32]byte]cached{}, policies: map[string]cachedPolicy{},
-		keyTTL: KeyCacheTTL, policyTTL: policyTTL}
+		keyTTL: KeyCacheTTL, policyTTL: policyTTL, creditKeyTTL: defaultIdempotencyTTL}
 	for _, o := range opts {
 		o(s)
 	}

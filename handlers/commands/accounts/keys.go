@@ -228,36 +228,6 @@ func (s *Service) RevokeKey(ctx context.Context, accountID, keyID string, revoke
 	return nil
 }
 
-// Credit tops the account up by amountMicros of its currency: a
-// BalanceCredited event with the action's reason (required) and actor,
-// under the account's lock. It returns the account after the credit.
-func (s *Service) Credit(ctx context.Context, accountID string, amountMicros int64, act Action) (domain.Account, error) {
-	var after domain.Account
-	err := s.store.InTx(ctx, func(tx *eventstore.Tx) error {
-		a, err := LoadForUpdate(ctx, tx, accountID)
-		if err != nil {
-			return err
-		}
-		ev, err := a.TopUp(domain.Money{AmountMicros: amountMicros, Currency: a.Currency}, act.Reason, s.now())
-		if err != nil {
-			return err
-		}
-		if _, err := tx.Append(ctx, eventstore.StreamAppend{Stream: domain.AccountStream(accountID), Expected: eventstore.Exact(a.Version),
-			Events: []eventstore.EventData{eventstore.MustEvent(ev, act.metadata(accountID))}}); err != nil {
-			return err
-		}
-		if err := a.Apply(ev); err != nil {
-			return err
-		}
-		after = a
-		return nil
-	})
-	if err != nil {
-		return domain.Account{}, fmt.Errorf("credit %s: %w", accountID, err)
-	}
-	return after, nil
-}
-
 // KeyAccount returns the account a key belongs to (revoked or not), for
 // the operator who names a key alone.
 func (s *Service) KeyAccount(ctx context.Context, keyID string) (string, error) {

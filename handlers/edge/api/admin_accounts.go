@@ -91,18 +91,14 @@ type creditRequest struct {
 	Reason       *string `json:"reason"`
 }
 
-type creditView struct {
-	AccountID string       `json:"account_id"`
-	Credited  domain.Money `json:"credited"`
-	Reason    string       `json:"reason"`
-	Balance   domain.Money `json:"balance"`
-	Reserved  domain.Money `json:"reserved"`
-}
-
 func (s *Server) creditAccount(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
 	id := r.PathValue("id")
 	if !validID(id) {
 		return fail(errNotFound, "no account %s", id)
+	}
+	key, err := idempotencyKey(r.Header) // the rules of POST /v1/orders
+	if err != nil {
+		return err
 	}
 	var req creditRequest
 	if err := decodeSmall(w, r, &req, false); err != nil {
@@ -114,14 +110,26 @@ func (s *Server) creditAccount(w http.ResponseWriter, r *http.Request, rc *Reque
 	case req.Reason == nil:
 		return fail(errInvalidRequest, "reason: required (it is kept in the account's history)")
 	}
-	a, err := s.deps.Accounts.Credit(r.Context(), id, *req.AmountMicros, s.action(rc, *req.Reason))
+	// The key is the admin's: it is scoped to the caller's account, not
+	// to the one credited.
+	res, err := s.deps.Accounts.CreditOnce(r.Context(), accounts.CreditRequest{AccountID: id, AmountMicros: *req.AmountMicros,
+		Action: s.action(rc, *req.Reason), IdempotencyKey: key, KeyScope: rc.Principal.AccountID})
 	if err != nil {
 		return told(err)
 	}
 	rc.Log("credited_account_id", id, "amount_micros", *req.AmountMicros)
-	money := func(micros int64) domain.Money { return domain.Money{AmountMicros: micros, Currency: a.Currency} }
-	return writeJSON(w, http.StatusCreated, creditView{AccountID: id, Credited: money(*req.AmountMicros), Reason: *req.Reason,
-		Balance: money(a.Balance), Reserved: money(a.Reserved)})
+	if res.Body == nil {
+		return writeJSON(w, http.StatusCreated, res.Credited)
+	}
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	if res.Replayed {
+		h.Set("Idempotent-Replayed", "true")
+		rc.Log("idempotent_replay", true)
+	}
+	w.WriteHeader(res.Status)
+	_, err = w.Write(res.Body)
+	return ignoreWriteError(err)
 }
 
 // action is who acts through this request: its key, its request id.

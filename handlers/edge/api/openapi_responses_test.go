@@ -549,6 +549,11 @@ func accountAndKeyCases(t *testing.T, main *readEnv, srv *httptest.Server, limit
 			cases = append(cases, wrong)
 		}
 	}
+	// A credit's Idempotency-Key used again for another credit.
+	first := main.do("POST", credits, adm.APIKey, creditBody, "Idempotency-Key", "doc-credit")
+	require.Equal(t, 201, first.status, "%s", first.raw)
+	cases = append(cases, docCase{op: "post /v1/accounts/{id}/credits", status: 409, srv: srv, path: credits, key: adm.APIKey,
+		body: `{"amount_micros":2,"reason":"another"}`, hdr: []string{"Idempotency-Key", "doc-credit"}})
 	return cases
 }
 

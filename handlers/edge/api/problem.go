@@ -88,6 +88,7 @@ var problemKinds = []struct {
 	{isKind(errMethod), 405, "method_not_allowed", "Method not allowed"},
 	{isKind(ErrBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
 	{isKind(orders.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},
+	{isKind(accounts.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},
 	{isKind(cancel.ErrNotCancelable), 409, "not_cancelable", "The message is already routed, submitted or final"},
 	{isKind(orders.ErrNotRedrivable), 409, "not_redrivable", "Only a failed message can be re-driven"},
 	{isKind(orders.ErrAlreadyRedriven), 409, "already_redriven", "The message was re-driven already"},
