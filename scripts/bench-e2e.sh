@@ -33,9 +33,20 @@ DATABASE_URL=$url AFTEROK_RATE_LIMIT=${AFTEROK_RATE_LIMIT:-100000} AFTEROK_RATE_
   AFTEROK_SIM_ADDR=127.0.0.1:$simport "$SERVER_BIN" dev >"$data/dev.log" 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.2; done
+# The server's memory while the bench runs: the Go heap in use (the
+# process's own /metrics) and its RSS, every 5 s; the peaks go in the report.
+(
+  while kill -0 "$pid" 2>/dev/null; do
+    heap=$(curl -s "http://127.0.0.1:$port/metrics" | awk '/^go_memstats_heap_inuse_bytes /{print $2}')
+    rss=$(awk '/^VmRSS/{print $2*1024}' "/proc/$pid/status" 2>/dev/null)
+    echo "$(date +%s) ${heap:-0} ${rss:-0}"
+    sleep 5
+  done
+) >"$data/memory.txt" &
 {
   echo "# $label $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), AFTEROK_PARTITIONS=${AFTEROK_PARTITIONS:-default}, server $SERVER_BIN"
   DATABASE_URL=$url "$BIN" bench --url "http://127.0.0.1:$port" --sim-url "http://127.0.0.1:$simport" "$@"
   echo "# verify"
   DATABASE_URL=$url "$SERVER_BIN" verify 2>&1 | tail -3
+  awk '{ if ($2 > h) h = $2; if ($3 > r) r = $3 } END { printf "# memory: peak Go heap in use %.2f GB, peak RSS %.2f GB (%d samples, 5 s apart)\n", h/1e9, r/1e9, NR }' "$data/memory.txt"
 } | tee "$out"
