@@ -326,10 +326,50 @@ func (v *verifier) orders(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if len(wrong) == 0 {
+		return nil
+	}
+	// The projection's checkpoint is its oldest partition's: an order in a
+	// partition that is further on has money the bound above leaves out.
+	// Each such order is checked again up to its own partition's
+	// checkpoint, which its row was committed with.
+	parts, err := v.partitions(ctx, p.Checkpoint())
+	if err != nil {
+		return err
+	}
 	for _, m := range wrong {
+		if len(parts) > 0 {
+			own := parts[eventstore.PartitionOf(m.id, len(parts))]
+			if err := v.tx.QueryRow(ctx, verifyOrderMoneySQL, m.id, own.XID, own.Position).Scan(&m.wantCh, &m.wantRefnd); err != nil {
+				return err
+			}
+			if m.charged == m.wantCh && m.refunded == m.wantRefnd {
+				continue
+			}
+		}
 		v.diff(p.Name, "read_orders", m.id, "charged/refunded %d/%d, the money events say %d/%d", m.charged, m.refunded, m.wantCh, m.wantRefnd)
 	}
 	return nil
+}
+
+// verifyOrderMoneySQL is verifyMoneySQL's sums for one order, up to a cursor.
+const verifyOrderMoneySQL = `SELECT
+    coalesce(sum((data->'amount'->>'amount_micros')::bigint) FILTER (WHERE type = 'BalanceCharged'), 0),
+    coalesce(sum((data->'amount'->>'amount_micros')::bigint) FILTER (WHERE type = 'BalanceReleased'), 0)
+FROM events WHERE type IN ('BalanceCharged', 'BalanceReleased') AND data->>'order_id' = $1
+    AND (xid, global_position) <= ($2::xid8, $3::bigint)`
+
+// partitions returns a partitioned consumer's checkpoint per partition, in
+// partition order, as of the snapshot (none for an unpartitioned one).
+func (v *verifier) partitions(ctx context.Context, consumer string) ([]eventstore.Cursor, error) {
+	rows, err := v.tx.Query(ctx, `SELECT xid, position FROM consumer_partitions WHERE consumer = $1 ORDER BY partition`, consumer)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (eventstore.Cursor, error) {
+		var c eventstore.Cursor
+		return c, r.Scan(&c.XID, &c.Position)
+	})
 }
 
 // providerStats compares the provider statistics with the sums the message pass

@@ -106,3 +106,45 @@ func TestChainAgreesWithEventstore(t *testing.T) {
 	require.Len(t, ours, 4)
 	require.Equal(t, theirs, ours)
 }
+
+// TestVerifyTakesEachPartitionAtItsOwnCheckpoint: a partitioned projection
+// commits each partition's rows with that partition's checkpoint, so while
+// one partition lags, an order in another has money beyond the oldest
+// checkpoint. Verify must check that order up to its own partition's
+// checkpoint: no false difference; and a damaged row is still named.
+func TestVerifyTakesEachPartitionAtItsOwnCheckpoint(t *testing.T) {
+	f := newFixture(t)
+	stop := f.start(projections.Config{})
+	acct := f.openAccount(100_000_000)
+	order, ids := f.placeOrder(acct, "+4915100000001", "+4915100000002")
+	f.deliverAll(ids[0])
+	f.queue(ids[1])
+	f.route(ids[1], "sim-a")
+	f.fail(ids[1], domain.CodeRejected, domain.StageSubmit)
+	f.settle(order, ids...)
+	f.caughtUp()
+	stop()
+	f.requireVerified()
+
+	const consumer = "projection:messages"
+	var n int
+	require.NoError(t, f.db.Pool.QueryRow(f.ctx, `SELECT count(*) FROM consumer_partitions WHERE consumer = $1`, consumer).Scan(&n))
+	require.Greater(t, n, 1, "the messages projection runs in partitions")
+	own := eventstore.PartitionOf(order, n)
+	// Another partition is back at the start of the store, as if it lagged.
+	tag, err := f.db.Pool.Exec(f.ctx, `UPDATE consumer_partitions SET xid = '0', position = 0
+		WHERE consumer = $1 AND partition <> $2`, consumer, own)
+	require.NoError(t, err)
+	require.Positive(t, tag.RowsAffected())
+	rep, err := projections.Verify(f.ctx, f.db.Pool, nil)
+	require.NoError(t, err)
+	require.Empty(t, rep.Differences, "an order ahead of the oldest partition is not a difference")
+
+	_, err = f.db.Pool.Exec(f.ctx, `UPDATE read_orders SET refunded_micros = refunded_micros + 1 WHERE order_id = $1`, order)
+	require.NoError(t, err)
+	rep, err = projections.Verify(f.ctx, f.db.Pool, nil)
+	require.NoError(t, err)
+	require.True(t, slices.ContainsFunc(rep.Differences, func(d projections.Difference) bool {
+		return d.Table == "read_orders" && d.Key == order && strings.Contains(d.Detail, "charged/refunded")
+	}), "%v", rep.Differences)
+}
