@@ -43,7 +43,8 @@ async function endpoint(page, { id, params, signal, access, navigate }) {
   const attempts = el('div', {}, loading());
   page.replaceChildren(el('div', { class: 'headline' }, el('h1', {}, 'Webhook ', el('span', { class: 'id' }, w.webhook_id)), badge(w.enabled ? 'enabled' : 'disabled')),
     el('div', { class: 'grid' }, card('Endpoint', facts([['URL', el('span', { class: 'mono' }, w.url)], ['Description', w.description || '—'],
-      ['Events', (w.event_types || []).join(', ') || 'every event'], ['Created', time(w.created_at)]])),
+      ['Events', (w.event_types || []).join(', ') || 'every event'], ['Created', time(w.created_at)],
+      w.enabled ? null : ['Disabled because', w.disabled_reason || 'turned off by a key holder (PATCH enabled: false)']])),
     replayCard(path, access)), attempts);
   let res;
   try {
