@@ -362,6 +362,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 	cases = append(cases, docCase{op: "post /v1/messages/{id}/cancel", status: 409, srv: srv,
 		path: "/v1/messages/" + msg + "/cancel", key: c.APIKey})
 	cases = append(cases, accountAndKeyCases(t, main, srv, limited, lk, dead, adm, c, wo)...)
+	cases = append(cases, webhookCases(t, srv, c, wo)...)
 
 	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
 		op := "get " + p
