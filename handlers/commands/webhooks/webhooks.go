@@ -267,6 +267,11 @@ func (s *Service) Update(ctx context.Context, accountID, id string, ch Change, a
 		if err := appendTo(ctx, tx, w, ev, act); err != nil {
 			return err
 		}
+		if enabled != w.Enabled {
+			if err := park(ctx, tx, id, enabled); err != nil {
+				return err
+			}
+		}
 		out, err = scanEndpoint(tx.QueryRow(ctx, `UPDATE webhook_endpoints SET url = $2, event_types = $3, description = $4, enabled = $5,
   disabled_reason = CASE WHEN $5 THEN NULL ELSE disabled_reason END,
   failing_since = CASE WHEN $5 AND NOT enabled THEN NULL ELSE failing_since END, updated_at = $6
@@ -365,14 +370,31 @@ func (s *Service) Disable(ctx context.Context, id, reason, actor string) (bool, 
 		if err := appendTo(ctx, tx, w, ev, accounts.Action{Actor: actor}); err != nil {
 			return err
 		}
-		_, err = tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE webhook_id = $1`, id, reason, now)
-		disabled = err == nil
-		return err
+		if _, err := tx.Exec(ctx, `UPDATE webhook_endpoints SET enabled = false, disabled_reason = $2, updated_at = $3 WHERE webhook_id = $1`, id, reason, now); err != nil {
+			return err
+		}
+		if err := park(ctx, tx, id, false); err != nil {
+			return err
+		}
+		disabled = true
+		return nil
 	})
 	if err != nil {
 		return false, fmt.Errorf("disable webhook %s: %w", id, err)
 	}
 	return disabled, nil
+}
+
+// park takes a disabled endpoint's deliveries out of the sender's due
+// scan (next_attempt_at = infinity), or, when it is enabled again, makes
+// them due at once: they are kept, not dropped, while it is disabled.
+func park(ctx context.Context, tx *eventstore.Tx, id string, enabled bool) error {
+	q := `UPDATE webhook_deliveries SET next_attempt_at = 'infinity' WHERE webhook_id = $1`
+	if enabled {
+		q = `UPDATE webhook_deliveries SET next_attempt_at = now() WHERE webhook_id = $1 AND next_attempt_at = 'infinity'`
+	}
+	_, err := tx.Exec(ctx, q, id)
+	return err
 }
 
 // MaxReplay bounds the events one replay queues.
