@@ -232,3 +232,7 @@ func (d *Deliverer) runJanitor(ctx context.Context, every time.Duration) {
 		}
 	}
 }
+
+// MaintainedTables are the tables the deliverer wants eventstore.Maintain
+// to look after: a delivery row lives from fan-out to success.
+var MaintainedTables = []eventstore.Table{{Name: "webhook_deliveries", Every: time.Minute}}
