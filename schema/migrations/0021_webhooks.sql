@@ -34,9 +34,12 @@ CREATE TABLE webhook_secrets (
 -- Deliveries still owed: a row per (endpoint, event) until it succeeds or
 -- is exhausted (then the attempt log is the record and the row goes). The
 -- primary key orders one endpoint's deliveries of one stream by the
--- event's global position (= stream version order): a delivery is sent
--- only when no earlier one of its (webhook, stream) is still here. A
--- claimed delivery has next_attempt_at moved one lease ahead, so a crash
+-- event's global position (= stream version order), and only the first
+-- of each (webhook, stream) is ready: the sender claims ready rows only,
+-- so a stream's events go out in order without the claim looking past
+-- the later, waiting ones. When a delivery goes, the next of its
+-- (webhook, stream) is made ready in the same transaction. A claimed
+-- delivery has next_attempt_at moved one lease ahead, so a crash
 -- mid-send makes it due again, with the same attempt number.
 CREATE TABLE webhook_deliveries (
     webhook_id      text NOT NULL,
@@ -45,14 +48,16 @@ CREATE TABLE webhook_deliveries (
     event_id        uuid NOT NULL,
     event_type      text NOT NULL,
     attempt         int NOT NULL DEFAULT 0,
+    ready           boolean NOT NULL DEFAULT false,
     next_attempt_at timestamptz NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (webhook_id, stream_id, position)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE ready;
 
 -- The attempt log, every attempt of every delivery, kept
--- AFTEROK_WEBHOOK_ATTEMPTS_KEEP (a janitor removes older ones). Listed per
+-- AFTEROK_WEBHOOK_ATTEMPTS_KEEP (a janitor removes the oldest, walking
+-- seq: no index on at, one index less on the busiest insert). Listed per
 -- endpoint newest first; seq is the cursor.
 CREATE TABLE webhook_attempts (
     seq              bigserial PRIMARY KEY,
@@ -71,4 +76,3 @@ CREATE TABLE webhook_attempts (
 );
 CREATE INDEX webhook_attempts_list ON webhook_attempts (webhook_id, seq);
 CREATE INDEX webhook_attempts_event ON webhook_attempts (webhook_id, event_id, seq);
-CREATE INDEX webhook_attempts_at ON webhook_attempts (at);

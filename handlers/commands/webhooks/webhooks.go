@@ -426,14 +426,19 @@ func (s *Service) Replay(ctx context.Context, accountID, id string, since *time.
 		if err != nil {
 			return err
 		}
-		const insert = `INSERT INTO webhook_deliveries (webhook_id, stream_id, position, event_id, event_type, next_attempt_at)
-SELECT $1, e.stream_id, e.global_position, e.event_id, e.type, now() FROM events e `
+		// The first of a stream is ready when nothing of it is owed; a
+		// race with a recorder is caught by the deliverer's orphan check.
+		const insert = `INSERT INTO webhook_deliveries (webhook_id, stream_id, position, event_id, event_type, next_attempt_at, ready)
+SELECT $1, r.stream_id, r.global_position, r.event_id, r.type, now(),
+  r.rn = 1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries x WHERE x.webhook_id = $1 AND x.stream_id = r.stream_id)
+FROM (SELECT e.stream_id, e.global_position, e.event_id, e.type,
+             row_number() OVER (PARTITION BY e.stream_id ORDER BY e.global_position) AS rn FROM events e `
 		var tag interface{ RowsAffected() int64 }
 		if since != nil {
 			tag, err = tx.Exec(ctx, insert+`WHERE e.account_id = $2 AND e.type = ANY($3) AND e.recorded_at >= $4
-ORDER BY e.global_position LIMIT $5 ON CONFLICT DO NOTHING`, id, accountID, w.EventTypes, *since, MaxReplay)
+ORDER BY e.global_position LIMIT $5) r ON CONFLICT DO NOTHING`, id, accountID, w.EventTypes, *since, MaxReplay)
 		} else {
-			tag, err = tx.Exec(ctx, insert+`WHERE e.account_id = $2 AND e.type = ANY($3) AND e.event_id = ANY($4::uuid[])
+			tag, err = tx.Exec(ctx, insert+`WHERE e.account_id = $2 AND e.type = ANY($3) AND e.event_id = ANY($4::uuid[])) r
 ON CONFLICT DO NOTHING`, id, accountID, w.EventTypes, eventIDs)
 		}
 		if err != nil {

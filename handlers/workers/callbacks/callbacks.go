@@ -178,10 +178,14 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		defer wg.Done()
 		_ = d.cfg.Store.Run(fanCtx, d.fanOut())
 	}()
-	wg.Add(1)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
 		d.runJanitor(ctx, time.Hour)
+	}()
+	go func() {
+		defer wg.Done()
+		d.runOrphans(ctx, 5*time.Second)
 	}()
 	recorded := make(chan struct{})
 	go func() {

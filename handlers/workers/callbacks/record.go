@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/commands/webhooks"
@@ -40,6 +41,36 @@ UPDATE webhook_endpoints w SET failing_since = coalesce(w.failing_since, f.since
 FROM unnest($15::text[], $16::timestamptz[]) AS f(webhook_id, since)
 WHERE w.webhook_id = f.webhook_id
 RETURNING w.webhook_id, w.failing_since`
+
+// lockDoneSQL locks, in key order, the deliveries a batch of results
+// finishes or reschedules: the order the fan-out locks in (fanout.go).
+const lockDoneSQL = `-- name: webhooks.lock_done
+SELECT 1 FROM webhook_deliveries d
+JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS k(webhook_id, stream_id, position)
+  ON d.webhook_id = k.webhook_id AND d.stream_id = k.stream_id AND d.position = k.position
+ORDER BY d.webhook_id, d.stream_id, d.position
+FOR UPDATE OF d`
+
+// promoteSQL makes the next delivery of each (webhook, stream) whose
+// delivery just went ready. It runs after recordSQL in the same
+// transaction, with a snapshot of its own, so it sees what a fan-out that
+// held the finished row's lock has since committed.
+const promoteSQL = `-- name: webhooks.promote
+UPDATE webhook_deliveries d SET ready = true
+FROM (SELECT DISTINCT ON (x.webhook_id, x.stream_id) x.webhook_id, x.stream_id, x.position, x.ready
+      FROM webhook_deliveries x
+      JOIN unnest($1::text[], $2::text[]) AS k(webhook_id, stream_id) ON x.webhook_id = k.webhook_id AND x.stream_id = k.stream_id
+      ORDER BY x.webhook_id, x.stream_id, x.position) h
+WHERE NOT h.ready AND d.webhook_id = h.webhook_id AND d.stream_id = h.stream_id AND d.position = h.position`
+
+// orphansSQL is the safety net of the ready rule: the first delivery
+// owed of a (webhook, stream) that is not ready (a replay that raced a
+// recorder) is made ready. It walks the table; it runs every few seconds.
+const orphansSQL = `-- name: webhooks.orphans
+UPDATE webhook_deliveries d SET ready = true
+FROM (SELECT DISTINCT ON (webhook_id, stream_id) webhook_id, stream_id, position, ready
+      FROM webhook_deliveries ORDER BY webhook_id, stream_id, position) h
+WHERE NOT h.ready AND d.webhook_id = h.webhook_id AND d.stream_id = h.stream_id AND d.position = h.position`
 
 // record writes results as they come, in batches: whatever has arrived
 // when it is free, up to 500 at a time, so one statement serves many
@@ -125,12 +156,21 @@ func (d *Deliverer) flush(batch []result) {
 			failIDs, failAt = append(failIDs, id), append(failAt, t)
 		}
 	}
+	var doneHooks, doneStreams []string
+	finished := map[[2]string]bool{}
+	for i := range batch {
+		k := [2]string{hooks[i], streams[i]}
+		if next[i] == nil && !finished[k] {
+			finished[k] = true
+			doneHooks, doneStreams = append(doneHooks, k[0]), append(doneStreams, k[1])
+		}
+	}
 	var failing map[string]time.Time
 	for try := 0; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var err error
-		failing, err = d.write(ctx, hooks, streams, positions, ids, types, attempts, statuses, errs, durations, excerpts, at, next, outcomes,
-			healthy, failIDs, failAt)
+		failing, err = d.write(ctx, [][]string{doneHooks, doneStreams}, hooks, streams, positions, ids, types, attempts, statuses, errs,
+			durations, excerpts, at, next, outcomes, healthy, failIDs, failAt)
 		cancel()
 		if err == nil {
 			break
@@ -159,22 +199,58 @@ func (d *Deliverer) flush(batch []result) {
 	}
 }
 
-func (d *Deliverer) write(ctx context.Context, args ...any) (map[string]time.Time, error) {
-	rows, err := d.cfg.Store.Pool().Query(ctx, recordSQL, args...)
+// write runs lock, record and promote in one round trip: a batch is one
+// implicit transaction.
+func (d *Deliverer) write(ctx context.Context, done [][]string, args ...any) (map[string]time.Time, error) {
+	b := &pgx.Batch{}
+	b.Queue(lockDoneSQL, args[0], args[1], args[2])
+	b.Queue(recordSQL, args...)
+	b.Queue(promoteSQL, done[0], done[1])
+	br := d.cfg.Store.Pool().SendBatch(ctx, b)
+	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	rows, err := br.Query()
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
 	out := map[string]time.Time{}
 	for rows.Next() {
 		var id string
 		var since time.Time
 		if err := rows.Scan(&id, &since); err != nil {
+			rows.Close()
 			return nil, err
 		}
 		out[id] = since
 	}
-	return out, rows.Err()
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if _, err := br.Exec(); err != nil {
+		return nil, err
+	}
+	return out, br.Close()
+}
+
+// runOrphans runs orphansSQL every interval.
+func (d *Deliverer) runOrphans(ctx context.Context, every time.Duration) {
+	for {
+		eventstore.Sleep(ctx, every)
+		if ctx.Err() != nil {
+			return
+		}
+		tag, err := d.cfg.Store.Pool().Exec(ctx, orphansSQL)
+		switch {
+		case err != nil && ctx.Err() == nil:
+			d.log.Warn("webhook deliveries: orphan check", "err", err)
+		case err == nil && tag.RowsAffected() > 0:
+			d.log.Info("webhook deliveries made ready by the orphan check", "count", tag.RowsAffected())
+			d.Wake()
+		}
+	}
 }
 
 func (d *Deliverer) disable(id, reason, kind string) {
@@ -214,8 +290,11 @@ func (d *Deliverer) logAttempt(r *result, outcome string, next *time.Time) {
 func (d *Deliverer) runJanitor(ctx context.Context, every time.Duration) {
 	for {
 		for ctx.Err() == nil {
-			tag, err := d.cfg.Store.Pool().Exec(ctx, `DELETE FROM webhook_attempts WHERE seq IN (
-  SELECT seq FROM webhook_attempts WHERE at < now() - $1::interval LIMIT 5000)`, d.cfg.AttemptsKeep)
+			// The oldest by seq (the primary key): at rises with seq, give
+			// or take a batch's spread.
+			tag, err := d.cfg.Store.Pool().Exec(ctx, `-- name: webhooks.janitor
+DELETE FROM webhook_attempts WHERE seq IN (
+  SELECT seq FROM (SELECT seq, at FROM webhook_attempts ORDER BY seq LIMIT 5000) o WHERE o.at < now() - $1::interval)`, d.cfg.AttemptsKeep)
 			if err != nil {
 				if ctx.Err() == nil {
 					d.log.Warn("webhook attempts janitor", "err", err)

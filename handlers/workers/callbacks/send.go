@@ -12,28 +12,28 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/afterok/afterok/eventstore"
 )
 
 // claimSQL takes up to $1 due deliveries, leaving out the endpoints in $2
-// (full, or their breaker open), each the earliest still owed of its
-// (endpoint, stream), of an enabled endpoint, and holds them for the lease
-// $3 by moving next_attempt_at. It returns what sending needs: the event,
-// the URL and the live secrets, newest first. The due scan walks
-// webhook_deliveries_due; the order check and the claim use the primary
-// key (docs: README "Webhooks", the plan).
+// (full, or their breaker open), each ready (the earliest still owed of
+// its endpoint and stream), of an enabled endpoint, and holds them for
+// the lease $3 (ms) by moving next_attempt_at. It returns what sending
+// needs: the event, the URL and the live secrets, newest first. The due
+// scan walks the partial index webhook_deliveries_due, which holds only
+// ready rows, and the claim updates the rows it locked by ctid.
 const claimSQL = `-- name: webhooks.claim
 WITH due AS (
-  SELECT d.webhook_id, d.stream_id, d.position FROM webhook_deliveries d
-  WHERE d.next_attempt_at <= now() AND NOT (d.webhook_id = ANY($2::text[]))
-    AND NOT EXISTS (SELECT 1 FROM webhook_deliveries p
-                    WHERE p.webhook_id = d.webhook_id AND p.stream_id = d.stream_id AND p.position < d.position)
+  SELECT d.ctid AS tid FROM webhook_deliveries d
+  WHERE d.ready AND d.next_attempt_at <= now() AND NOT (d.webhook_id = ANY($2::text[]))
     AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.webhook_id = d.webhook_id AND w.enabled)
   ORDER BY d.next_attempt_at LIMIT $1
   FOR UPDATE OF d SKIP LOCKED),
 claimed AS (
-  UPDATE webhook_deliveries d SET next_attempt_at = now() + $3::interval FROM due
-  WHERE d.webhook_id = due.webhook_id AND d.stream_id = due.stream_id AND d.position = due.position
+  UPDATE webhook_deliveries d SET next_attempt_at = now() + $3::bigint * interval '1 millisecond'
+  WHERE d.ctid = ANY(ARRAY(SELECT tid FROM due))
   RETURNING d.webhook_id, d.position, d.attempt)
 SELECT c.webhook_id, c.attempt, w.url,
   (SELECT array_agg(s.secret ORDER BY s.created_at DESC) FROM webhook_secrets s
@@ -140,7 +140,11 @@ func (d *Deliverer) claim(ctx context.Context, workers *sync.WaitGroup) (int, er
 		}
 	}
 	d.mu.Unlock()
-	rows, err := d.cfg.Store.Pool().Query(ctx, claimSQL, d.cfg.BatchSize, full, d.cfg.Lease)
+	// Planned at each run (no cached generic plan): how many deliveries
+	// are due swings from none to a burst's tens of thousands, and a plan
+	// made for one is a disaster for the other (a generic plan scanned
+	// and sorted the whole table).
+	rows, err := d.cfg.Store.Pool().Query(ctx, claimSQL, pgx.QueryExecModeExec, d.cfg.BatchSize, full, d.cfg.Lease.Milliseconds())
 	if err != nil {
 		return 0, err
 	}
