@@ -165,8 +165,8 @@ wait:
 	stopFollow()
 	if hooks != nil {
 		// The order completions and the last final states' callbacks
-		// come after the final states.
-		hooks.drain(ctx, 3*time.Second)
+		// come after the final states: wait until none came for 10 s.
+		hooks.drain(ctx, 10*time.Second)
 	}
 	elapsed := time.Since(start).Seconds()
 	slices.Sort(latencies)

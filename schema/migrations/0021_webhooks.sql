@@ -53,7 +53,10 @@ CREATE TABLE webhook_deliveries (
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (webhook_id, stream_id, position)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE ready;
+-- The claim walks the ready rows per endpoint: a skip scan finds the
+-- endpoints with any, and each one's due rows come in next_attempt_at
+-- order from the same index.
+CREATE INDEX webhook_deliveries_ready ON webhook_deliveries (webhook_id, next_attempt_at) WHERE ready;
 
 -- The attempt log, every attempt of every delivery, kept
 -- AFTEROK_WEBHOOK_ATTEMPTS_KEEP (a janitor removes the oldest, walking

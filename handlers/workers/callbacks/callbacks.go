@@ -89,6 +89,9 @@ type Hooks struct {
 	Abandon bool
 }
 
+// recorderCount is how many goroutines write attempt results.
+const recorderCount = 2
+
 // Deliverer runs the fan-out and the sender.
 type Deliverer struct {
 	cfg     Config
@@ -101,6 +104,10 @@ type Deliverer struct {
 	mu        sync.Mutex
 	endpoints map[string]*endpoint
 	claimed   map[deliveryKey]time.Time // held, not yet recorded: released on stop
+
+	// waiting are the (webhook, stream) pairs the last fan-out batch left
+	// waiting; only the fan-out's goroutine touches it.
+	waiting [][2]string
 }
 
 // New returns a Deliverer, or an error naming what cfg lacks.
@@ -185,13 +192,21 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		d.runOrphans(ctx, 5*time.Second)
+		d.runOrphans(ctx, 2*time.Second)
 	}()
+	// Two recorders write at once: a flush may wait for the rows it
+	// finishes to be free of a fan-out's lock, and meanwhile the other
+	// goes on.
+	var recorders sync.WaitGroup
+	for range recorderCount {
+		recorders.Add(1)
+		go func() {
+			defer recorders.Done()
+			d.record(ctx)
+		}()
+	}
 	recorded := make(chan struct{})
-	go func() {
-		defer close(recorded)
-		d.record(ctx)
-	}()
+	go func() { recorders.Wait(); close(recorded) }()
 	var senders sync.WaitGroup
 	d.send(ctx, &senders)
 	senders.Wait()

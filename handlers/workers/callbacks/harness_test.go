@@ -236,3 +236,14 @@ func redirectTo(url string) http.Handler {
 		http.Redirect(w, r, url, http.StatusTemporaryRedirect)
 	})
 }
+
+// waitOwedNothing waits until no delivery is owed: the last results are
+// recorded a few milliseconds after the receiver answered.
+func (h *harness) waitOwedNothing(t *testing.T) {
+	t.Helper()
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		var owed int
+		require.NoError(t, h.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook_deliveries`).Scan(&owed))
+		return owed == 0, "deliveries still owed"
+	})
+}

@@ -17,22 +17,35 @@ import (
 	"github.com/afterok/afterok/eventstore"
 )
 
-// claimSQL takes up to $1 due deliveries, leaving out the endpoints in $2
-// (full, or their breaker open), each ready (the earliest still owed of
-// its endpoint and stream), of an enabled endpoint, and holds them for
-// the lease $3 (ms) by moving next_attempt_at. It returns what sending
-// needs: the event, the URL and the live secrets, newest first. The due
-// scan walks the partial index webhook_deliveries_due, which holds only
-// ready rows, and the claim updates the rows it locked by ctid.
+// claimSQL takes due deliveries for each endpoint that has any, up to
+// its room ($2/$3 name the rooms of the endpoints the sender knows; any
+// other gets $1), each ready (the earliest still owed of its endpoint and
+// stream), of an enabled endpoint, and holds them for the lease $4 (ms)
+// by moving next_attempt_at. It returns what sending needs: the event,
+// the URL and the live secrets, newest first.
+//
+// The endpoints with ready deliveries are found by a skip scan of
+// webhook_deliveries_ready (one index probe per endpoint), and each one's
+// due deliveries read from the same index: an endpoint that is full, or
+// whose breaker is open, costs the claim nothing, however much it is owed.
 const claimSQL = `-- name: webhooks.claim
-WITH due AS (
-  SELECT d.ctid AS tid FROM webhook_deliveries d
-  WHERE d.ready AND d.next_attempt_at <= now() AND NOT (d.webhook_id = ANY($2::text[]))
-    AND EXISTS (SELECT 1 FROM webhook_endpoints w WHERE w.webhook_id = d.webhook_id AND w.enabled)
-  ORDER BY d.next_attempt_at LIMIT $1
-  FOR UPDATE OF d SKIP LOCKED),
+WITH RECURSIVE hooks AS (
+  (SELECT d.webhook_id FROM webhook_deliveries d WHERE d.ready ORDER BY d.webhook_id LIMIT 1)
+  UNION ALL
+  SELECT (SELECT d.webhook_id FROM webhook_deliveries d WHERE d.ready AND d.webhook_id > h.webhook_id ORDER BY d.webhook_id LIMIT 1)
+  FROM hooks h WHERE h.webhook_id IS NOT NULL),
+due AS (
+  SELECT x.tid FROM hooks h
+  JOIN webhook_endpoints w ON w.webhook_id = h.webhook_id AND w.enabled
+  LEFT JOIN unnest($2::text[], $3::int[]) AS r(webhook_id, room) ON r.webhook_id = h.webhook_id
+  CROSS JOIN LATERAL (
+    SELECT d.ctid AS tid FROM webhook_deliveries d
+    WHERE d.webhook_id = h.webhook_id AND d.ready AND d.next_attempt_at <= now()
+    ORDER BY d.next_attempt_at LIMIT coalesce(r.room, $1)
+    FOR UPDATE OF d SKIP LOCKED) x
+  WHERE coalesce(r.room, $1) > 0),
 claimed AS (
-  UPDATE webhook_deliveries d SET next_attempt_at = now() + $3::bigint * interval '1 millisecond'
+  UPDATE webhook_deliveries d SET next_attempt_at = now() + $4::bigint * interval '1 millisecond'
   WHERE d.ctid = ANY(ARRAY(SELECT tid FROM due))
   RETURNING d.webhook_id, d.position, d.attempt)
 SELECT c.webhook_id, c.attempt, w.url,
@@ -79,7 +92,8 @@ type endpoint struct {
 }
 
 // room is how many more deliveries the endpoint takes now: a queue of
-// 32 per request it may have in flight, none while its breaker is open,
+// 32 per request it may have in flight (at least two claims' worth, so a
+// lone busy endpoint does not make every claim release its overflow), none while its breaker is open,
 // one at a time while it is half open (the first attempt after the
 // cooldown).
 func (d *Deliverer) room(ep *endpoint, now time.Time) int {
@@ -89,7 +103,7 @@ func (d *Deliverer) room(ep *endpoint, now time.Time) int {
 	case ep.failures >= d.cfg.BreakerThreshold:
 		return max(0, 1-ep.inflight-len(ep.queue))
 	}
-	return max(0, d.cfg.Concurrency*32-ep.inflight-len(ep.queue))
+	return max(0, max(d.cfg.Concurrency*32, 2*d.cfg.BatchSize)-ep.inflight-len(ep.queue))
 }
 
 func (d *Deliverer) endpoint(id string) *endpoint {
@@ -112,7 +126,7 @@ func (d *Deliverer) send(ctx context.Context, workers *sync.WaitGroup) {
 			eventstore.Sleep(ctx, time.Second)
 			continue
 		}
-		if n == d.cfg.BatchSize {
+		if n >= d.cfg.BatchSize {
 			continue // more are due
 		}
 		poll.Reset(d.cfg.Poll)
@@ -131,20 +145,20 @@ func (d *Deliverer) send(ctx context.Context, workers *sync.WaitGroup) {
 func (d *Deliverer) claim(ctx context.Context, workers *sync.WaitGroup) (int, error) {
 	now := d.cfg.Now()
 	d.mu.Lock()
-	full := []string{}
+	known, rooms := []string{}, []int32{}
 	for id, ep := range d.endpoints {
-		if d.room(ep, now) == 0 {
-			full = append(full, id)
-		} else if ep.inflight == 0 && len(ep.queue) == 0 && ep.failures == 0 {
+		if ep.inflight == 0 && len(ep.queue) == 0 && ep.failures == 0 {
 			delete(d.endpoints, id) // idle: forget it, so the map stays small
+			continue
 		}
+		known, rooms = append(known, id), append(rooms, int32(min(d.room(ep, now), d.cfg.BatchSize)))
 	}
 	d.mu.Unlock()
 	// Planned at each run (no cached generic plan): how many deliveries
-	// are due swings from none to a burst's tens of thousands, and a plan
-	// made for one is a disaster for the other (a generic plan scanned
-	// and sorted the whole table).
-	rows, err := d.cfg.Store.Pool().Query(ctx, claimSQL, pgx.QueryExecModeExec, d.cfg.BatchSize, full, d.cfg.Lease.Milliseconds())
+	// are owed swings from none to a burst's tens of thousands, and a plan
+	// made for one is a disaster for the other (a generic plan of an
+	// earlier claim scanned and sorted the whole table).
+	rows, err := d.cfg.Store.Pool().Query(ctx, claimSQL, pgx.QueryExecModeExec, d.cfg.BatchSize, known, rooms, d.cfg.Lease.Milliseconds())
 	if err != nil {
 		return 0, err
 	}
