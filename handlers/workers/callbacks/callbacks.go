@@ -107,7 +107,7 @@ type Deliverer struct {
 
 	// waiting are the (webhook, stream) pairs the last fan-out batch left
 	// waiting; only the fan-out's goroutine touches it.
-	waiting [][2]string
+	waiting, waitedBefore [][2]string
 }
 
 // New returns a Deliverer, or an error naming what cfg lacks.
@@ -192,7 +192,7 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}()
 	go func() {
 		defer wg.Done()
-		d.runOrphans(ctx, 2*time.Second)
+		d.runOrphans(ctx, time.Second)
 	}()
 	// Two recorders write at once: a flush may wait for the rows it
 	// finishes to be free of a fan-out's lock, and meanwhile the other

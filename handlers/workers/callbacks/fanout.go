@@ -37,14 +37,19 @@ RETURNING webhook_id, stream_id, ready`
 // waiting, and a recorder that finished that delivery meanwhile, with a
 // snapshot from before the fan-out committed, did not see the new row to
 // make it ready. So once the fan-out has committed, the pairs it left
-// waiting are checked again; what still slips through (a recorder whose
-// transaction spans this check) is caught by the orphan check.
+// waiting are checked again, and once more after the next batch; what
+// still slips through is caught by the orphan check.
 func (d *Deliverer) promoteAfterFanOut() {
-	if len(d.waiting) == 0 {
+	// The pairs of this batch, and again those of the one before: a
+	// recorder that was still in flight at the first check has most
+	// likely committed by the second.
+	check := append(d.waiting, d.waitedBefore...)
+	d.waitedBefore = append(d.waitedBefore[:0], d.waiting...)
+	if len(check) == 0 {
 		return
 	}
-	hooks, streams := make([]string, len(d.waiting)), make([]string, len(d.waiting))
-	for i, k := range d.waiting {
+	hooks, streams := make([]string, len(check)), make([]string, len(check))
+	for i, k := range check {
 		hooks[i], streams[i] = k[0], k[1]
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

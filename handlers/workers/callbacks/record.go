@@ -57,8 +57,8 @@ WHERE NOT h.ready AND d.webhook_id = h.webhook_id AND d.stream_id = h.stream_id 
 // orphansSQL is the safety net of the ready rule: the first delivery
 // owed of a (webhook, stream) that is not ready (a fan-out or a replay
 // that raced a recorder past promoteAfterFanOut) is made ready. It walks
-// the table; it runs every 2 s, and logs what it finds (it should be
-// rare: each one is a callback up to 2 s late).
+// the table; it runs every second, and logs what it finds (it should be
+// rare: each one is a callback up to a second late).
 const orphansSQL = `-- name: webhooks.orphans
 UPDATE webhook_deliveries d SET ready = true
 FROM (SELECT DISTINCT ON (webhook_id, stream_id) webhook_id, stream_id, position, ready
