@@ -93,6 +93,7 @@ type Config struct {
 	WebhookConcurrency     int             // AFTEROK_WEBHOOK_CONCURRENCY: requests in flight per endpoint
 	WebhookAttemptsKeep    time.Duration   // AFTEROK_WEBHOOK_ATTEMPTS_KEEP: attempt-log retention
 	WebhookRotationOverlap time.Duration   // AFTEROK_WEBHOOK_ROTATION_OVERLAP: a rotated-out secret keeps signing this long
+	WebhookLease           time.Duration   // AFTEROK_WEBHOOK_LEASE: a claimed delivery is due again after this (a dead process's)
 
 	SimSubmitLatency time.Duration // AFTEROK_SIM_SUBMIT_LATENCY
 	SimReceiptDelay  time.Duration // AFTEROK_SIM_RECEIPT_DELAY
@@ -158,7 +159,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SimReceiptMaxAge:   6 * time.Hour,
 	}
 	c.WebhookRetrySchedule, c.WebhookDisableAfter, c.WebhookConcurrency = callbacks.DefaultSchedule, 120*time.Hour, 16
-	c.WebhookAttemptsKeep, c.WebhookRotationOverlap = 30*24*time.Hour, 24*time.Hour
+	c.WebhookAttemptsKeep, c.WebhookRotationOverlap, c.WebhookLease = 30*24*time.Hour, 24*time.Hour, 2*time.Minute
 	// The readers' and bodies' limits (handlers/edge/api documents why).
 	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
 	p := parser{getenv: getenv}
@@ -214,6 +215,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.int("AFTEROK_WEBHOOK_CONCURRENCY", &c.WebhookConcurrency, 1, 1024)
 	p.dur("AFTEROK_WEBHOOK_ATTEMPTS_KEEP", &c.WebhookAttemptsKeep)
 	p.dur("AFTEROK_WEBHOOK_ROTATION_OVERLAP", &c.WebhookRotationOverlap)
+	p.dur("AFTEROK_WEBHOOK_LEASE", &c.WebhookLease)
+	if c.WebhookLease < 2*time.Second {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_LEASE=%s: at least 2s", c.WebhookLease))
+	}
 	if b := p.file("AFTEROK_PRICES_FILE"); b != nil {
 		t, err := pricing.Parse(b)
 		p.check("AFTEROK_PRICES_FILE", err)

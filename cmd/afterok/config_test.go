@@ -82,3 +82,21 @@ func TestConfigReadsTheWebhookSettings(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+func TestConfigRefusesAShortWebhookLease(t *testing.T) {
+	_, err := LoadConfig(func(k string) string {
+		if k == "AFTEROK_WEBHOOK_LEASE" {
+			return "500ms"
+		}
+		return ""
+	})
+	require.ErrorContains(t, err, "AFTEROK_WEBHOOK_LEASE")
+	c, err := LoadConfig(func(k string) string {
+		if k == "AFTEROK_WEBHOOK_LEASE" {
+			return "30s"
+		}
+		return ""
+	})
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, c.WebhookLease)
+}

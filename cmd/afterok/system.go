@@ -209,7 +209,8 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 	if roles[roleWebhooks] {
 		d, err := callbacks.New(callbacks.Config{Store: s.store, Webhooks: s.webhooks, Guard: webhooks.Guard{AllowPrivate: s.cfg.WebhookAllowPrivate},
 			Schedule: s.cfg.WebhookRetrySchedule, DisableAfter: s.cfg.WebhookDisableAfter, Concurrency: s.cfg.WebhookConcurrency,
-			AttemptsKeep: s.cfg.WebhookAttemptsKeep, Logger: env.log, Registerer: s.registry})
+			AttemptsKeep: s.cfg.WebhookAttemptsKeep, Lease: s.cfg.WebhookLease, Logger: env.log, Registerer: s.registry,
+			Hooks: env.webhookHooks})
 		if err != nil {
 			return nil, err
 		}

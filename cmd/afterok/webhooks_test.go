@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -13,9 +14,13 @@ import (
 	standardwebhooks "github.com/standard-webhooks/standard-webhooks/libraries/go"
 	"github.com/stretchr/testify/require"
 
+	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore/storetest"
+	"github.com/afterok/afterok/handlers/workers/callbacks"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
+
+func webhookTypes() []string { return domain.WebhookEventTypes() }
 
 // TestWebhooksEndToEnd runs the whole system (API, JetStream, workers,
 // simulator, tracker, the webhooks role) with an endpoint subscribed to
@@ -131,4 +136,84 @@ func TestWebhooksEndToEnd(t *testing.T) {
 	}
 	require.Equal(t, len(want), outcomes["succeeded"])
 	require.Equal(t, failed, outcomes["failed"], "every failed request is in the log")
+}
+
+// TestWebhooksCrashBetweenDeliveryAndRecord kills the webhooks role after
+// its first callbacks were answered and before any was recorded (the rest
+// of the system stops with it), while orders are in flight; after a
+// restart every subscribed event reaches the receiver, the ones sent
+// before the crash again with the same webhook-id, and the orders
+// complete as ever.
+func TestWebhooksCrashBetweenDeliveryAndRecord(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.WebhookAllowPrivate = true
+	h.cfg.WebhookLease = 2 * time.Second
+	var mu sync.Mutex
+	calls := map[string]int{}
+	rc := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		calls[r.Header.Get("webhook-id")]++
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rc.Close)
+	fired := false
+	h.webhookHooks = callbacks.Hooks{Abandon: true, BeforeRecord: func(ctx context.Context) {
+		mu.Lock()
+		first := !fired
+		fired = true
+		mu.Unlock()
+		if first {
+			h.running.cancel()
+		}
+		<-ctx.Done()
+	}}
+	h.start(dispatch.Hooks{})
+	status, out := h.post("/v1/webhooks", map[string]any{"url": rc.URL})
+	require.Equal(t, 201, status, "%v", out)
+	orders := faultOrder(h)
+	h.waitStopped()
+	require.True(t, fired, "the crash point was reached")
+	var logged int
+	require.NoError(t, h.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM webhook_attempts`).Scan(&logged))
+	require.Zero(t, logged, "killed before any record")
+	mu.Lock()
+	before := map[string]int{}
+	for id, n := range calls {
+		before[id] = n
+	}
+	mu.Unlock()
+	require.NotEmpty(t, before, "callbacks were answered before the crash")
+
+	h.webhookHooks = callbacks.Hooks{}
+	h.start(dispatch.Hooks{})
+	h.waitOrdersCompleted(60*time.Second, orders...)
+	h.checkInvariants(orders...)
+	want := map[string]bool{}
+	rows, err := h.db.Pool.Query(context.Background(), `SELECT event_id::text FROM events WHERE account_id = $1 AND type = ANY($2)`,
+		h.key.AccountID, webhookTypes())
+	require.NoError(t, err)
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		want[id] = true
+	}
+	require.NoError(t, rows.Err())
+	storetest.Poll(t, 60*time.Second, func() (bool, string) {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(calls) >= len(want), fmt.Sprintf("%d of %d events delivered", len(calls), len(want))
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for id := range calls {
+		require.True(t, want[id], "%s is not one of the account's events", id)
+	}
+	again := 0
+	for id := range before {
+		if calls[id] > before[id] {
+			again++
+		}
+	}
+	require.Positive(t, again, "what was sent and not recorded was sent again, with the same webhook-id")
 }
