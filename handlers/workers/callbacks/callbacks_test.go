@@ -2,6 +2,7 @@ package callbacks_test
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -422,4 +423,38 @@ func TestRestartWhileRetriesArePending(t *testing.T) {
 		}
 	}
 	require.Equal(t, len(want), rc.distinct())
+}
+
+// TestRetryAfterAndTheExcerpt: a 503 with Retry-After waits at least that
+// long, whatever the schedule says; at most 1 KB of an answer is read and
+// kept.
+func TestRetryAfterAndTheExcerpt(t *testing.T) {
+	h := newHarness(t, webhooks.Config{})
+	big := strings.Repeat("x", 5000)
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "2")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(big))
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	ep := h.endpoint(srv.URL, "OrderAccepted")
+	h.run(callbacks.Config{Schedule: []time.Duration{100 * time.Millisecond, 100 * time.Millisecond}})
+	h.messages(1)
+	storetest.Poll(t, 15*time.Second, func() (bool, string) {
+		page, _, _ := h.svc.Attempts(context.Background(), h.account, ep.WebhookID, webhooks.AttemptFilter{Outcome: webhooks.OutcomeSucceeded}, 10, "")
+		return len(page) == 1, "waiting for the retry"
+	})
+	page, _, err := h.svc.Attempts(context.Background(), h.account, ep.WebhookID, webhooks.AttemptFilter{}, 10, "")
+	require.NoError(t, err)
+	require.Len(t, page, 2)
+	first, second := page[1], page[0]
+	require.Equal(t, 503, *first.StatusCode)
+	require.Len(t, first.ResponseExcerpt, 1024, "1 KB of the answer is kept")
+	require.WithinDuration(t, first.At.Add(2*time.Second), *first.NextAttemptAt, time.Millisecond, "Retry-After, not the 100 ms of the schedule")
+	require.GreaterOrEqual(t, second.At.Sub(first.At), 1990*time.Millisecond)
 }
