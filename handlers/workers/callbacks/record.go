@@ -307,5 +307,9 @@ DELETE FROM webhook_attempts WHERE seq IN (
 }
 
 // MaintainedTables are the tables the deliverer wants eventstore.Maintain
-// to look after: a delivery row lives from fan-out to success.
-var MaintainedTables = []eventstore.Table{{Name: "webhook_deliveries", Every: time.Minute}}
+// to look after. A delivery row lives from fan-out to success and is
+// updated twice on the way (claimed, made ready): three dead rows, and
+// their index entries, per callback, which the claim's index walks would
+// step over until a vacuum; so every 10 s.
+var MaintainedTables = []eventstore.Table{{Name: "webhook_deliveries", Every: 10 * time.Second},
+	{Name: "webhook_attempts", Every: time.Minute, AnalyzeOnly: true}, {Name: "webhook_endpoints", Every: time.Minute}}
