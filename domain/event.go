@@ -45,6 +45,13 @@ var decoders = map[string]func(version int, data []byte) (Event, error){
 	APIKeyIssued{}.EventType():     decodeV1[APIKeyIssued],
 	BalanceCredited{}.EventType():  decodeV1[BalanceCredited],
 	APIKeyRevoked{}.EventType():    decodeV1[APIKeyRevoked],
+	// Webhook endpoints (webhook.go).
+	WebhookEndpointCreated{}.EventType():  decodeV1[WebhookEndpointCreated],
+	WebhookEndpointUpdated{}.EventType():  decodeV1[WebhookEndpointUpdated],
+	WebhookSecretRotated{}.EventType():    decodeV1[WebhookSecretRotated],
+	WebhookEndpointDisabled{}.EventType(): decodeV1[WebhookEndpointDisabled],
+	WebhookEndpointDeleted{}.EventType():  decodeV1[WebhookEndpointDeleted],
+	WebhookReplayRequested{}.EventType():  decodeV1[WebhookReplayRequested],
 }
 
 // EventTypes lists every event type this build can decode, for

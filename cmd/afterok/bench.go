@@ -44,6 +44,8 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 		"below what the system executes, it measures the steady state instead of a backlog")
 	simURL := fs.String("sim-url", "http://"+env.cfg.SimAddr, "the provider simulator, for its duplicate_submissions and its CPU "+
 		"(run it out of process with `afterok provider-sim` to see its share apart from afterok's)")
+	hookAddr := fs.String("webhook-receiver", "", "listen here (e.g. 127.0.0.1:0) with a callback receiver registered for every "+
+		"order and message event of the bench account, and report callback lag and rate (the server needs AFTEROK_WEBHOOK_ALLOW_PRIVATE, as afterok dev sets)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -69,6 +71,17 @@ func runBench(ctx context.Context, env *environment, args []string) error {
 	}
 	b := &bench{url: strings.TrimRight(*url, "/"), key: *key, client: &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *clients * 2}},
 		accepted: make(map[string]time.Time, *total)}
+	var hooks *benchReceiver
+	if *hookAddr != "" {
+		var err error
+		if hooks, err = startBenchReceiver(*hookAddr); err != nil {
+			return err
+		}
+		defer hooks.close()
+		if err := hooks.register(ctx, b); err != nil {
+			return err
+		}
+	}
 	cpu := newCPUSplit(b.url, *simURL, env.cfg.DatabaseURL)
 	sim0, simErr := simStats(ctx, b.client, *simURL)
 
@@ -150,6 +163,11 @@ wait:
 	}
 	_ = bar.Finish()
 	stopFollow()
+	if hooks != nil {
+		// The order completions and the last final states' callbacks
+		// come after the final states: wait until none came for 10 s.
+		hooks.drain(ctx, 10*time.Second)
+	}
 	elapsed := time.Since(start).Seconds()
 	slices.Sort(latencies)
 	slices.Sort(endToEnd)
@@ -182,6 +200,9 @@ wait:
 	}
 	if len(failed) > 0 {
 		r.FirstError = failed[0].Error()
+	}
+	if hooks != nil {
+		r.Webhooks = hooks.report(lastFinal)
 	}
 	if *asJSON {
 		return json.NewEncoder(env.stdout).Encode(r)
@@ -356,6 +377,8 @@ type benchReport struct {
 	Load                 string     `json:"loadavg,omitempty"` // /proc/loadavg at the end
 	CPUs                 int        `json:"cpus"`
 	Host                 string     `json:"host"`
+	// Webhooks is the callback receiver's measure (--webhook-receiver).
+	Webhooks *webhookReport `json:"webhooks,omitempty"`
 }
 
 func (r benchReport) String() string {
@@ -391,6 +414,9 @@ func (r benchReport) String() string {
 		s += fmt.Sprintf("  simulator        duplicate_submissions %d\n", *r.DuplicateSubmissions)
 	} else {
 		s += "  simulator        not reached (--sim-url): duplicate_submissions unknown\n"
+	}
+	if r.Webhooks != nil {
+		s += r.Webhooks.String()
 	}
 	s += "  then check       afterok verify (hash chains, versions, balances; --projections for the read models)\n"
 	return s

@@ -71,3 +71,26 @@ func TestSustainedIsTheBestMinute(t *testing.T) {
 	require.Zero(t, rate)
 	require.InDelta(t, 32, span, 0.1)
 }
+
+// TestBenchWithAWebhookReceiver: with --webhook-receiver the bench
+// registers a receiver for every event of its account and reports every
+// callback, signed, with its lag.
+func TestBenchWithAWebhookReceiver(t *testing.T) {
+	h := newHarness(t)
+	h.cfg.WebhookAllowPrivate = true
+	h.start(dispatch.Hooks{})
+	code, out, errOut := afterok(t, "bench", "--url", "http://"+h.cfg.Addr, "--sim-url", "http://"+h.cfg.SimAddr, "--key", h.key.APIKey,
+		"--messages", "100", "--order-size", "50", "--clients", "2", "--timeout", "60s", "--json", "--webhook-receiver", "127.0.0.1:0")
+	require.Equal(t, 0, code, errOut)
+	var r benchReport
+	require.NoError(t, json.Unmarshal([]byte(out), &r), out)
+	require.Equal(t, 100, r.Final)
+	require.NotNil(t, r.Webhooks, out)
+	// Five events per message (accepted, queued, routed, submitted,
+	// delivered) and two per order (accepted, completed).
+	require.Equal(t, 100*5+2*2, r.Webhooks.Callbacks, out)
+	require.Zero(t, r.Webhooks.BadSigs)
+	require.Positive(t, r.Webhooks.LagP50)
+	require.LessOrEqual(t, r.Webhooks.LagP50, r.Webhooks.LagP99)
+	require.Positive(t, r.Webhooks.PerSecond)
+}

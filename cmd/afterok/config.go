@@ -13,6 +13,7 @@ import (
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/callbacks"
 )
 
 // Config is afterok's configuration, loaded once from the environment. The
@@ -85,6 +86,15 @@ type Config struct {
 	// profiling under load; never on a public address.
 	PprofAddr string
 
+	// Status callbacks (handlers/workers/callbacks, the webhooks role).
+	WebhookAllowPrivate    bool            // AFTEROK_WEBHOOK_ALLOW_PRIVATE: allow loopback/private targets and http (dev sets it)
+	WebhookRetrySchedule   []time.Duration // AFTEROK_WEBHOOK_RETRY_SCHEDULE: pauses after each failed attempt
+	WebhookDisableAfter    time.Duration   // AFTEROK_WEBHOOK_DISABLE_AFTER: every attempt failed this long → disabled
+	WebhookConcurrency     int             // AFTEROK_WEBHOOK_CONCURRENCY: requests in flight per endpoint
+	WebhookAttemptsKeep    time.Duration   // AFTEROK_WEBHOOK_ATTEMPTS_KEEP: attempt-log retention
+	WebhookRotationOverlap time.Duration   // AFTEROK_WEBHOOK_ROTATION_OVERLAP: a rotated-out secret keeps signing this long
+	WebhookLease           time.Duration   // AFTEROK_WEBHOOK_LEASE: a claimed delivery is due again after this (a dead process's)
+
 	SimSubmitLatency time.Duration // AFTEROK_SIM_SUBMIT_LATENCY
 	SimReceiptDelay  time.Duration // AFTEROK_SIM_RECEIPT_DELAY
 	// SimReceiptMaxAge is how long the simulator retries a refused receipt
@@ -148,6 +158,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		SimReceiptDelay:    200 * time.Millisecond,
 		SimReceiptMaxAge:   6 * time.Hour,
 	}
+	c.WebhookRetrySchedule, c.WebhookDisableAfter, c.WebhookConcurrency = callbacks.DefaultSchedule, 120*time.Hour, 16
+	c.WebhookAttemptsKeep, c.WebhookRotationOverlap, c.WebhookLease = 30*24*time.Hour, 24*time.Hour, 2*time.Minute
 	// The readers' and bodies' limits (handlers/edge/api documents why).
 	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
 	p := parser{getenv: getenv}
@@ -197,6 +209,16 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.dur("AFTEROK_SIM_RECEIPT_MAX_AGE", &c.SimReceiptMaxAge)
 	p.dur("AFTEROK_STRANDED_AFTER", &c.StrandedAfter)
 	p.dur("AFTEROK_STRANDED_EVERY", &c.StrandedEvery)
+	p.boolean("AFTEROK_WEBHOOK_ALLOW_PRIVATE", &c.WebhookAllowPrivate)
+	p.durations("AFTEROK_WEBHOOK_RETRY_SCHEDULE", &c.WebhookRetrySchedule)
+	p.dur("AFTEROK_WEBHOOK_DISABLE_AFTER", &c.WebhookDisableAfter)
+	p.int("AFTEROK_WEBHOOK_CONCURRENCY", &c.WebhookConcurrency, 1, 1024)
+	p.dur("AFTEROK_WEBHOOK_ATTEMPTS_KEEP", &c.WebhookAttemptsKeep)
+	p.dur("AFTEROK_WEBHOOK_ROTATION_OVERLAP", &c.WebhookRotationOverlap)
+	p.dur("AFTEROK_WEBHOOK_LEASE", &c.WebhookLease)
+	if c.WebhookLease < 2*time.Second {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_LEASE=%s: at least 2s", c.WebhookLease))
+	}
 	if b := p.file("AFTEROK_PRICES_FILE"); b != nil {
 		t, err := pricing.Parse(b)
 		p.check("AFTEROK_PRICES_FILE", err)
@@ -253,6 +275,24 @@ func (p *parser) dur(key string, dst *time.Duration) {
 		}
 		*dst = d
 	}
+}
+
+// durations reads a comma-separated list of positive durations.
+func (p *parser) durations(key string, dst *[]time.Duration) {
+	v := p.getenv(key)
+	if v == "" {
+		return
+	}
+	var out []time.Duration
+	for _, part := range splitList(v, false) {
+		d, err := time.ParseDuration(part)
+		if err != nil || d <= 0 {
+			p.errs = append(p.errs, fmt.Errorf("%s=%q: want positive durations separated by commas, like 5s,5m,30m", key, v))
+			return
+		}
+		out = append(out, d)
+	}
+	*dst = out
 }
 
 func (p *parser) int64(key string, dst *int64, lo, hi int64) {

@@ -52,3 +52,51 @@ func TestConfigReadsTheReplicas(t *testing.T) {
 		require.ErrorContains(t, err, "AFTEROK_NATS_REPLICAS", bad)
 	}
 }
+
+func TestConfigReadsTheWebhookSettings(t *testing.T) {
+	c, err := LoadConfig(func(string) string { return "" })
+	require.NoError(t, err)
+	require.Equal(t, []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour},
+		c.WebhookRetrySchedule, "the contract's default schedule")
+	require.Equal(t, 120*time.Hour, c.WebhookDisableAfter)
+	require.False(t, c.WebhookAllowPrivate)
+	env := map[string]string{"AFTEROK_WEBHOOK_RETRY_SCHEDULE": "200ms, 1s,2m", "AFTEROK_WEBHOOK_ALLOW_PRIVATE": "true",
+		"AFTEROK_WEBHOOK_DISABLE_AFTER": "1h", "AFTEROK_WEBHOOK_CONCURRENCY": "4"}
+	c, err = LoadConfig(func(k string) string { return env[k] })
+	require.NoError(t, err)
+	require.Equal(t, []time.Duration{200 * time.Millisecond, time.Second, 2 * time.Minute}, c.WebhookRetrySchedule)
+	require.True(t, c.WebhookAllowPrivate)
+	require.Equal(t, time.Hour, c.WebhookDisableAfter)
+	require.Equal(t, 4, c.WebhookConcurrency)
+	for _, bad := range []string{"5s,x", "0s", "-1s", ","} {
+		_, err := LoadConfig(func(k string) string {
+			if k == "AFTEROK_WEBHOOK_RETRY_SCHEDULE" {
+				return bad
+			}
+			return ""
+		})
+		if bad == "," {
+			require.NoError(t, err, "an empty list keeps the default")
+			continue
+		}
+		require.Error(t, err, bad)
+	}
+}
+
+func TestConfigRefusesAShortWebhookLease(t *testing.T) {
+	_, err := LoadConfig(func(k string) string {
+		if k == "AFTEROK_WEBHOOK_LEASE" {
+			return "500ms"
+		}
+		return ""
+	})
+	require.ErrorContains(t, err, "AFTEROK_WEBHOOK_LEASE")
+	c, err := LoadConfig(func(k string) string {
+		if k == "AFTEROK_WEBHOOK_LEASE" {
+			return "30s"
+		}
+		return ""
+	})
+	require.NoError(t, err)
+	require.Equal(t, 30*time.Second, c.WebhookLease)
+}

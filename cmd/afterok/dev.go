@@ -23,6 +23,8 @@ func runDev(ctx context.Context, env *environment, args []string) error {
 		return err
 	}
 	roles, _ := parseRoles("all,sim")
+	// A local receiver is the point of dev: callbacks to loopback allowed.
+	env.cfg.WebhookAllowPrivate = true
 	s, err := start(ctx, env, roles, dispatch.Hooks{})
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ import (
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/callbacks"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
@@ -50,6 +51,8 @@ type harness struct {
 	// logs, when set, receives every log line of the system, debug
 	// included (tests that check what is logged).
 	logs io.Writer
+	// webhookHooks are passed to the webhooks role (its fault tests).
+	webhookHooks callbacks.Hooks
 }
 
 type running struct {
@@ -121,7 +124,7 @@ func (h *harness) env() *environment {
 		out, level = h.logs, slog.LevelDebug
 	}
 	log := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
-	return &environment{cfg: h.cfg, stdout: io.Discard, stderr: io.Discard, log: log}
+	return &environment{cfg: h.cfg, stdout: io.Discard, stderr: io.Discard, log: log, webhookHooks: h.webhookHooks}
 }
 
 // start runs the system's roles (not the simulator: the harness owns it).

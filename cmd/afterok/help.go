@@ -88,7 +88,7 @@ var helps = map[string]help{
 	"serve": {summary: "serve --roles api,receipts,relay,scheduler,dispatch,tracker,project",
 		usage: "serve [--roles LIST]",
 		about: "Runs the chosen roles against external PostgreSQL and NATS, so that several processes share the work.\n" +
-			"Roles: api, receipts, relay, scheduler, dispatch, tracker, project, sim, or all.",
+			"Roles: api, receipts, relay, scheduler, dispatch, tracker, project, webhooks, sim, or all.",
 		example: "NATS_URL=nats://127.0.0.1:4222 afterok serve --roles api,receipts"},
 	"bench": {summary: "bench --messages N --order-size K --clients C: load a running afterok, report latency and throughput",
 		usage: "bench [--messages N] [--order-size K] [--clients C] [--rate R] [--json]",

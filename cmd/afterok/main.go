@@ -15,6 +15,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/afterok/afterok/handlers/workers/callbacks"
 )
 
 // environment is what every command gets: configuration and where to write.
@@ -23,6 +25,8 @@ type environment struct {
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// webhookHooks let fault tests stop the webhooks role at chosen points.
+	webhookHooks callbacks.Hooks
 }
 
 func main() {

@@ -25,11 +25,13 @@ import (
 	"github.com/afterok/afterok/eventstore/bus"
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/orders"
+	"github.com/afterok/afterok/handlers/commands/webhooks"
 	"github.com/afterok/afterok/handlers/edge/api"
 	"github.com/afterok/afterok/handlers/edge/console"
 	"github.com/afterok/afterok/handlers/edge/receipts"
 	"github.com/afterok/afterok/handlers/provider"
 	"github.com/afterok/afterok/handlers/provider/sim"
+	"github.com/afterok/afterok/handlers/workers/callbacks"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 	"github.com/afterok/afterok/handlers/workers/scheduler"
 	"github.com/afterok/afterok/handlers/workers/tracker"
@@ -46,9 +48,10 @@ const (
 	roleTracker   = "tracker"   // settle final messages, complete orders
 	roleProject   = "project"   // read-model projectors
 	roleSim       = "sim"       // the provider simulator (dev)
+	roleWebhooks  = "webhooks"  // status callbacks: fan-out and delivery
 )
 
-var allRoles = []string{roleAPI, roleReceipts, roleRelay, roleScheduler, roleDispatch, roleTracker, roleProject}
+var allRoles = []string{roleAPI, roleReceipts, roleRelay, roleScheduler, roleDispatch, roleTracker, roleProject, roleWebhooks}
 
 func parseRoles(s string) (map[string]bool, error) {
 	out := map[string]bool{}
@@ -94,6 +97,7 @@ type system struct {
 	names    bus.Names
 
 	accounts  *accounts.Service
+	webhooks  *webhooks.Service
 	acceptor  *orders.Acceptor
 	intake    *receipts.Intake
 	simulator *sim.Simulator
@@ -158,6 +162,8 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 	s.pool, s.store = pool, eventstore.New(pool, eventstore.WithPartitions(s.cfg.Partitions),
 		eventstore.WithConsumerMetrics(eventstore.NewConsumerMetrics(s.registry)))
 	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()), accounts.IdempotencyTTL(s.cfg.IdempotencyTTL))
+	s.webhooks = webhooks.New(s.store, webhooks.Config{Guard: webhooks.Guard{AllowPrivate: s.cfg.WebhookAllowPrivate},
+		RotationOverlap: s.cfg.WebhookRotationOverlap})
 	s.add(stageFollowers, "table maintenance", func(ctx context.Context) error {
 		return eventstore.Maintain(ctx, s.pool, maintainedTables(), s.env.log)
 	})
@@ -199,6 +205,16 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 			return nil, err
 		}
 		s.add(stageFollowers, "projections", p.Run)
+	}
+	if roles[roleWebhooks] {
+		d, err := callbacks.New(callbacks.Config{Store: s.store, Webhooks: s.webhooks, Guard: webhooks.Guard{AllowPrivate: s.cfg.WebhookAllowPrivate},
+			Schedule: s.cfg.WebhookRetrySchedule, DisableAfter: s.cfg.WebhookDisableAfter, Concurrency: s.cfg.WebhookConcurrency,
+			AttemptsKeep: s.cfg.WebhookAttemptsKeep, Lease: s.cfg.WebhookLease, Logger: env.log, Registerer: s.registry,
+			Hooks: env.webhookHooks})
+		if err != nil {
+			return nil, err
+		}
+		s.add(stageFollowers, "webhooks", d.Run)
 	}
 	if roles[roleAPI] || roles[roleReceipts] {
 		if err := s.buildAPI(); err != nil {
@@ -284,7 +300,7 @@ func (s *system) buildAPI() error {
 	if s.roles[roleReceipts] {
 		extra = append(extra, s.intake.Route())
 	}
-	deps := api.Deps{Store: s.store, Accounts: s.accounts, Acceptor: s.acceptor, Policy: policy, Registry: s.registry,
+	deps := api.Deps{Store: s.store, Accounts: s.accounts, Webhooks: s.webhooks, Acceptor: s.acceptor, Policy: policy, Registry: s.registry,
 		Logger: s.env.log, Now: time.Now, Ready: ready, Extra: extra}
 	if s.api, err = api.New(deps, api.Config{RateLimit: s.cfg.RateLimit, RateBurst: s.cfg.RateBurst,
 		MaxStreamsPerAccount: s.cfg.MaxStreamsPerAccount, BodyBudgetBytes: s.cfg.BodyBudget,
@@ -407,7 +423,7 @@ func (s *system) Run(ctx context.Context) error {
 // when the server's autovacuum is off.
 func maintainedTables() []eventstore.Table {
 	return slices.Concat(eventstore.MaintainedTables, scheduler.MaintainedTables,
-		projections.MaintainedTables, receipts.MaintainedTables, tracker.MaintainedTables)
+		projections.MaintainedTables, receipts.MaintainedTables, tracker.MaintainedTables, callbacks.MaintainedTables)
 }
 
 // serveUntil serves srv on l until ctx ends, then shuts it down.

@@ -367,6 +367,7 @@ func TestEveryDocumentedResponse(t *testing.T) {
 		path: "/v1/messages/" + msg + "/cancel", key: c.APIKey})
 	cases = append(cases, redriveCases(t, main, policy, srv, limited, lk, dead, c, ro)...)
 	cases = append(cases, accountAndKeyCases(t, main, srv, limited, lk, dead, adm, c, wo)...)
+	cases = append(cases, webhookCases(t, srv, c, wo)...)
 
 	for _, p := range []string{"/healthz", "/readyz", "/metrics", "/openapi.json"} {
 		op := "get " + p

@@ -13,6 +13,7 @@ import (
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/cancel"
 	"github.com/afterok/afterok/handlers/commands/orders"
+	"github.com/afterok/afterok/handlers/commands/webhooks"
 	"github.com/afterok/afterok/handlers/provider"
 )
 
@@ -78,6 +79,8 @@ var problemKinds = []struct {
 	{isKind(accounts.ErrUnservedCurrency), 400, "invalid_request", "No price table serves this currency"},
 	{isKind(domain.ErrInvalidAmount), 400, "invalid_request", "The amount is not one that can be credited"},
 	{isKind(domain.ErrInvalidReason), 400, "invalid_request", "The reason is missing or cannot be kept"},
+	{isKind(domain.ErrInvalidWebhook), 400, "invalid_request", "The webhook endpoint cannot be kept"},
+	{isKind(webhooks.ErrForbiddenAddress), 400, "invalid_request", "The webhook URL may not be called"},
 	{isKind(accounts.ErrUnauthenticated), 401, "unauthenticated", "Authentication required"},
 	{isKind(domain.ErrInsufficientBalance), 402, "insufficient_balance", "The account's balance does not cover the order"},
 	{isKind(errForbidden), 403, "forbidden", "The API key may not do this"},
@@ -85,6 +88,7 @@ var problemKinds = []struct {
 	{isKind(errNotFound), 404, "not_found", "No such resource"},
 	{isKind(accounts.ErrUnknownAccount), 404, "not_found", "No such account"},
 	{isKind(accounts.ErrUnknownKey), 404, "not_found", "No such API key"},
+	{isKind(webhooks.ErrNotFound), 404, "not_found", "No such webhook endpoint"},
 	{isKind(errMethod), 405, "method_not_allowed", "Method not allowed"},
 	{isKind(ErrBodyTimeout), 408, "request_timeout", "The request body arrived too slowly"},
 	{isKind(orders.ErrIdempotencyConflict), 409, "idempotency_conflict", "Idempotency-Key reused with a different request"},

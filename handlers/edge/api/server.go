@@ -26,6 +26,7 @@ import (
 	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/commands/cancel"
 	"github.com/afterok/afterok/handlers/commands/orders"
+	"github.com/afterok/afterok/handlers/commands/webhooks"
 )
 
 // Config holds the API's limits.
@@ -79,6 +80,9 @@ type Deps struct {
 	// Redriver re-drives failed messages (default: one on Store that
 	// accepts through Acceptor under Policy).
 	Redriver *orders.Redriver
+	// Webhooks manages status-callback endpoints (default: one on Store,
+	// private targets refused).
+	Webhooks *webhooks.Service
 	Policy   accept.Policy
 	Registry *prometheus.Registry
 	Logger   *slog.Logger
@@ -150,11 +154,14 @@ func New(deps Deps, cfg Config) (*Server, error) {
 	if deps.Redriver == nil && deps.Store != nil && deps.Acceptor != nil {
 		deps.Redriver = orders.NewRedriver(deps.Store, deps.Acceptor, deps.Policy)
 	}
+	if deps.Webhooks == nil && deps.Store != nil {
+		deps.Webhooks = webhooks.New(deps.Store, webhooks.Config{Now: deps.Now})
+	}
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: logctx.Wrap(deps.Logger),
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
 	s.bodies = newBodyGuard(cfg, time.Now)
 	s.live = newLiveTail(deps.Store, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
-	s.routes = append(s.coreRoutes(), deps.Extra...)
+	s.routes = append(append(s.coreRoutes(), s.webhookRoutes()...), deps.Extra...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
 	}
