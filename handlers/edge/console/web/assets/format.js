@@ -76,7 +76,7 @@ const eventWords = {
   MessageFailed: 'Failed', MessageRetried: 'Will be retried', MessageCanceled: 'Canceled',
   MessageRedriven: 'Re-driven', OrderAccepted: 'Order accepted', OrderCompleted: 'Order completed',
   AccountOpened: 'Account opened', AccountCredited: 'Credit added', BalanceCredited: 'Credit added', BalanceReserved: 'Price reserved',
-  BalanceCharged: 'Charged', BalanceReleased: 'Refunded',
+  BalanceCharged: 'Charged', BalanceReleased: 'Refunded', APIKeyIssued: 'API key issued', APIKeyRevoked: 'API key revoked',
 };
 export function eventInWords(type) { return eventWords[type] || type.replace(/([a-z])([A-Z])/g, '$1 $2'); }
 

@@ -64,7 +64,7 @@ export async function render(page, { id, params, signal, access }) {
   const pager = el('div', { class: 'pager' });
   if (cursor) pager.append(el('a', { class: 'button secondary', href: base }, '← The newest'));
   if (res.next_cursor) pager.append(el('a', { class: 'button secondary', href: query(base, { cursor: res.next_cursor }) }, 'Older events →'));
-  events.replaceChildren(card('Money events', el('p', { class: 'hint' }, 'The newest first.'),
+  events.replaceChildren(card('Money events', el('p', { class: 'hint' }, 'The account\'s own history, the newest first: its money, and the API keys issued and revoked.'),
     el('div', { class: 'table-wrap' }, el('table', { id: 'money-events' }, el('thead', {}, el('tr', {}, ['When', 'What', 'Amount', 'Balance after', 'For'].map((h) => el('th', {}, h)))),
       el('tbody', {}, rows))), pager));
 }
