@@ -33,7 +33,7 @@ func runVerify(ctx context.Context, env *environment, args []string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	pool, err := connect(ctx, env, "verify")
+	pool, err := connectLongReads(ctx, env, "verify")
 	if err != nil {
 		return err
 	}
