@@ -10,9 +10,9 @@ import (
 	"unicode/utf8"
 )
 
-// A webhook endpoint is an account's status-callback target (DESIGN.md
-// 4a). Its life is a stream of its own, webhook-<ULID>; the secret that
-// signs its deliveries is never in an event (events go to JetStream, the
+// A webhook endpoint is an account's status-callback target (README,
+// "Status callbacks"). Its life is a stream of its own, webhook-<ULID>;
+// the secret that signs its deliveries is never in an event (events go to JetStream, the
 // SSE stream and replays), only in the webhook_secrets table.
 
 // KindWebhook is the stream kind of webhook endpoints.

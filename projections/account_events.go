@@ -50,13 +50,7 @@ func AccountEvents(ctx context.Context, q eventstore.Querier, t Tenant, accountI
 	if err != nil {
 		return AccountEventPage{}, err
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StoredEvent, error) {
-		var e StoredEvent
-		err := r.Scan(&e.Position, &e.Stream, &e.Version, &e.ID, &e.Type, &e.SchemaVersion, &e.AccountID,
-			&e.Data, &e.Metadata, &e.RecordedAt, &e.PrevHash, &e.Hash)
-		e.RecordedAt = e.RecordedAt.UTC()
-		return e, err
-	})
+	evs, err := pgx.CollectRows(rows, scanStoredEvent)
 	if err != nil {
 		return AccountEventPage{}, err
 	}

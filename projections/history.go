@@ -53,13 +53,7 @@ func streamHistory(ctx context.Context, q eventstore.Querier, t Tenant, stream s
 	if err != nil {
 		return History{}, err
 	}
-	evs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (StoredEvent, error) {
-		var e StoredEvent
-		err := r.Scan(&e.Position, &e.Stream, &e.Version, &e.ID, &e.Type, &e.SchemaVersion, &e.AccountID,
-			&e.Data, &e.Metadata, &e.RecordedAt, &e.PrevHash, &e.Hash)
-		e.RecordedAt = e.RecordedAt.UTC()
-		return e, err
-	})
+	evs, err := pgx.CollectRows(rows, scanStoredEvent)
 	if err != nil {
 		return History{}, err
 	}
@@ -68,6 +62,15 @@ func streamHistory(ctx context.Context, q eventstore.Querier, t Tenant, stream s
 	}
 	problems := chainProblems(evs)
 	return History{Events: evs, ChainIntact: len(problems) == 0, Problems: problems}, nil
+}
+
+// scanStoredEvent reads a row of historySQL's columns.
+func scanStoredEvent(r pgx.CollectableRow) (StoredEvent, error) {
+	var e StoredEvent
+	err := r.Scan(&e.Position, &e.Stream, &e.Version, &e.ID, &e.Type, &e.SchemaVersion, &e.AccountID,
+		&e.Data, &e.Metadata, &e.RecordedAt, &e.PrevHash, &e.Hash)
+	e.RecordedAt = e.RecordedAt.UTC()
+	return e, err
 }
 
 // ownerOf is the account a stream belongs to, read from its first event:

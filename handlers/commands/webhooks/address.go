@@ -51,7 +51,7 @@ func CheckAddr(a netip.Addr) error {
 	return nil
 }
 
-// Guard applies the address rules (DESIGN.md 4a): at creation to the
+// Guard applies the address rules (README, "Status callbacks": https only; no loopback, private, link-local or metadata address): at creation to the
 // URL's host and what it resolves to, and at connect time, through the
 // dialer's Control, to the address actually dialled, so a name that
 // resolves elsewhere later (DNS rebinding) is refused too.

@@ -1,6 +1,6 @@
 // Package webhooks owns an account's status-callback endpoints: create,
 // change, rotate the secret, disable, delete, replay, and the attempt log
-// (DESIGN.md 4a). Every change is an event on the endpoint's own stream
+// (README, "Status callbacks"). Every change is an event on the endpoint's own stream
 // (webhook-<id>), with the acting key as actor, written in one
 // transaction with the endpoint's row in webhook_endpoints; secrets live
 // in webhook_secrets only, never in an event or a log line.

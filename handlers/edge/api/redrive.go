@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -152,34 +153,23 @@ func (s *Server) writeRedrive(w http.ResponseWriter, rc *RequestContext, res ord
 // already_redriven the second time, 402 when the balance is short, 404
 // for another account's message.
 func (s *Server) redriveMessage(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
-	id := r.PathValue("id")
-	rc.Log("message_id", id)
-	if !validID(id) {
-		return fail(errNotFound, "no message %s", id)
-	}
-	body, err := decodeRedrive(w, r)
-	if err != nil {
-		return err
-	}
-	req, err := s.redriveRequestOf(r, rc, body)
-	if err != nil {
-		return err
-	}
-	res, err := s.deps.Redriver.Message(r.Context(), req, id)
-	if err != nil {
-		return redriveError(err, "message", id)
-	}
-	return s.writeRedrive(w, rc, res, body.DryRun, req.Account.Currency)
+	return s.redrive(w, r, rc, "message", s.deps.Redriver.Message)
 }
 
 // redriveOrder is POST /v1/orders/{id}/redrive: every failed message of
 // the order not yet re-driven (of failure_codes, when given) is sent
 // again; 409 not_redrivable when there is none.
 func (s *Server) redriveOrder(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
+	return s.redrive(w, r, rc, "order", s.deps.Redriver.Order)
+}
+
+// redrive is both routes: what (message or order) names the path's id.
+func (s *Server) redrive(w http.ResponseWriter, r *http.Request, rc *RequestContext, what string,
+	run func(context.Context, orders.RedriveRequest, string) (orders.RedriveResult, error)) error {
 	id := r.PathValue("id")
-	rc.Log("order_id", id)
+	rc.Log(what+"_id", id)
 	if !validID(id) {
-		return fail(errNotFound, "no order %s", id)
+		return fail(errNotFound, "no %s %s", what, id)
 	}
 	body, err := decodeRedrive(w, r)
 	if err != nil {
@@ -189,9 +179,9 @@ func (s *Server) redriveOrder(w http.ResponseWriter, r *http.Request, rc *Reques
 	if err != nil {
 		return err
 	}
-	res, err := s.deps.Redriver.Order(r.Context(), req, id)
+	res, err := run(r.Context(), req, id)
 	if err != nil {
-		return redriveError(err, "order", id)
+		return redriveError(err, what, id)
 	}
 	return s.writeRedrive(w, rc, res, body.DryRun, req.Account.Currency)
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/afterok/afterok/handlers/commands/webhooks"
 )
 
-// Status-callback endpoints (scope webhooks:manage, DESIGN.md 4a). The
+// Status-callback endpoints (scope webhooks:manage, README "Status callbacks"). The
 // work is handlers/commands/webhooks'; the secret is in the body of
 // create and rotate-secret only. Another account's endpoint is 404.
 

@@ -1,4 +1,4 @@
-// Package callbacks delivers status callbacks (webhooks, DESIGN.md 4a):
+// Package callbacks delivers status callbacks (webhooks, README "Status callbacks"):
 // it follows the store, matches each event to its account's enabled
 // endpoints by type, and POSTs it, signed, to each, retrying on the
 // configured schedule.
