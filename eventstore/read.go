@@ -195,13 +195,36 @@ type Filter struct {
 // back, which is why writers run with statement and idle-in-transaction
 // timeouts (see Connect).
 //
+// The xmin of a snapshot is server-wide: transaction ids are shared by every
+// database of a PostgreSQL server, so a long writing transaction in another
+// database (another service, a bulk load, another test) would hold this
+// store's tail back just as one of its own does. horizonCTE therefore takes
+// the lowest in-progress transaction id that could belong to this database:
+// an in-progress id that pg_stat_activity shows on a backend of another
+// database can never write a row here (a backend belongs to one database
+// for life), so it is passed over; every other one (this database's, a
+// prepared transaction's, one whose backend has just finished) holds the
+// horizon as before. With no such id the horizon is the snapshot's xmax:
+// every id below it has finished. pg_stat_activity shows 32-bit xids, which
+// are matched to the snapshot's xid8 values by their low 32 bits (the ids
+// in progress span far less than 2^31). The lookup runs only when the
+// snapshot lists transactions in progress.
+//
 // A page that comes back short has scanned everything up to the horizon,
 // so the query also returns the newest row below xmin (in the same
 // statement, hence the same snapshot) and the reader may jump its cursor
 // there: a consumer that filters by type then does not rescan the same
 // stretch of other events on every poll.
+const horizonCTE = `s AS MATERIALIZED (SELECT pg_current_snapshot() AS s),
+h AS MATERIALIZED (
+  SELECT COALESCE(min(x), pg_snapshot_xmax((SELECT s FROM s))) AS xmin
+  FROM pg_snapshot_xip((SELECT s FROM s)) AS x
+  WHERE (x::text::numeric % 4294967296) NOT IN (
+    SELECT backend_xid::text::numeric FROM pg_stat_activity
+    WHERE datname <> current_database() AND backend_xid IS NOT NULL))`
+
 const tailSQL = `-- name: tail.read
-WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+WITH ` + horizonCTE + `
 (SELECT true, ` + recordedColumns + ` FROM events
   WHERE (xid, global_position) > ($1::xid8, $2::bigint)
     AND xid < (SELECT xmin FROM h)
@@ -215,7 +238,7 @@ UNION ALL
   LIMIT 1)`
 
 const tailAccountSQL = `-- name: tail.read_account
-WITH h AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin)
+WITH ` + horizonCTE + `
 (SELECT true, ` + recordedColumns + ` FROM events
   WHERE account_id = $5 AND (xid, global_position) > ($1::xid8, $2::bigint)
     AND xid < (SELECT xmin FROM h)
@@ -307,8 +330,9 @@ func ReadAll(ctx context.Context, q Querier, after Cursor, limit int, f Filter) 
 // headSQL finds the newest event below the horizon (see tailSQL): every
 // event after it in tail order is either committed later or still open,
 // so a reader that starts there misses nothing that happens from now on.
-const headSQL = `SELECT xid, global_position FROM events
-WHERE xid < pg_snapshot_xmin(pg_current_snapshot())
+const headSQL = `WITH ` + horizonCTE + `
+SELECT xid, global_position FROM events
+WHERE xid < (SELECT xmin FROM h)
 ORDER BY xid DESC, global_position DESC LIMIT 1`
 
 // Head returns the cursor of the tail's present: reading after it yields
@@ -328,8 +352,8 @@ func (s *Store) Head(ctx context.Context) (Cursor, error) {
 
 // CommittedAfter returns the positions of an account's events after a
 // cursor that have committed by now (at most limit of them). The head
-// lags the present by whatever transactions are open in the whole
-// cluster; a reader that starts at the head and wants only what happens
+// lags the present by whatever writing transactions are open in this
+// database; a reader that starts at the head and wants only what happens
 // from now on skips these.
 func (s *Store) CommittedAfter(ctx context.Context, after Cursor, accountID string, limit int) ([]int64, error) {
 	rows, err := s.pool.Query(ctx, `SELECT global_position FROM events

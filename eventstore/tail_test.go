@@ -239,10 +239,9 @@ func TestTailFiltersByAccountAndType(t *testing.T) {
 
 var t0 = time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
 
-// settle waits until the tail's horizon has passed every committed event.
-// xids are server-wide, so a transaction open in another database (another
-// test package running in parallel) holds every tail back for a moment;
-// the horizon never moves backwards, so once settled, reads are stable.
+// settle waits until the tail's horizon has passed every committed event:
+// a transaction open a moment longer in this database holds it back. Once
+// settled, reads are stable: no event can appear below the horizon.
 func settle(t *testing.T, s *eventstore.Store, db *storetest.DB) {
 	t.Helper()
 	ctx := context.Background()
@@ -253,5 +252,61 @@ func settle(t *testing.T, s *eventstore.Store, db *storetest.DB) {
 		}
 		got, _, err := s.ReadAll(ctx, eventstore.Cursor{}, n+1, eventstore.Filter{})
 		return err == nil && len(got) == n, fmt.Sprintf("the tail read %d of %d events (%v)", len(got), n, err)
+	})
+}
+
+// TestTailIsNotHeldByAnotherDatabase: transaction ids are shared by every
+// database of a server, but a transaction open in another database can
+// never write here, so it must not hold this store's tail back (it did:
+// the horizon was the server-wide xmin, and a bulk load in one database
+// stalled every other database's consumers for as long as it ran). A
+// transaction open in this database still holds the tail, whether or not
+// it has written an event yet.
+func TestTailIsNotHeldByAnotherDatabase(t *testing.T) {
+	ctx := context.Background()
+	s, db := newStore(t)
+	other := storetest.NewDB(t)
+
+	// Hold a transaction with an id open in the other database.
+	foreign, err := other.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = foreign.Rollback(ctx) }()
+	var foreignXID string
+	require.NoError(t, foreign.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(&foreignXID))
+
+	_, err = s.Append(ctx, "a", eventstore.NoStream, ev("A", 1))
+	require.NoError(t, err)
+	// The horizon may still wait on a transaction of this database that
+	// some maintenance left open for a moment, never on the foreign one:
+	// give it a few seconds, far less than the foreign one stays open.
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		got, _, err := s.ReadAll(ctx, eventstore.Cursor{}, 10, eventstore.Filter{})
+		return err == nil && len(got) == 1, fmt.Sprintf("read %d events (%v) while transaction %s is open in another database", len(got), err, foreignXID)
+	})
+	head, err := s.Head(ctx)
+	require.NoError(t, err)
+	got, _, err := s.ReadAll(ctx, eventstore.Cursor{}, 10, eventstore.Filter{})
+	require.NoError(t, err)
+	require.Equal(t, got[0].Cursor(), head, "the head is past the event too")
+
+	// A transaction of this database that holds an id but has written
+	// nothing yet still holds the tail: it may append any moment.
+	local, err := db.Pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = local.Rollback(ctx) }()
+	require.NoError(t, local.QueryRow(ctx, `SELECT pg_current_xact_id()::text`).Scan(new(string)))
+	_, err = s.Append(ctx, "b", eventstore.NoStream, ev("B", 1))
+	require.NoError(t, err)
+	for range 10 {
+		got, next, err := s.ReadAll(ctx, got[0].Cursor(), 10, eventstore.Filter{})
+		require.NoError(t, err)
+		require.Empty(t, got, "an open transaction of this database holds the tail back")
+		require.Equal(t, head, next)
+		time.Sleep(20 * time.Millisecond)
+	}
+	require.NoError(t, local.Rollback(ctx))
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		got, _, err := s.ReadAll(ctx, head, 10, eventstore.Filter{})
+		return err == nil && len(got) == 1 && got[0].StreamID == "b", fmt.Sprintf("read %d events (%v) after the local transaction ended", len(got), err)
 	})
 }
