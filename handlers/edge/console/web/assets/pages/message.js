@@ -55,6 +55,32 @@ export async function render(page, { id, params, signal, access, navigate }) {
     el('div', {}, m.failure ? failureCard(m.failure) : null, routeCard(m, history), asOfCard(id, asOf, navigate),
       actionsCard(m, access, navigate))));
   page.append(timelineCard(m, history, asOf));
+  if (!asOf) watchCatchUp(page, m, history, path, signal, navigate);
+}
+
+// watchCatchUp: the summary comes from the read model, the timeline from the
+// event log, and the read model trails the log by a moment (longer when the
+// projector is busy or its database was briefly away). When the timeline
+// already holds events the summary has not folded in, the page says so and
+// shows itself again once the read model has caught up, so that a support
+// person never reads a stale state under a history that contradicts it.
+async function watchCatchUp(page, m, history, path, signal, navigate) {
+  if (history.status !== 'fulfilled' || !history.value.events.length) return;
+  const latest = history.value.events[history.value.events.length - 1].version;
+  if (!(latest > m.version)) return;
+  const behind = latest - m.version;
+  page.querySelector('.headline').after(el('div', { class: 'notice warn', id: 'catching-up', role: 'status' },
+    `The summary is catching up: the timeline below already holds ${behind} newer event${behind === 1 ? '' : 's'}. `
+    + 'This page shows itself again when the summary has them.'));
+  for (let wait = 500; !signal.aborted; wait = Math.min(wait * 2, 5000)) {
+    await new Promise((r) => setTimeout(r, wait));
+    if (signal.aborted) return;
+    const now = await call(path, { signal }).catch(() => null);
+    if (now && now.version >= latest) {
+      navigate('/console/messages/' + encodeURIComponent(m.message_id), { replace: true });
+      return;
+    }
+  }
 }
 
 function failureCard(f) {
@@ -123,10 +149,11 @@ function actionsCard(m, access, navigate) {
       const res = await call(`${path}/${action}`, { method: 'POST', body: { reason: reason.value.trim() || undefined } });
       out.replaceChildren(el('div', { class: 'notice ok' }, canCancel ? 'Canceled.' : `Re-driven${res && res.order_id ? ' as order ' + res.order_id : ''}.`));
       // The message's view comes from the read model, which trails the
-      // event by a moment: show the page again once it has moved.
+      // event by a moment: show the page again once it has moved (or after
+      // a few seconds, when the page itself waits for the read model).
       for (let i = 0; i < 25; i++) {
         const now = await call(path).catch(() => m);
-        if (now.state !== m.state || now.redriven_as) break;
+        if (now.version > m.version) break;
         await new Promise((r) => setTimeout(r, 200));
       }
       navigate('/console/messages/' + encodeURIComponent(m.message_id), { replace: true });
