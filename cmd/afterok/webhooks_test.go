@@ -115,21 +115,35 @@ func TestWebhooksEndToEnd(t *testing.T) {
 		}
 	}
 	// The attempts endpoint tells support what happened, failures included.
-	req, _ := http.NewRequest("GET", "http://"+h.cfg.Addr+"/v1/webhooks/"+webhookID+"/attempts?limit=500", nil)
-	req.Header.Set("Authorization", "Bearer "+h.key.APIKey)
-	res, err := http.DefaultClient.Do(req)
-	require.NoError(t, err)
-	defer res.Body.Close()
-	var page struct {
-		Attempts []struct {
-			Outcome    string `json:"outcome"`
-			StatusCode *int   `json:"status_code"`
-		} `json:"attempts"`
+	// The log row of an attempt is written after its answer came (by a
+	// recorder, in a batch), so it is read until the last one is in.
+	type attempt struct {
+		Outcome    string `json:"outcome"`
+		StatusCode *int   `json:"status_code"`
 	}
-	require.NoError(t, json.NewDecoder(res.Body).Decode(&page))
+	var attempts []attempt
 	outcomes := map[string]int{}
-	for _, a := range page.Attempts {
-		outcomes[a.Outcome]++
+	storetest.Poll(t, 10*time.Second, func() (bool, string) {
+		req, _ := http.NewRequest("GET", "http://"+h.cfg.Addr+"/v1/webhooks/"+webhookID+"/attempts?limit=500", nil)
+		req.Header.Set("Authorization", "Bearer "+h.key.APIKey)
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return false, err.Error()
+		}
+		defer res.Body.Close()
+		var page struct {
+			Attempts []attempt `json:"attempts"`
+		}
+		if err := json.NewDecoder(res.Body).Decode(&page); err != nil {
+			return false, err.Error()
+		}
+		attempts, outcomes = page.Attempts, map[string]int{}
+		for _, a := range attempts {
+			outcomes[a.Outcome]++
+		}
+		return outcomes["succeeded"] == len(want) && outcomes["failed"] == failed, fmt.Sprintf("the attempt log has %v; the receiver answered %d with 200 and %d otherwise", outcomes, len(want), failed)
+	})
+	for _, a := range attempts {
 		if a.Outcome == "failed" {
 			require.Equal(t, 500, *a.StatusCode)
 		}
