@@ -163,7 +163,14 @@ func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []
 	if len(accounts) == 0 {
 		return 0, nil
 	}
-	rows, err := tx.Query(ctx, matchSQL, accounts, streams, types, at)
+	// Outside the transaction: a query's portal in an open transaction
+	// keeps its snapshot, and the backend's xmin, until the next statement,
+	// and the requests that follow take a while. An xmin held like that on
+	// every batch kept PostgreSQL from pruning the hot tables' dead rows and
+	// made every tail read ten times dearer (measured: tail.read active in
+	// 72 of 100 samples instead of 6). The read needs no consistency with
+	// the write: a delivery owed meanwhile is caught by the ready rule.
+	rows, err := d.cfg.Store.Pool().Query(ctx, matchSQL, accounts, streams, types, at)
 	if err != nil {
 		return 0, fmt.Errorf("match: %w", err)
 	}
