@@ -94,6 +94,7 @@ type Config struct {
 	WebhookAttemptsKeep    time.Duration   // AFTEROK_WEBHOOK_ATTEMPTS_KEEP: attempt-log retention
 	WebhookRotationOverlap time.Duration   // AFTEROK_WEBHOOK_ROTATION_OVERLAP: a rotated-out secret keeps signing this long
 	WebhookLease           time.Duration   // AFTEROK_WEBHOOK_LEASE: a claimed delivery is due again after this (a dead process's)
+	WebhookDirectBudget    time.Duration   // AFTEROK_WEBHOOK_DIRECT_BUDGET: how long the fan-out sends a batch itself; 0: never
 
 	SimSubmitLatency time.Duration // AFTEROK_SIM_SUBMIT_LATENCY
 	SimReceiptDelay  time.Duration // AFTEROK_SIM_RECEIPT_DELAY
@@ -160,6 +161,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	}
 	c.WebhookRetrySchedule, c.WebhookDisableAfter, c.WebhookConcurrency = callbacks.DefaultSchedule, 120*time.Hour, 16
 	c.WebhookAttemptsKeep, c.WebhookRotationOverlap, c.WebhookLease = 30*24*time.Hour, 24*time.Hour, 2*time.Minute
+	c.WebhookDirectBudget = 2 * time.Second
 	// The readers' and bodies' limits (handlers/edge/api documents why).
 	c.MaxStreamsPerAccount, c.BodyBudget, c.BodyMinRate, c.BodyGrace = 20, 128<<20, 16<<10, 10*time.Second
 	p := parser{getenv: getenv}
@@ -218,6 +220,10 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.dur("AFTEROK_WEBHOOK_LEASE", &c.WebhookLease)
 	if c.WebhookLease < 2*time.Second {
 		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_LEASE=%s: at least 2s", c.WebhookLease))
+	}
+	p.dur("AFTEROK_WEBHOOK_DIRECT_BUDGET", &c.WebhookDirectBudget)
+	if c.WebhookDirectBudget > 10*time.Second {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_DIRECT_BUDGET=%s: from 0 (never) to 10s", c.WebhookDirectBudget))
 	}
 	if b := p.file("AFTEROK_PRICES_FILE"); b != nil {
 		t, err := pricing.Parse(b)

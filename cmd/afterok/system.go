@@ -209,8 +209,8 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 	if roles[roleWebhooks] {
 		d, err := callbacks.New(callbacks.Config{Store: s.store, Webhooks: s.webhooks, Guard: webhooks.Guard{AllowPrivate: s.cfg.WebhookAllowPrivate},
 			Schedule: s.cfg.WebhookRetrySchedule, DisableAfter: s.cfg.WebhookDisableAfter, Concurrency: s.cfg.WebhookConcurrency,
-			AttemptsKeep: s.cfg.WebhookAttemptsKeep, Lease: s.cfg.WebhookLease, Logger: env.log, Registerer: s.registry,
-			Hooks: env.webhookHooks})
+			AttemptsKeep: s.cfg.WebhookAttemptsKeep, Lease: s.cfg.WebhookLease, DirectBudget: directBudget(s.cfg.WebhookDirectBudget),
+			Logger: env.log, Registerer: s.registry, Hooks: env.webhookHooks})
 		if err != nil {
 			return nil, err
 		}
@@ -469,4 +469,13 @@ func sortedRoles(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// directBudget is AFTEROK_WEBHOOK_DIRECT_BUDGET as callbacks.Config wants
+// it: 0 (never send directly) is negative there.
+func directBudget(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }

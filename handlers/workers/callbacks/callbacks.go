@@ -74,6 +74,10 @@ type Config struct {
 	// AttemptsKeep is how long the attempt log is kept (default 30 days).
 	AttemptsKeep time.Duration
 	BatchSize    int // events per fan-out batch and deliveries per claim (default 500)
+	// DirectBudget is how long the fan-out may spend sending a batch's
+	// callbacks itself (see direct.go; default 2 s, AFTEROK_WEBHOOK_DIRECT_BUDGET);
+	// negative: never, every callback goes through a delivery row.
+	DirectBudget time.Duration
 	Logger       *slog.Logger
 	Registerer   prometheus.Registerer
 	Now          func() time.Time
@@ -82,7 +86,8 @@ type Config struct {
 
 // Hooks let fault tests stop the deliverer at chosen points.
 type Hooks struct {
-	// BeforeRecord runs before each batch of attempt results is written.
+	// BeforeRecord runs before each batch of attempt results is written:
+	// the recorders' and the fan-out's own (direct.go).
 	BeforeRecord func(ctx context.Context)
 	// Abandon: when the deliverer stops it writes nothing more, as a
 	// killed process would (no last results, no release of its claims).
@@ -108,6 +113,12 @@ type Deliverer struct {
 	// waiting are the (webhook, stream) pairs the last fan-out batch left
 	// waiting; only the fan-out's goroutine touches it.
 	waiting, waitedBefore [][2]string
+	// pending is the fan-out's batch sent directly and not yet known to
+	// have committed; handing counts its requests handed over and still
+	// out; workers counts the goroutines that send claimed deliveries.
+	pending *directBatch
+	handing sync.WaitGroup
+	workers sync.WaitGroup
 }
 
 // New returns a Deliverer, or an error naming what cfg lacks.
@@ -137,6 +148,7 @@ func New(cfg Config) (*Deliverer, error) {
 	cfg.Poll = cmp.Or(cfg.Poll, 250*time.Millisecond)
 	cfg.AttemptsKeep = cmp.Or(cfg.AttemptsKeep, 30*24*time.Hour)
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, 500)
+	cfg.DirectBudget = cmp.Or(cfg.DirectBudget, 2*time.Second)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -178,12 +190,10 @@ func (d *Deliverer) Wake() {
 // back what it still holds.
 func (d *Deliverer) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	fanCtx, stopFan := context.WithCancel(ctx)
-	defer stopFan()
-	wg.Add(1)
+	fanned := make(chan struct{})
 	go func() {
-		defer wg.Done()
-		_ = d.cfg.Store.Run(fanCtx, d.fanOut())
+		defer close(fanned)
+		_ = d.cfg.Store.Run(ctx, d.fanOut())
 	}()
 	wg.Add(2)
 	go func() {
@@ -207,9 +217,14 @@ func (d *Deliverer) Run(ctx context.Context) error {
 	}
 	recorded := make(chan struct{})
 	go func() { recorders.Wait(); close(recorded) }()
-	var senders sync.WaitGroup
-	d.send(ctx, &senders)
-	senders.Wait()
+	d.send(ctx)
+	// The fan-out's last batch either committed (its handed-over
+	// requests are held now) or did not (they will be sent again); their
+	// answers come before the results close, as the claimed ones'.
+	<-fanned
+	d.decide(false)
+	d.handing.Wait()
+	d.workers.Wait()
 	close(d.results)
 	<-recorded
 	if !d.cfg.Hooks.Abandon {

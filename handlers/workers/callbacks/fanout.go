@@ -2,35 +2,11 @@ package callbacks
 
 import (
 	"context"
-	"fmt"
 	"time"
-
-	"github.com/google/uuid"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
 )
-
-// fanOutSQL matches a batch of events to their accounts' enabled
-// endpoints by type, and owes each endpoint a delivery of each match: one
-// statement per batch, whatever its size. An endpoint gets the events
-// recorded after it was created. The first delivery of a (webhook,
-// stream) is ready when nothing of that pair is still owed. A delivery
-// already owed (a replay got there first) is not owed twice. It returns
-// the pairs whose new rows wait: see promoteAfterFanOut.
-const fanOutSQL = `-- name: webhooks.fan_out
-INSERT INTO webhook_deliveries (webhook_id, stream_id, position, event_id, event_type, next_attempt_at, ready)
-SELECT m.webhook_id, m.stream_id, m.position, m.event_id, m.type, now(),
-       m.rn = 1 AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.webhook_id = m.webhook_id AND d.stream_id = m.stream_id)
-FROM (SELECT w.webhook_id, u.stream_id, u.position, u.event_id, u.type,
-             row_number() OVER (PARTITION BY w.webhook_id, u.stream_id ORDER BY u.position) AS rn
-      FROM unnest($1::text[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::timestamptz[])
-           AS u(account_id, stream_id, position, event_id, type, recorded_at)
-      JOIN webhook_endpoints w ON w.account_id = u.account_id AND w.enabled AND w.deleted_at IS NULL
-           AND w.created_at <= u.recorded_at AND u.type = ANY(w.event_types)) m
-ORDER BY m.position
-ON CONFLICT DO NOTHING
-RETURNING webhook_id, stream_id, ready`
 
 // promoteAfterFanOut closes the race of the ready rule without a lock:
 // a fan-out that saw a pair's delivery still owed inserts its new row
@@ -70,46 +46,11 @@ func (d *Deliverer) fanOut() eventstore.Consumer {
 		Name: "webhooks", BatchSize: 4 * d.cfg.BatchSize, Logger: d.log, Linger: 5 * time.Millisecond,
 		Filter: eventstore.Filter{Types: domain.WebhookEventTypes()},
 		Handle: func(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) error {
-			n := len(batch)
-			accounts, streams, types := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n)
-			positions, ids, at := make([]int64, 0, n), make([]uuid.UUID, 0, n), make([]time.Time, 0, n)
-			for _, e := range batch {
-				if e.AccountID == "" {
-					continue
-				}
-				accounts, streams, types = append(accounts, e.AccountID), append(streams, e.StreamID), append(types, e.Type)
-				positions, ids, at = append(positions, e.Position), append(ids, e.ID), append(at, e.RecordedAt)
-			}
-			if len(accounts) == 0 {
-				return nil
-			}
-			rows, err := tx.Query(ctx, fanOutSQL, accounts, streams, positions, ids, types, at)
-			if err != nil {
-				return fmt.Errorf("fan out: %w", err)
-			}
-			d.waiting = d.waiting[:0]
-			seen := map[[2]string]bool{}
-			owed := 0
-			for rows.Next() {
-				var k [2]string
-				var ready bool
-				if err := rows.Scan(&k[0], &k[1], &ready); err != nil {
-					rows.Close()
-					return fmt.Errorf("fan out: %w", err)
-				}
-				owed++
-				if !ready && !seen[k] {
-					seen[k] = true
-					d.waiting = append(d.waiting, k)
-				}
-			}
-			if err := rows.Err(); err != nil {
-				return fmt.Errorf("fan out: %w", err)
-			}
-			d.metrics.owed.Add(float64(owed))
-			return nil
+			_, err := d.fanOutBatch(ctx, tx, batch)
+			return err
 		},
 		Committed: func([]eventstore.RecordedEvent) {
+			d.afterDirect()
 			d.promoteAfterFanOut()
 			d.Wake()
 		},

@@ -3,11 +3,8 @@ package callbacks
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"slices"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/afterok/afterok/eventstore"
@@ -104,61 +101,17 @@ func (d *Deliverer) record(ctx context.Context) {
 // sending again, but the attempt log would miss them).
 func (d *Deliverer) flush(batch []result) {
 	n := len(batch)
-	hooks, streams, types, errs, excerpts, outcomes := make([]string, n), make([]string, n), make([]string, n), make([]*string, n), make([]string, n), make([]string, n)
-	positions, ids := make([]int64, n), make([]uuid.UUID, n)
-	attempts, statuses, durations := make([]int32, n), make([]*int32, n), make([]int32, n)
-	at, next := make([]time.Time, n), make([]*time.Time, n)
-	var healthy []string
-	firstFail := map[string]time.Time{}
-	var gone []string
+	a := newAttemptRows(n)
 	for i := range batch {
-		r := &batch[i]
-		v := r.v
-		hooks[i], streams[i], types[i], positions[i], ids[i] = v.webhookID, v.event.StreamID, v.event.Type, v.event.Position, v.event.ID
-		attempts[i], durations[i], at[i], excerpts[i] = int32(v.attempt), int32(r.duration.Milliseconds()), r.at, r.excerpt
-		if r.status != 0 {
-			s := int32(r.status)
-			statuses[i] = &s
-		}
-		if e := describe(r); e != "" && r.err != nil {
-			errs[i] = &e
-		}
-		switch {
-		case r.ok():
-			outcomes[i] = webhooks.OutcomeSucceeded
-			healthy = append(healthy, v.webhookID)
-			d.metrics.lag.Observe(r.received.Sub(v.event.RecordedAt).Seconds())
-		case v.attempt > len(d.cfg.Schedule):
-			outcomes[i] = webhooks.OutcomeExhausted
-		default:
-			outcomes[i] = webhooks.OutcomeFailed
-			t := r.at.Add(max(d.cfg.Schedule[v.attempt-1], r.retryAfter))
-			next[i] = &t
-		}
-		if !r.ok() {
-			if f, ok := firstFail[v.webhookID]; !ok || r.at.Before(f) {
-				firstFail[v.webhookID] = r.at
-			}
-			if r.status == http.StatusGone {
-				gone = append(gone, v.webhookID)
-			}
-		}
-		d.metrics.deliveries.WithLabelValues(outcomes[i]).Inc()
-		d.metrics.duration.Observe(r.duration.Seconds())
-		d.logAttempt(r, outcomes[i], next[i])
+		outcome, next := d.classify(&batch[i])
+		a.add(&batch[i], outcome, next)
 	}
-	var failIDs []string
-	var failAt []time.Time
-	for id, t := range firstFail {
-		if !slices.Contains(healthy, id) { // a success in the batch ends the run of failures
-			failIDs, failAt = append(failIDs, id), append(failAt, t)
-		}
-	}
+	failIDs, failAt := a.failing()
 	var doneHooks, doneStreams []string
 	finished := map[[2]string]bool{}
 	for i := range batch {
-		k := [2]string{hooks[i], streams[i]}
-		if next[i] == nil && !finished[k] {
+		k := [2]string{a.hooks[i], a.streams[i]}
+		if a.next[i] == nil && !finished[k] {
 			finished[k] = true
 			doneHooks, doneStreams = append(doneHooks, k[0]), append(doneStreams, k[1])
 		}
@@ -167,8 +120,8 @@ func (d *Deliverer) flush(batch []result) {
 	for try := 0; ; try++ {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		var err error
-		failing, err = d.write(ctx, [][]string{doneHooks, doneStreams}, hooks, streams, positions, ids, types, attempts, statuses, errs,
-			durations, excerpts, at, next, outcomes, healthy, failIDs, failAt)
+		failing, err = d.write(ctx, [][]string{doneHooks, doneStreams}, a.hooks, a.streams, a.positions, a.ids, a.types, a.attempts,
+			a.statuses, a.errs, a.durations, a.excerpts, a.at, a.next, a.outcomes, a.healthy, failIDs, failAt)
 		cancel()
 		if err == nil {
 			break
@@ -186,6 +139,12 @@ func (d *Deliverer) flush(batch []result) {
 	}
 	d.mu.Unlock()
 	d.Wake() // the next event of each stream may be due now
+	d.disableAfter(a.gone, failing)
+}
+
+// disableAfter disables the endpoints that answered 410 and those whose
+// every attempt failed for DisableAfter.
+func (d *Deliverer) disableAfter(gone []string, failing map[string]time.Time) {
 	now := d.cfg.Now()
 	for _, id := range gone {
 		d.disable(id, "the endpoint answered 410 Gone", "gone")

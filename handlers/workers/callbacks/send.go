@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -89,6 +88,11 @@ type endpoint struct {
 	failures int       // consecutive
 	openAt   time.Time // breaker: open until then
 	cooldown time.Duration
+	// slowUntil: a direct request of the fan-out was still out at its
+	// batch's budget; until then the endpoint's events go the retry
+	// path's way (direct.go).
+	slowUntil time.Time
+	slowFor   time.Duration
 }
 
 // room is how many more deliveries the endpoint takes now: a queue of
@@ -116,11 +120,11 @@ func (d *Deliverer) endpoint(id string) *endpoint {
 }
 
 // send claims and hands out deliveries until ctx ends.
-func (d *Deliverer) send(ctx context.Context, workers *sync.WaitGroup) {
+func (d *Deliverer) send(ctx context.Context) {
 	poll := time.NewTimer(d.cfg.Poll)
 	defer poll.Stop()
 	for ctx.Err() == nil {
-		n, err := d.claim(ctx, workers)
+		n, err := d.claim(ctx)
 		if err != nil && ctx.Err() == nil {
 			d.log.Warn("claim deliveries", "err", err)
 			eventstore.Sleep(ctx, time.Second)
@@ -142,12 +146,12 @@ func (d *Deliverer) send(ctx context.Context, workers *sync.WaitGroup) {
 // endpoints. Deliveries beyond an endpoint's room are released at once
 // (the claim cannot know rooms per endpoint; this is rare, as full
 // endpoints are left out of it).
-func (d *Deliverer) claim(ctx context.Context, workers *sync.WaitGroup) (int, error) {
+func (d *Deliverer) claim(ctx context.Context) (int, error) {
 	now := d.cfg.Now()
 	d.mu.Lock()
 	known, rooms := []string{}, []int32{}
 	for id, ep := range d.endpoints {
-		if ep.inflight == 0 && len(ep.queue) == 0 && ep.failures == 0 {
+		if ep.inflight == 0 && len(ep.queue) == 0 && ep.failures == 0 && !now.Before(ep.slowUntil) {
 			delete(d.endpoints, id) // idle: forget it, so the map stays small
 			continue
 		}
@@ -189,9 +193,9 @@ func (d *Deliverer) claim(ctx context.Context, workers *sync.WaitGroup) (int, er
 		ep.queue = append(ep.queue, v)
 		if ep.inflight < d.cfg.Concurrency {
 			ep.inflight++
-			workers.Add(1)
+			d.workers.Add(1)
 			go func() {
-				defer workers.Done()
+				defer d.workers.Done()
 				d.work(ctx, ep)
 			}()
 		}
@@ -377,6 +381,9 @@ func (d *Deliverer) breaker(ep *endpoint, r result) {
 	defer d.mu.Unlock()
 	if r.ok() {
 		ep.failures, ep.cooldown = 0, 0
+		if ep.slowFor > 0 && !r.at.Before(ep.slowUntil) && r.duration < d.slowAnswer() {
+			ep.slowFor = 0 // answering in time again
+		}
 		return
 	}
 	ep.failures++

@@ -1,0 +1,178 @@
+package callbacks_test
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore/storetest"
+	"github.com/afterok/afterok/handlers/commands/webhooks"
+	"github.com/afterok/afterok/handlers/workers/callbacks"
+)
+
+// countOwedRows makes the database count every delivery row ever
+// inserted (a trigger into a side table), so a test can tell which
+// callbacks went through the retry path's table.
+func countOwedRows(t *testing.T, h *harness) func() int {
+	t.Helper()
+	ctx := context.Background()
+	_, err := h.db.Pool.Exec(ctx, `CREATE TABLE test_owed_log (webhook_id text, stream_id text, position bigint, ready boolean, attempt int);
+CREATE FUNCTION test_owed_log() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN INSERT INTO test_owed_log VALUES (NEW.webhook_id, NEW.stream_id, NEW.position, NEW.ready, NEW.attempt); RETURN NEW; END $$;
+CREATE TRIGGER test_owed_log AFTER INSERT ON webhook_deliveries FOR EACH ROW EXECUTE FUNCTION test_owed_log();`)
+	require.NoError(t, err)
+	return func() int {
+		var n int
+		require.NoError(t, h.db.Pool.QueryRow(ctx, `SELECT count(*) FROM test_owed_log`).Scan(&n))
+		return n
+	}
+}
+
+// TestDirectPathWritesNoDeliveryRow: callbacks that succeed at once are
+// sent by the fan-out itself: every one arrives, signed, in order per
+// stream, each logged as a succeeded first attempt, and not one delivery
+// row is written for them (the retry path wrote one per callback, and
+// updated and deleted it: the cost the direct path removes). With the
+// direct path off, the same run writes a row per callback: the count is
+// a real measure.
+func TestDirectPathWritesNoDeliveryRow(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		budget time.Duration
+	}{{"direct", 0}, {"retry path only", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, webhooks.Config{})
+			owedRows := countOwedRows(t, h)
+			rc := newReceiver(t, nil)
+			ep := h.endpoint(rc.URL)
+			h.run(callbacks.Config{DirectBudget: tc.budget})
+			streams := h.messages(40)
+			want := h.events(streams, domain.WebhookEventTypes()...)
+			storetest.Poll(t, 30*time.Second, func() (bool, string) { return rc.distinct() == len(want), "every callback" })
+			h.waitOwedNothing(t)
+			last := map[string]int{}
+			for _, r := range rc.all() {
+				require.Equal(t, 1, r.call, "no callback twice")
+				require.NoError(t, verify(ep.Secret, r))
+				require.Greater(t, r.payload.Data.Version, last[r.payload.Data.StreamID], "stream %s out of order", r.payload.Data.StreamID)
+				last[r.payload.Data.StreamID] = r.payload.Data.Version
+			}
+			storetest.Poll(t, 5*time.Second, func() (bool, string) {
+				page, _, err := h.svc.Attempts(context.Background(), h.account, ep.WebhookID, webhooks.AttemptFilter{Outcome: webhooks.OutcomeSucceeded}, 500, "")
+				require.NoError(t, err)
+				return len(page) == len(want), "every attempt logged"
+			})
+			if tc.budget < 0 {
+				require.Equal(t, len(want), owedRows(), "the retry path writes a delivery row per callback")
+				return
+			}
+			require.Zero(t, owedRows(), "a callback answered at once needs no delivery row")
+		})
+	}
+}
+
+// TestDirectFailureHoldsOnlyItsStream: on the direct path, a stream whose
+// callback fails waits: its later events are not sent before the retry
+// succeeded, while the other streams' callbacks go on, directly.
+func TestDirectFailureHoldsOnlyItsStream(t *testing.T) {
+	h := newHarness(t, webhooks.Config{})
+	owedRows := countOwedRows(t, h)
+	var mu sync.Mutex
+	failing := "" // the stream of the first MessageQueued: it fails once
+	rc := newReceiver(t, func(r *received) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if r.payload.Type == "MessageQueued" && failing == "" {
+			failing = r.payload.Data.StreamID
+		}
+		if r.payload.Data.StreamID == failing && r.payload.Type == "MessageQueued" && r.call == 1 {
+			return 503
+		}
+		return 200
+	})
+	h.endpoint(rc.URL)
+	h.run(callbacks.Config{Schedule: []time.Duration{700 * time.Millisecond}, BreakerThreshold: 1000})
+	streams := h.messages(10)
+	want := h.events(streams, domain.WebhookEventTypes()...)
+	storetest.Poll(t, 30*time.Second, func() (bool, string) { return rc.distinct() == len(want), "every callback" })
+	h.waitOwedNothing(t)
+	var order []string
+	var retried time.Time
+	othersDone := time.Time{}
+	for _, r := range rc.all() {
+		if r.payload.Data.StreamID != failing {
+			if r.at.After(othersDone) {
+				othersDone = r.at
+			}
+			continue
+		}
+		order = append(order, r.payload.Type)
+		if r.payload.Type == "MessageQueued" && r.call == 2 {
+			retried = r.at
+		}
+	}
+	require.Equal(t, []string{"MessageAccepted", "MessageQueued", "MessageQueued", "MessageRouted", "MessageSubmitted", "MessageDelivered"}, order,
+		"the stream's later events wait for its failed one")
+	require.True(t, othersDone.Before(retried), "the other streams did not wait for the retry (done %s, retry %s)", othersDone, retried)
+	// Only the failing stream went through delivery rows: the failed
+	// callback and at most the three behind it.
+	n := owedRows()
+	require.GreaterOrEqual(t, n, 1)
+	require.LessOrEqual(t, n, 4, "the other streams did not go through the retry path")
+}
+
+// TestDirectHandOverOfASlowAnswer: a callback still unanswered when its
+// batch's budget ends is handed to the retry path as a claimed delivery:
+// its late answer is recorded as the first attempt's, it is not sent
+// twice, the endpoint's later events go the retry path's way for a while,
+// in order, and the batch did not wait for the slow answer.
+func TestDirectHandOverOfASlowAnswer(t *testing.T) {
+	h := newHarness(t, webhooks.Config{})
+	owedRows := countOwedRows(t, h)
+	var slow atomic.Bool
+	slow.Store(true)
+	rc := newReceiver(t, func(r *received) int {
+		if r.payload.Type == "OrderAccepted" && slow.Load() {
+			time.Sleep(1500 * time.Millisecond)
+		}
+		return 200
+	})
+	ep := h.endpoint(rc.URL)
+	h.run(callbacks.Config{DirectBudget: 300 * time.Millisecond})
+	streams := h.messages(5)
+	want := h.events(streams, domain.WebhookEventTypes()...)
+	storetest.Poll(t, 30*time.Second, func() (bool, string) { return rc.distinct() == len(want), "every callback" })
+	h.waitOwedNothing(t)
+	last := map[string]int{}
+	for _, r := range rc.all() {
+		require.Equal(t, 1, r.call, "%s (%s) sent twice", r.id, r.payload.Type)
+		require.Greater(t, r.payload.Data.Version, last[r.payload.Data.StreamID], "stream %s out of order", r.payload.Data.StreamID)
+		last[r.payload.Data.StreamID] = r.payload.Data.Version
+	}
+	var first received // the slow one
+	for _, r := range rc.all() {
+		if r.payload.Type == "OrderAccepted" {
+			first = r
+		}
+	}
+	order := want[first.id]
+	var latest time.Time
+	for _, r := range rc.all() {
+		if r.at.After(latest) {
+			latest = r.at
+		}
+	}
+	require.Less(t, latest.Sub(first.at), 1400*time.Millisecond, "the other callbacks waited for the slow answer")
+	storetest.Poll(t, 5*time.Second, func() (bool, string) {
+		page, _, err := h.svc.Attempts(context.Background(), h.account, ep.WebhookID, webhooks.AttemptFilter{EventID: &order.ID}, 10, "")
+		require.NoError(t, err)
+		return len(page) == 1 && page[0].Attempt == 1 && page[0].Outcome == webhooks.OutcomeSucceeded && page[0].DurationMS >= 1400,
+			"the slow answer logged as the first attempt's success"
+	})
+	require.Greater(t, owedRows(), 0, "the handed-over callback and those after it went through the retry path")
+}
