@@ -5,11 +5,13 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/handlers/commands/webhooks"
 )
@@ -65,6 +67,87 @@ SELECT m.i - 1, m.webhook_id, m.url, coalesce(s.secrets, '{}'),
 FROM m LEFT JOIN s USING (webhook_id)
 ORDER BY m.i, m.webhook_id`
 
+// Per-stream order across batches.
+//
+// The tail is ordered by (transaction id, position), and a transaction's
+// id is assigned at its first write: one that wrote something else first
+// and then appended version 5 of a stream whose version 4 a younger
+// transaction committed meanwhile stores version 5 under the smaller id,
+// and the tail brings 5 before 4, possibly in an earlier batch. The
+// projectors read the missing versions from the store (projections'
+// inVersionOrder); the fan-out does the same without keeping any state:
+// orderSQL marks, from the events table, the batch's events that come
+// early (an earlier version of their stream is later in the tail) and
+// late (a later version was earlier in the tail, and brought this one
+// with it). Early ones get their missing predecessors read from the
+// store (committed: an append locks its stream) and sent first; late
+// ones are dropped as sent. Only events of the types the fan-out reads
+// count: the others never bring anything along.
+const orderSQL = `-- name: webhooks.order
+SELECT i - 1, early, late FROM (
+  SELECT u.i,
+    EXISTS (SELECT 1 FROM events p WHERE p.stream_id = u.stream_id AND p.stream_version < u.version
+            AND (p.xid, p.global_position) > (u.xid::xid8, u.position) AND p.type = ANY($5::text[])) AS early,
+    EXISTS (SELECT 1 FROM events q WHERE q.stream_id = u.stream_id AND q.stream_version > u.version
+            AND (q.xid, q.global_position) < (u.xid::xid8, u.position) AND q.type = ANY($5::text[])) AS late
+  FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(stream_id, version, xid, position, i)) x
+WHERE early OR late`
+
+// inStreamOrder returns the batch with its late events dropped and the
+// missing predecessors of its early ones put before them.
+func (d *Deliverer) inStreamOrder(ctx context.Context, batch []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, error) {
+	n := len(batch)
+	streams, versions, xids, positions := make([]string, n), make([]int32, n), make([]string, n), make([]int64, n)
+	for i, e := range batch {
+		streams[i], versions[i], xids[i], positions[i] = e.StreamID, int32(e.Version), strconv.FormatUint(e.XID, 10), e.Position
+	}
+	types := domain.WebhookEventTypes()
+	rows, err := d.cfg.Store.Pool().Query(ctx, orderSQL, streams, versions, xids, positions, types)
+	if err != nil {
+		return nil, fmt.Errorf("stream order: %w", err)
+	}
+	early, late := map[int]bool{}, map[int]bool{}
+	for rows.Next() {
+		var i int
+		var e, l bool
+		if err := rows.Scan(&i, &e, &l); err != nil {
+			rows.Close()
+			return nil, fmt.Errorf("stream order: %w", err)
+		}
+		early[i], late[i] = e, l
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("stream order: %w", err)
+	}
+	if len(early) == 0 && len(late) == 0 {
+		return batch, nil
+	}
+	out := make([]eventstore.RecordedEvent, 0, n)
+	seen := map[uuid.UUID]bool{}
+	for i, e := range batch {
+		if late[i] {
+			continue // sent with the later version that came before it
+		}
+		if early[i] {
+			stored, err := eventstore.ReadStream(ctx, d.cfg.Store.Pool(), e.StreamID, 1)
+			if err != nil {
+				return nil, fmt.Errorf("stream order: %w", err)
+			}
+			for _, p := range stored {
+				if p.Version < e.Version && e.Cursor().Less(p.Cursor()) && slices.Contains(types, p.Type) && !seen[p.ID] {
+					seen[p.ID] = true
+					out = append(out, p)
+				}
+			}
+		}
+		if !seen[e.ID] {
+			seen[e.ID] = true
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 // directSQL writes what a batch's direct sends leave: their attempt log
 // rows, the deliveries still owed, and the endpoints' failing_since (as
 // recordSQL does).
@@ -81,12 +164,19 @@ owed AS (
   INSERT INTO webhook_deliveries (webhook_id, stream_id, position, event_id, event_type, attempt, ready, next_attempt_at)
   SELECT * FROM unnest($13::text[], $14::text[], $15::bigint[], $16::uuid[], $17::text[], $18::int[], $19::bool[], $20::timestamptz[])
   ON CONFLICT DO NOTHING),
+-- The endpoint rows this changes, locked first and in one order: the
+-- fan-out and the recorders write them at once, and two statements that
+-- lock them in different orders deadlock.
+lk AS MATERIALIZED (
+  SELECT w.webhook_id FROM webhook_endpoints w
+  WHERE (w.webhook_id = ANY($21::text[]) AND w.failing_since IS NOT NULL) OR w.webhook_id = ANY($22::text[])
+  ORDER BY w.webhook_id FOR UPDATE),
 healthy AS (
   UPDATE webhook_endpoints w SET failing_since = NULL
-  WHERE w.webhook_id = ANY($21::text[]) AND w.failing_since IS NOT NULL)
+  WHERE w.webhook_id = ANY($21::text[]) AND w.failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM lk))
 UPDATE webhook_endpoints w SET failing_since = coalesce(w.failing_since, f.since)
 FROM unnest($22::text[], $23::timestamptz[]) AS f(webhook_id, since)
-WHERE w.webhook_id = f.webhook_id
+WHERE w.webhook_id = f.webhook_id AND EXISTS (SELECT 1 FROM lk)
 RETURNING w.webhook_id, w.failing_since`
 
 // An endpoint that left a request unanswered for slowAnswer goes the
@@ -106,6 +196,9 @@ func (d *Deliverer) slowAnswer() time.Duration { return d.cfg.DirectBudget / 2 }
 func (d *Deliverer) slow(ep *endpoint, now time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if now.Before(ep.slowUntil) {
+		return // one slow while, however many requests it left unanswered
+	}
 	ep.slowFor = min(max(2*ep.slowFor, slowFirst), slowMost)
 	ep.slowUntil = now.Add(ep.slowFor)
 	d.log.Info("webhook endpoint slow: its callbacks go through delivery rows for now", "webhook_id", ep.id, "for", ep.slowFor.String())
@@ -150,6 +243,10 @@ type pair struct{ webhook, stream string }
 func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) (int, error) {
 	d.decide(false) // a batch before this one that did not commit
 	d.waiting = d.waiting[:0]
+	batch, err := d.inStreamOrder(ctx, batch)
+	if err != nil {
+		return 0, err
+	}
 	n := len(batch)
 	accounts, streams, types, at := make([]string, 0, n), make([]string, 0, n), make([]string, 0, n), make([]time.Time, 0, n)
 	idx := make([]int, 0, n)
@@ -193,8 +290,8 @@ func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []
 		return 0, nil
 	}
 
-	// Each pair's events in version order (the tail's order keeps a
-	// stream's events in order; the sort makes it explicit).
+	// Each pair's events in version order (inStreamOrder made the batch
+	// hold every stream's events in order; the sort puts them so).
 	groups := map[pair][]match{}
 	var order []pair
 	for _, m := range matches {
@@ -205,6 +302,13 @@ func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []
 		groups[k] = append(groups[k], m)
 	}
 	b := &directBatch{decided: make(chan struct{})}
+	pending := false
+	defer func() {
+		if !pending { // not written: the batch is sent again; handed-over answers are dropped
+			b.committed = false
+			close(b.decided)
+		}
+	}()
 	now := d.cfg.Now()
 	deadline := time.Now().Add(d.cfg.DirectBudget)
 	// Per endpoint, up to its free share of Concurrency workers take its
@@ -215,7 +319,7 @@ func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []
 	var hooks []string
 	for _, k := range order {
 		g := groups[k]
-		slices.SortFunc(g, func(a, b match) int { return cmp.Compare(a.v.event.Position, b.v.event.Position) })
+		slices.SortFunc(g, func(a, b match) int { return cmp.Compare(a.v.event.Version, b.v.event.Version) })
 		if d.cfg.DirectBudget > 0 && !g[0].owed && d.directOK(k.webhook, now) {
 			q := queues[k.webhook]
 			if q == nil {
@@ -260,6 +364,7 @@ func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []
 	d.mu.Lock()
 	d.pending = b
 	d.mu.Unlock()
+	pending = true
 	return len(matches), nil
 }
 
@@ -320,7 +425,7 @@ func (d *Deliverer) releaseSlot(ctx context.Context, ep *endpoint) {
 // the endpoint's slots; a request still out at the budget's end keeps the
 // slot when it is handed over.
 func (d *Deliverer) directWorker(ctx context.Context, b *directBatch, ep *endpoint, q *pairQueue, deadline time.Time) {
-	for ctx.Err() == nil && time.Now().Before(deadline) {
+	for ctx.Err() == nil && time.Now().Before(deadline) && d.directOK(ep.id, d.cfg.Now()) {
 		g := q.pop()
 		if g == nil {
 			break

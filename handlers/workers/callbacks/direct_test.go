@@ -7,9 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/oklog/ulid/v2"
 	"github.com/stretchr/testify/require"
 
 	"github.com/afterok/afterok/domain"
+	"github.com/afterok/afterok/eventstore"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/commands/webhooks"
 	"github.com/afterok/afterok/handlers/workers/callbacks"
@@ -175,4 +177,65 @@ func TestDirectHandOverOfASlowAnswer(t *testing.T) {
 			"the slow answer logged as the first attempt's success"
 	})
 	require.Greater(t, owedRows(), 0, "the handed-over callback and those after it went through the retry path")
+}
+
+// TestStreamOrderAcrossBatchesWhenTheTailIsNot: the tail can bring a
+// stream's version 3 before its version 2, in another batch (a
+// transaction that wrote something else first holds the older id and
+// appends version 3 after a younger one committed version 2). The
+// receiver still gets the stream in version order, each event once.
+func TestStreamOrderAcrossBatchesWhenTheTailIsNot(t *testing.T) {
+	h := newHarness(t, webhooks.Config{})
+	rc := newReceiver(t, nil)
+	h.endpoint(rc.URL)
+	// Batches of 4 events (the fan-out reads 4 × BatchSize).
+	h.run(callbacks.Config{BatchSize: 1})
+	ctx := context.Background()
+	now := time.Now().UTC()
+	id := ulid.Make().String()
+	order := ulid.Make().String()
+	md := eventstore.Metadata{AccountID: h.account, CorrelationID: order}
+	money := domain.Money{AmountMicros: 100, Currency: "EUR"}
+	stream := domain.MessageStream(id)
+	_, err := h.store.Append(ctx, stream, eventstore.NoStream, eventstore.MustEvent(domain.MessageAccepted{MessageID: id, OrderID: order,
+		AccountID: h.account, Price: money, ExpiresAt: now.Add(time.Hour), At: now}, md))
+	require.NoError(t, err)
+	storetest.Poll(t, 10*time.Second, func() (bool, string) { return rc.distinct() == 1, "the first callback" })
+
+	wrote, committed, done := make(chan struct{}), make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- h.store.InTx(ctx, func(tx *eventstore.Tx) error {
+			// Three other streams' events first: they take the older
+			// transaction id and fill the tail's batch ahead of version 3.
+			for i := range 3 {
+				other := ulid.Make().String()
+				if _, err := tx.Append(ctx, eventstore.StreamAppend{Stream: domain.MessageStream(other), Expected: eventstore.NoStream,
+					Events: []eventstore.EventData{eventstore.MustEvent(domain.MessageAccepted{MessageID: other, OrderID: order,
+						AccountID: h.account, Index: i + 1, Price: money, ExpiresAt: now.Add(time.Hour), At: now}, md)}}); err != nil {
+					return err
+				}
+			}
+			close(wrote)
+			<-committed
+			_, err := tx.Append(ctx, eventstore.StreamAppend{Stream: stream, Expected: eventstore.Exact(2),
+				Events: []eventstore.EventData{eventstore.MustEvent(domain.MessageRouted{Attempt: 1, Route: domain.RouteDecision{Provider: "p"}, At: now}, md)}})
+			return err
+		})
+	}()
+	<-wrote
+	_, err = h.store.Append(ctx, stream, eventstore.Exact(1), eventstore.MustEvent(domain.MessageQueued{Attempt: 1, At: now}, md))
+	require.NoError(t, err)
+	close(committed)
+	require.NoError(t, <-done)
+
+	storetest.Poll(t, 10*time.Second, func() (bool, string) { return rc.distinct() == 6, "every callback" })
+	h.waitOwedNothing(t)
+	var versions []int
+	for _, r := range rc.all() {
+		require.Equal(t, 1, r.call, "%s (%s) sent twice", r.id, r.payload.Type)
+		if r.payload.Data.StreamID == stream {
+			versions = append(versions, r.payload.Data.Version)
+		}
+	}
+	require.Equal(t, []int{1, 2, 3}, versions, "the stream in version order")
 }
