@@ -111,13 +111,14 @@ func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
 	deadline := time.Now().Add(90 * time.Second)
 	for time.Now().Before(deadline) {
 		require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM events`).Scan(&stored))
-		var ok bool
-		if ok, why = c.js.Current(js, events); !ok && strings.Contains(why, "no leader") {
-			led = false
+		// One look at a time: the leader has been seen to go again between
+		// two looks, so no step here waits for one.
+		info, whyNot := c.js.Led(js, events)
+		if info == nil {
+			led, why = false, whyNot
 			time.Sleep(500 * time.Millisecond) // polling interval, not a wait for a result
 			continue
 		}
-		info := c.js.WaitLed(t, js, events, time.Minute)
 		led, held = true, info.State.Msgs
 		require.LessOrEqual(t, held, stored, "an event is in %s twice", events)
 		if held == stored {

@@ -222,8 +222,8 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_LEASE=%s: at least 2s", c.WebhookLease))
 	}
 	p.dur("AFTEROK_WEBHOOK_DIRECT_BUDGET", &c.WebhookDirectBudget)
-	if c.WebhookDirectBudget > 10*time.Second {
-		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_DIRECT_BUDGET=%s: from 0 (never) to 10s", c.WebhookDirectBudget))
+	if c.WebhookDirectBudget > callbacks.MaxDirectBudget {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_DIRECT_BUDGET=%s: from 0 (never) to %s", c.WebhookDirectBudget, callbacks.MaxDirectBudget))
 	}
 	if b := p.file("AFTEROK_PRICES_FILE"); b != nil {
 		t, err := pricing.Parse(b)

@@ -191,6 +191,12 @@ func (c *JetStreamCluster) WaitLed(t testing.TB, js jetstream.JetStream, stream 
 	return info
 }
 
+// Led returns the stream's info when it has a leader that answers, else
+// nil and why not: WaitLed's one look, for a test that polls itself.
+func (c *JetStreamCluster) Led(js jetstream.JetStream, stream string) (*jetstream.StreamInfo, string) {
+	return c.info(js, stream)
+}
+
 // Current says whether every replica of the stream is running and caught
 // up, and if not, which is not.
 func (c *JetStreamCluster) Current(js jetstream.JetStream, stream string) (bool, string) {

@@ -44,6 +44,9 @@ import (
 // failed attempt; after the last, the delivery is exhausted.
 var DefaultSchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * time.Minute, 2 * time.Hour, 5 * time.Hour, 10 * time.Hour, 10 * time.Hour}
 
+// MaxDirectBudget is the longest DirectBudget (see New).
+const MaxDirectBudget = 3 * time.Second
+
 // Config configures a Deliverer.
 type Config struct {
 	Store    *eventstore.Store
@@ -148,7 +151,10 @@ func New(cfg Config) (*Deliverer, error) {
 	cfg.Poll = cmp.Or(cfg.Poll, 250*time.Millisecond)
 	cfg.AttemptsKeep = cmp.Or(cfg.AttemptsKeep, 30*24*time.Hour)
 	cfg.BatchSize = cmp.Or(cfg.BatchSize, 500)
-	cfg.DirectBudget = cmp.Or(cfg.DirectBudget, 2*time.Second)
+	// At most 3 s: a batch is held for the budget inside its consumer's
+	// step, and a step that outlasts its partitions' lease (6 s, renewed
+	// between steps) loses its checkpoint and is sent again.
+	cfg.DirectBudget = min(cmp.Or(cfg.DirectBudget, 2*time.Second), MaxDirectBudget)
 	cfg.Logger = cmp.Or(cfg.Logger, slog.Default())
 	if cfg.Now == nil {
 		cfg.Now = time.Now

@@ -31,12 +31,19 @@ done AS (
 retry AS (
   UPDATE webhook_deliveries d SET attempt = r.attempt, next_attempt_at = r.next FROM r
   WHERE r.next IS NOT NULL AND d.webhook_id = r.webhook_id AND d.stream_id = r.stream_id AND d.position = r.position),
+-- The endpoint rows this changes, locked first and in one order: the
+-- fan-out and the recorders write them at once, and two statements that
+-- lock them in different orders deadlock.
+lk AS MATERIALIZED (
+  SELECT w.webhook_id FROM webhook_endpoints w
+  WHERE (w.webhook_id = ANY($14::text[]) AND w.failing_since IS NOT NULL) OR w.webhook_id = ANY($15::text[])
+  ORDER BY w.webhook_id FOR UPDATE),
 healthy AS (
   UPDATE webhook_endpoints w SET failing_since = NULL
-  WHERE w.webhook_id = ANY($14::text[]) AND w.failing_since IS NOT NULL)
+  WHERE w.webhook_id = ANY($14::text[]) AND w.failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM lk))
 UPDATE webhook_endpoints w SET failing_since = coalesce(w.failing_since, f.since)
 FROM unnest($15::text[], $16::timestamptz[]) AS f(webhook_id, since)
-WHERE w.webhook_id = f.webhook_id
+WHERE w.webhook_id = f.webhook_id AND EXISTS (SELECT 1 FROM lk)
 RETURNING w.webhook_id, w.failing_since`
 
 // promoteSQL makes the first delivery still owed of each given (webhook,

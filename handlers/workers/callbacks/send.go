@@ -151,7 +151,7 @@ func (d *Deliverer) claim(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	known, rooms := []string{}, []int32{}
 	for id, ep := range d.endpoints {
-		if ep.inflight == 0 && len(ep.queue) == 0 && ep.failures == 0 && !now.Before(ep.slowUntil) {
+		if ep.inflight == 0 && len(ep.queue) == 0 && ep.failures == 0 && ep.slowFor == 0 {
 			delete(d.endpoints, id) // idle: forget it, so the map stays small
 			continue
 		}
