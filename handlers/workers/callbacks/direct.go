@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
 
@@ -76,7 +75,8 @@ ORDER BY m.i, m.webhook_id`
 // and the tail brings 5 before 4, possibly in an earlier batch. The
 // projectors read the missing versions from the store (projections'
 // inVersionOrder); the fan-out does the same without keeping any state:
-// orderSQL marks, from the events table, the batch's events that come
+// orderSQL reads, from the events table, where every version of the
+// batch's streams is in the tail, which tells the batch's events that come
 // early (an earlier version of their stream is later in the tail) and
 // late (a later version was earlier in the tail, and brought this one
 // with it). Early ones get their missing predecessors read from the
@@ -84,45 +84,60 @@ ORDER BY m.i, m.webhook_id`
 // ones are dropped as sent. Only events of the types the fan-out reads
 // count: the others never bring anything along.
 const orderSQL = `-- name: webhooks.order
-SELECT i - 1, early, late FROM (
-  SELECT u.i,
-    EXISTS (SELECT 1 FROM events p WHERE p.stream_id = u.stream_id AND p.stream_version < u.version
-            AND (p.xid, p.global_position) > (u.xid::xid8, u.position) AND p.type = ANY($5::text[])) AS early,
-    EXISTS (SELECT 1 FROM events q WHERE q.stream_id = u.stream_id AND q.stream_version > u.version
-            AND (q.xid, q.global_position) < (u.xid::xid8, u.position) AND q.type = ANY($5::text[])) AS late
-  FROM unnest($1::text[], $2::int[], $3::text[], $4::bigint[]) WITH ORDINALITY AS u(stream_id, version, xid, position, i)) x
-WHERE early OR late`
+SELECT stream_id, stream_version, xid, global_position FROM events
+WHERE stream_id = ANY($1::text[]) AND type = ANY($2::text[])`
 
 // inStreamOrder returns the batch with its late events dropped and the
-// missing predecessors of its early ones put before them.
+// missing predecessors of its early ones put before them. It reads the
+// tail positions of every version of the batch's streams (one index scan
+// per stream) and decides in Go.
 func (d *Deliverer) inStreamOrder(ctx context.Context, batch []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, error) {
-	n := len(batch)
-	streams, versions, xids, positions := make([]string, n), make([]int32, n), make([]string, n), make([]int64, n)
-	for i, e := range batch {
-		streams[i], versions[i], xids[i], positions[i] = e.StreamID, int32(e.Version), strconv.FormatUint(e.XID, 10), e.Position
+	var streams []string
+	seenStream := map[string]bool{}
+	for _, e := range batch {
+		if !seenStream[e.StreamID] {
+			seenStream[e.StreamID] = true
+			streams = append(streams, e.StreamID)
+		}
 	}
 	types := domain.WebhookEventTypes()
-	rows, err := d.cfg.Store.Pool().Query(ctx, orderSQL, streams, versions, xids, positions, types)
+	rows, err := d.cfg.Store.Pool().Query(ctx, orderSQL, streams, types)
 	if err != nil {
 		return nil, fmt.Errorf("stream order: %w", err)
 	}
-	early, late := map[int]bool{}, map[int]bool{}
+	type at struct {
+		version int
+		cursor  eventstore.Cursor
+	}
+	versions := map[string][]at{}
 	for rows.Next() {
-		var i int
-		var e, l bool
-		if err := rows.Scan(&i, &e, &l); err != nil {
+		var stream string
+		var a at
+		if err := rows.Scan(&stream, &a.version, &a.cursor.XID, &a.cursor.Position); err != nil {
 			rows.Close()
 			return nil, fmt.Errorf("stream order: %w", err)
 		}
-		early[i], late[i] = e, l
+		versions[stream] = append(versions[stream], a)
 	}
 	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("stream order: %w", err)
 	}
+	early, late := map[int]bool{}, map[int]bool{}
+	for i, e := range batch {
+		c := e.Cursor()
+		for _, a := range versions[e.StreamID] {
+			switch {
+			case a.version < e.Version && c.Less(a.cursor):
+				early[i] = true
+			case a.version > e.Version && a.cursor.Less(c):
+				late[i] = true
+			}
+		}
+	}
 	if len(early) == 0 && len(late) == 0 {
 		return batch, nil
 	}
-	out := make([]eventstore.RecordedEvent, 0, n)
+	out := make([]eventstore.RecordedEvent, 0, len(batch))
 	seen := map[uuid.UUID]bool{}
 	for i, e := range batch {
 		if late[i] {
