@@ -166,7 +166,7 @@ func (d *Deliverer) inStreamOrder(ctx context.Context, batch []eventstore.Record
 // directSQL writes what a batch's direct sends leave: their attempt log
 // rows, the deliveries still owed, and the endpoints' failing_since (as
 // recordSQL does).
-const directSQL = `-- name: webhooks.direct
+var directSQL = `-- name: webhooks.direct
 WITH r AS (
   SELECT * FROM unnest($1::text[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::int[],
                        $9::text[], $10::timestamptz[], $11::timestamptz[], $12::text[])
@@ -179,20 +179,7 @@ owed AS (
   INSERT INTO webhook_deliveries (webhook_id, stream_id, position, event_id, event_type, attempt, ready, next_attempt_at)
   SELECT * FROM unnest($13::text[], $14::text[], $15::bigint[], $16::uuid[], $17::text[], $18::int[], $19::bool[], $20::timestamptz[])
   ON CONFLICT DO NOTHING),
--- The endpoint rows this changes, locked first and in one order: the
--- fan-out and the recorders write them at once, and two statements that
--- lock them in different orders deadlock.
-lk AS MATERIALIZED (
-  SELECT w.webhook_id FROM webhook_endpoints w
-  WHERE (w.webhook_id = ANY($21::text[]) AND w.failing_since IS NOT NULL) OR w.webhook_id = ANY($22::text[])
-  ORDER BY w.webhook_id FOR UPDATE),
-healthy AS (
-  UPDATE webhook_endpoints w SET failing_since = NULL
-  WHERE w.webhook_id = ANY($21::text[]) AND w.failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM lk))
-UPDATE webhook_endpoints w SET failing_since = coalesce(w.failing_since, f.since)
-FROM unnest($22::text[], $23::timestamptz[]) AS f(webhook_id, since)
-WHERE w.webhook_id = f.webhook_id AND EXISTS (SELECT 1 FROM lk)
-RETURNING w.webhook_id, w.failing_since`
+` + endpointHealthSQL(21)
 
 // An endpoint that left a request unanswered for slowAnswer goes the
 // retry path's way for a while: 2 s the first time, doubling while it

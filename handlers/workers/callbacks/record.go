@@ -16,7 +16,7 @@ import (
 // exhausted (next is NULL), rescheduled with its attempt count when not.
 // The endpoints' failing_since follows: cleared by a success, set by the
 // first failure of a run; the endpoints still failing come back with it.
-const recordSQL = `-- name: webhooks.record
+var recordSQL = `-- name: webhooks.record
 WITH r AS (
   SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::uuid[], $5::text[], $6::int[], $7::int[], $8::text[],
                        $9::int[], $10::text[], $11::timestamptz[], $12::timestamptz[], $13::text[])
@@ -31,20 +31,30 @@ done AS (
 retry AS (
   UPDATE webhook_deliveries d SET attempt = r.attempt, next_attempt_at = r.next FROM r
   WHERE r.next IS NOT NULL AND d.webhook_id = r.webhook_id AND d.stream_id = r.stream_id AND d.position = r.position),
--- The endpoint rows this changes, locked first and in one order: the
+` + endpointHealthSQL(14)
+
+// endpointHealthSQL ends recordSQL and directSQL: the endpoints'
+// failing_since, cleared for those in the text array $healthy, set (if
+// not yet) for those in $healthy+1 with the times in $healthy+2, the rows
+// locked first in one order; it returns the endpoints still failing with
+// the start of their run.
+func endpointHealthSQL(healthy int) string {
+	failing, since := healthy+1, healthy+2
+	return fmt.Sprintf(`-- The endpoint rows this changes, locked first and in one order: the
 -- fan-out and the recorders write them at once, and two statements that
 -- lock them in different orders deadlock.
 lk AS MATERIALIZED (
   SELECT w.webhook_id FROM webhook_endpoints w
-  WHERE (w.webhook_id = ANY($14::text[]) AND w.failing_since IS NOT NULL) OR w.webhook_id = ANY($15::text[])
+  WHERE (w.webhook_id = ANY($%[1]d::text[]) AND w.failing_since IS NOT NULL) OR w.webhook_id = ANY($%[2]d::text[])
   ORDER BY w.webhook_id FOR UPDATE),
 healthy AS (
   UPDATE webhook_endpoints w SET failing_since = NULL
-  WHERE w.webhook_id = ANY($14::text[]) AND w.failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM lk))
+  WHERE w.webhook_id = ANY($%[1]d::text[]) AND w.failing_since IS NOT NULL AND EXISTS (SELECT 1 FROM lk))
 UPDATE webhook_endpoints w SET failing_since = coalesce(w.failing_since, f.since)
-FROM unnest($15::text[], $16::timestamptz[]) AS f(webhook_id, since)
+FROM unnest($%[2]d::text[], $%[3]d::timestamptz[]) AS f(webhook_id, since)
 WHERE w.webhook_id = f.webhook_id AND EXISTS (SELECT 1 FROM lk)
-RETURNING w.webhook_id, w.failing_since`
+RETURNING w.webhook_id, w.failing_since`, healthy, failing, since)
+}
 
 // promoteSQL makes the first delivery still owed of each given (webhook,
 // stream) ready: after recordSQL, in its transaction (with a snapshot of
