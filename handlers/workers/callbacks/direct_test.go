@@ -239,3 +239,41 @@ func TestStreamOrderAcrossBatchesWhenTheTailIsNot(t *testing.T) {
 	}
 	require.Equal(t, []int{1, 2, 3}, versions, "the stream in version order")
 }
+
+// TestStopAfterAHandOverReturns: a deliverer stopped while a batch it
+// handed a request over from is being written (here: before its write)
+// returns, and sends the batch again after a restart. It hung: the
+// handed-over request waited for a verdict on a batch that never became
+// pending.
+func TestStopAfterAHandOverReturns(t *testing.T) {
+	h := newHarness(t, webhooks.Config{})
+	release := make(chan struct{})
+	var slow atomic.Bool
+	slow.Store(true)
+	rc := newReceiver(t, func(r *received) int {
+		if slow.Load() && r.payload.Type == "OrderAccepted" {
+			<-release
+		}
+		return 200
+	})
+	t.Cleanup(func() { close(release) })
+	h.endpoint(rc.URL)
+	handed := make(chan struct{})
+	var once sync.Once
+	stop := h.run(callbacks.Config{DirectBudget: 200 * time.Millisecond, Timeout: 5 * time.Second,
+		Hooks: callbacks.Hooks{BeforeRecord: func(ctx context.Context) { once.Do(func() { close(handed) }); <-ctx.Done() }}})
+	streams := h.messages(3)
+	<-handed // the first batch's write waits, its slow request handed over and still out
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		// Not t.Fatal: the test's cleanup would wait on the same stop.
+		panic("the deliverer did not stop within 10 s of its context's end")
+	}
+	slow.Store(false)
+	h.run(callbacks.Config{})
+	want := h.events(streams, domain.WebhookEventTypes()...)
+	storetest.Poll(t, 20*time.Second, func() (bool, string) { return rc.distinct() == len(want), "every callback after the restart" })
+}
