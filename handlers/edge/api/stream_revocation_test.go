@@ -1,0 +1,104 @@
+package api_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/domain/accept"
+	"github.com/afterok/afterok/handlers/commands/accounts"
+	"github.com/afterok/afterok/handlers/edge/api"
+	"github.com/afterok/afterok/handlers/provider/sim"
+)
+
+// TestRevocationEndsOpenStreams opens an event stream with a key, revokes
+// the key while the stream is open and the account keeps moving, and
+// requires the stream to end within streamEndBound with a `revoked`
+// record, having delivered nothing of what followed the revocation:
+//   - through the server that holds the stream (which drops the key from
+//     its cache),
+//   - through another server process on the same database (whose
+//     revocation the streaming process sees only in the store), and
+//   - in the database alone, revoked_at set without an event, which only
+//     the stream's periodic look-up of its key can notice.
+func TestRevocationEndsOpenStreams(t *testing.T) {
+	// The contract's second (accounts.KeyCacheTTL), a look-up period and
+	// a slow machine's slack.
+	const streamEndBound = 2500 * time.Millisecond
+	for _, tc := range []struct {
+		name string
+		// other: the stream is held by a second process; inDatabase: the
+		// key is revoked with an UPDATE, no event, so nothing after it is
+		// ordered by the tail and only the end is checked.
+		other, inDatabase bool
+	}{
+		{name: "same process"},
+		{name: "other process", other: true},
+		{name: "in the database alone", other: true, inDatabase: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
+			c := e.account(1_000_000_000)
+			reader, err := e.accounts.IssueKey(context.Background(), c.AccountID, []string{accounts.ScopeEventsRead}, nil, accounts.Action{Actor: "cli:test"})
+			require.NoError(t, err)
+			holder := e.srv
+			if tc.other {
+				holder = process(t, e.db.URL)
+			}
+			s := openStream(t, holder.URL+"/v1/events/stream?heartbeat=1", reader.APIKey, "")
+			s.waitHeartbeat(t, 10*time.Second) // it has joined the live tail: it starts at the present
+			before := placeOrder(t, e, c.APIKey)
+			ev := s.next(t, 10*time.Second)
+			require.Equal(t, before, ev.data["metadata"].(map[string]any)["correlation_id"], "the stream is live before the revocation")
+
+			revoked := time.Now()
+			if tc.inDatabase {
+				_, err := e.db.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE key_id = $1`, reader.KeyID)
+				require.NoError(t, err)
+			} else {
+				r := e.do("DELETE", "/v1/account/keys/"+reader.KeyID, c.APIKey, map[string]any{"reason": "leaked"})
+				require.Equal(t, 204, r.status, "%s", r.raw)
+			}
+			after := placeOrder(t, e, c.APIKey)
+
+			select {
+			case <-s.ended:
+			case <-time.After(time.Until(revoked.Add(streamEndBound))):
+				t.Fatalf("the stream of a revoked key is still open %s after the revocation", time.Since(revoked).Round(time.Millisecond))
+			}
+			t.Logf("the stream ended %s after the revocation", time.Since(revoked).Round(time.Millisecond))
+			select {
+			case last := <-s.control:
+				require.Equal(t, "revoked", last.typ)
+				require.Equal(t, "unauthenticated", last.data["code"])
+			default:
+				t.Fatal("the stream ended without a revoked record")
+			}
+			if !tc.inDatabase {
+				// What follows the revocation in the tail's order.
+				rows, err := e.db.Pool.Query(context.Background(), `SELECT global_position::text FROM events
+WHERE account_id = $1 AND (xid, global_position) > (SELECT xid, global_position FROM events WHERE account_id = $1 AND type = 'APIKeyRevoked')`, c.AccountID)
+				require.NoError(t, err)
+				later, err := pgx.CollectRows(rows, pgx.RowTo[string])
+				require.NoError(t, err)
+				require.NotEmpty(t, later, "the order placed after the revocation follows it in the tail")
+				for len(s.events) > 0 {
+					ev := <-s.events
+					require.NotEqual(t, after, ev.data["metadata"].(map[string]any)["correlation_id"], "an event after the revocation reached the stream: %+v", ev)
+					require.NotContains(t, later, ev.id, "an event after the revocation reached the stream: %+v", ev)
+				}
+			}
+		})
+	}
+}
+
+// placeOrder posts a one-message order through e and returns its id.
+func placeOrder(t *testing.T, e *env, key string) string {
+	t.Helper()
+	r := e.do("POST", "/v1/orders", key, order(sim.ExampleDelivered))
+	require.Equal(t, 202, r.status, "%s", r.raw)
+	return r.body["order_id"].(string)
+}
