@@ -21,9 +21,14 @@ import (
 //   - through the server that holds the stream (which drops the key from
 //     its cache),
 //   - through another server process on the same database (whose
-//     revocation the streaming process sees only in the store), and
+//     revocation the streaming process sees only in the store),
 //   - in the database alone, revoked_at set without an event, which only
-//     the stream's periodic look-up of its key can notice.
+//     the live tail's sweep of its streams' keys can notice, and
+//   - of an admin key streaming another account, whose revocation is on
+//     its own account's stream, which the stream does not read.
+//
+// The last two are not ordered by the tail, so for them only the end is
+// checked: the sweep's period bounds what they may still send.
 func TestRevocationEndsOpenStreams(t *testing.T) {
 	// The contract's second (accounts.KeyCacheTTL), a look-up period and
 	// a slow machine's slack.
@@ -31,24 +36,32 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// other: the stream is held by a second process; inDatabase: the
-		// key is revoked with an UPDATE, no event, so nothing after it is
-		// ordered by the tail and only the end is checked.
-		other, inDatabase bool
+		// key is revoked with an UPDATE, no event; admin: the key is
+		// another account's admin key.
+		other, inDatabase, admin bool
 	}{
 		{name: "same process"},
 		{name: "other process", other: true},
 		{name: "in the database alone", other: true, inDatabase: true},
+		{name: "admin key of another account", other: true, admin: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
 			c := e.account(1_000_000_000)
-			reader, err := e.accounts.IssueKey(context.Background(), c.AccountID, []string{accounts.ScopeEventsRead}, nil, accounts.Action{Actor: "cli:test"})
+			owner, scopes, path := c, []string{accounts.ScopeEventsRead}, "/v1/events/stream?heartbeat=1"
+			if tc.admin {
+				owner, scopes, path = e.account(1_000_000), []string{accounts.ScopeAdmin}, path+"&account_id="+c.AccountID
+			}
+			reader, err := e.accounts.IssueKey(context.Background(), owner.AccountID, scopes, nil, accounts.Action{Actor: "cli:test"})
 			require.NoError(t, err)
+			if tc.admin {
+				owner.APIKey = reader.APIKey // only an admin key revokes an admin key: itself
+			}
 			holder := e.srv
 			if tc.other {
 				holder = process(t, e.db.URL)
 			}
-			s := openStream(t, holder.URL+"/v1/events/stream?heartbeat=1", reader.APIKey, "")
+			s := openStream(t, holder.URL+path, reader.APIKey, "")
 			s.waitHeartbeat(t, 10*time.Second) // it has joined the live tail: it starts at the present
 			before := placeOrder(t, e, c.APIKey)
 			ev := s.next(t, 10*time.Second)
@@ -59,7 +72,7 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 				_, err := e.db.Pool.Exec(context.Background(), `UPDATE api_keys SET revoked_at = now() WHERE key_id = $1`, reader.KeyID)
 				require.NoError(t, err)
 			} else {
-				r := e.do("DELETE", "/v1/account/keys/"+reader.KeyID, c.APIKey, map[string]any{"reason": "leaked"})
+				r := e.do("DELETE", "/v1/account/keys/"+reader.KeyID, owner.APIKey, map[string]any{"reason": "leaked"})
 				require.Equal(t, 204, r.status, "%s", r.raw)
 			}
 			after := placeOrder(t, e, c.APIKey)
@@ -77,7 +90,7 @@ func TestRevocationEndsOpenStreams(t *testing.T) {
 			default:
 				t.Fatal("the stream ended without a revoked record")
 			}
-			if !tc.inDatabase {
+			if !tc.inDatabase && !tc.admin {
 				// What follows the revocation in the tail's order.
 				rows, err := e.db.Pool.Query(context.Background(), `SELECT global_position::text FROM events
 WHERE account_id = $1 AND (xid, global_position) > (SELECT xid, global_position FROM events WHERE account_id = $1 AND type = 'APIKeyRevoked')`, c.AccountID)
