@@ -289,12 +289,12 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 // it, and looks the key up again at every page.
 func (s *Server) catchUp(ctx context.Context, f eventFilter, key streamKey, cursor eventstore.Cursor, until *eventstore.Cursor, out *sseWriter) (eventstore.Cursor, error) {
 	for until == nil || cursor.Less(*until) {
-		// No type filter in the query: the store would drop other types
-		// after reading them anyway, and an unfiltered short page is
-		// proof that everything up to the horizon has been read.
 		if err := s.stillValid(ctx, key); err != nil {
 			return cursor, err
 		}
+		// No type filter in the query: the store would drop other types
+		// after reading them anyway, and an unfiltered short page is
+		// proof that everything up to the horizon has been read.
 		batch, next, err := s.deps.Store.ReadAll(ctx, cursor, streamBatch, eventstore.Filter{AccountID: f.account})
 		if err != nil {
 			return cursor, err
