@@ -1,7 +1,11 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
 	"testing"
 	"time"
 
@@ -114,4 +118,76 @@ func placeOrder(t *testing.T, e *env, key string) string {
 	r := e.do("POST", "/v1/orders", key, order(sim.ExampleDelivered))
 	require.Equal(t, 202, r.status, "%s", r.raw)
 	return r.body["order_id"].(string)
+}
+
+// TestRevocationDuringCatchUpEndsTheStream revokes a resuming stream's key
+// while it reads the account's history from the store, before it joins
+// the live tail, and appends an order after the revocation: the catch-up
+// must end the stream at the revocation, sending none of that order.
+func TestRevocationDuringCatchUpEndsTheStream(t *testing.T) {
+	e := newEnv(t, api.Config{RateLimit: 10_000, RateBurst: 10_000}, accept.DefaultPolicy())
+	c := e.account(1_000_000_000)
+	reader, err := e.accounts.IssueKey(context.Background(), c.AccountID, []string{accounts.ScopeEventsRead}, nil, accounts.Action{Actor: "cli:test"})
+	require.NoError(t, err)
+	before := placeOrder(t, e, c.APIKey)
+	var revoked time.Time
+	var after string
+	hookErr := make(chan error, 1)
+	e.api.SetBeforeAttach(func() {
+		// On the stream's own goroutine: no require here.
+		revoked = time.Now()
+		err := e.accounts.RevokeKey(context.Background(), c.AccountID, reader.KeyID, nil, accounts.Action{Actor: "cli:test", Reason: "leaked"})
+		if err == nil {
+			after, err = e.acceptOne(c.APIKey)
+		}
+		hookErr <- err
+	})
+	s := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1&after=0", reader.APIKey, "")
+	select {
+	case <-s.ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the stream of a key revoked during its catch-up is still open")
+	}
+	require.NoError(t, <-hookErr)
+	t.Logf("the stream ended %s after the revocation", time.Since(revoked).Round(time.Millisecond))
+	select {
+	case last := <-s.control:
+		require.Equal(t, "revoked", last.typ)
+	default:
+		t.Fatal("the stream ended without a revoked record")
+	}
+	var history int
+	for len(s.events) > 0 {
+		ev := <-s.events
+		correlation := ev.data["metadata"].(map[string]any)["correlation_id"]
+		require.NotEqual(t, after, correlation, "an event after the revocation reached the stream: %+v", ev)
+		if correlation == before {
+			history++
+		}
+	}
+	require.NotZero(t, history, "the catch-up sent none of the history before the revocation")
+}
+
+// acceptOne posts a one-message order without require (for hooks that
+// run off the test's goroutine) and returns its id.
+func (e *env) acceptOne(key string) (string, error) {
+	b, _ := json.Marshal(order(sim.ExampleDelivered))
+	req, err := http.NewRequest("POST", e.srv.URL+"/v1/orders", bytes.NewReader(b))
+	if err != nil {
+		return "", err
+	}
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return "", err
+	}
+	defer res.Body.Close()
+	var out struct {
+		OrderID string `json:"order_id"`
+	}
+	if err := json.NewDecoder(res.Body).Decode(&out); err != nil || res.StatusCode != 202 {
+		return "", fmt.Errorf("order: %d %v", res.StatusCode, err)
+	}
+	return out.OrderID, nil
 }
