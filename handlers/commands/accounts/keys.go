@@ -228,6 +228,27 @@ func (s *Service) RevokeKey(ctx context.Context, accountID, keyID string, revoke
 	return nil
 }
 
+const notLiveKeysSQL = `-- name: not_live_keys
+SELECT k FROM unnest($1::text[]) AS k
+WHERE NOT EXISTS (SELECT 1 FROM api_keys WHERE key_id = k AND revoked_at IS NULL)`
+
+// NotLive returns those of keyIDs that no longer authenticate (revoked,
+// or unknown), in one primary-key probe each and one round trip for all,
+// bypassing the cache: what holds a connection open on a key that
+// authenticated once (the event streams) asks it every fraction of a
+// second for all its keys together.
+func (s *Service) NotLive(ctx context.Context, keyIDs []string) ([]string, error) {
+	rows, err := s.store.Pool().Query(ctx, notLiveKeysSQL, keyIDs)
+	if err != nil {
+		return nil, fmt.Errorf("not live keys: %w", err)
+	}
+	gone, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("not live keys: %w", err)
+	}
+	return gone, nil
+}
+
 // KeyAccount returns the account a key belongs to (revoked or not), for
 // the operator who names a key alone.
 func (s *Service) KeyAccount(ctx context.Context, keyID string) (string, error) {

@@ -186,3 +186,24 @@ func TestCredit(t *testing.T) {
 	require.Len(t, accountEvents(t, db, c.AccountID), len(evs), "a refused credit wrote an event")
 	require.NoError(t, eventstore.VerifyOK(ctx, db.Pool))
 }
+
+// TestNotLive names the keys that no longer authenticate, revoked or
+// unknown, whatever the key cache holds.
+func TestNotLive(t *testing.T) {
+	ctx := context.Background()
+	svc, db := newService(t)
+	c := open(t, svc)
+	k, err := svc.IssueKey(ctx, c.AccountID, nil, nil, accounts.Action{Actor: "cli:test"})
+	require.NoError(t, err)
+	_, err = svc.Authenticate(ctx, k.APIKey) // cached
+	require.NoError(t, err)
+	gone, err := svc.NotLive(ctx, []string{c.KeyID, k.KeyID, "key_unknown"})
+	require.NoError(t, err)
+	require.Equal(t, []string{"key_unknown"}, gone)
+	// Revoked in the database alone, so the cache still has it.
+	_, err = db.Pool.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE key_id = $1`, k.KeyID)
+	require.NoError(t, err)
+	gone, err = svc.NotLive(ctx, []string{c.KeyID, k.KeyID})
+	require.NoError(t, err)
+	require.Equal(t, []string{k.KeyID}, gone)
+}

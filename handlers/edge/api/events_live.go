@@ -34,6 +34,8 @@ import (
 // nothing comes twice.
 type liveTail struct {
 	store  *eventstore.Store
+	keys   keyLookup // nil: streams end at their key's APIKeyRevoked only
+	sweep  time.Duration
 	log    *slog.Logger
 	max    int // concurrent streams per account
 	poll   time.Duration
@@ -54,6 +56,10 @@ type liveTail struct {
 // subscriber is one open stream.
 type subscriber struct {
 	filter eventFilter
+	keyID  string // the key that opened it
+	// revoked says how the reader learnt that keyID was revoked
+	// (events_revoke.go); it is set before ch is closed.
+	revoked string
 	// ch carries the live events; the reader closes it when it is full
 	// (the client reads too slowly) and the stream then ends, to be
 	// resumed with Last-Event-ID.
@@ -78,8 +84,8 @@ const (
 	liveBuffer = 2 * liveBatch
 )
 
-func newLiveTail(store *eventstore.Store, log *slog.Logger, maxPerAccount int, reg prometheus.Registerer) *liveTail {
-	l := &liveTail{store: store, log: log, max: maxPerAccount, poll: streamPoll, buffer: liveBuffer,
+func newLiveTail(store *eventstore.Store, keys keyLookup, log *slog.Logger, maxPerAccount int, reg prometheus.Registerer) *liveTail {
+	l := &liveTail{store: store, keys: keys, sweep: revocationSweep, log: log, max: maxPerAccount, poll: streamPoll, buffer: liveBuffer,
 		accounts: map[string]map[*subscriber]struct{}{},
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "afterok_event_streams_open",
 			Help: "Server-Sent Events streams open in this process."}),
@@ -99,13 +105,13 @@ func (l *liveTail) limitError() error {
 
 // subscribe counts a new stream of f's account against the cap. It
 // receives nothing until attach.
-func (l *liveTail) subscribe(f eventFilter) (*subscriber, error) {
+func (l *liveTail) subscribe(f eventFilter, keyID string) (*subscriber, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		// A request that raced the shutdown: it gets a stream that ends at
 		// once, as a cut one does, and the client resumes elsewhere.
-		sub := &subscriber{filter: f, ch: make(chan liveEvent)}
+		sub := &subscriber{filter: f, keyID: keyID, ch: make(chan liveEvent)}
 		close(sub.ch)
 		return sub, nil
 	}
@@ -117,7 +123,7 @@ func (l *liveTail) subscribe(f eventFilter) (*subscriber, error) {
 		subs = map[*subscriber]struct{}{}
 		l.accounts[f.account] = subs
 	}
-	sub := &subscriber{filter: f, ch: make(chan liveEvent, l.buffer)}
+	sub := &subscriber{filter: f, keyID: keyID, ch: make(chan liveEvent, l.buffer)}
 	subs[sub] = struct{}{}
 	l.count++
 	l.gauge.Inc()
@@ -195,7 +201,14 @@ func (l *liveTail) run(ctx context.Context, gen int, cursor eventstore.Cursor) {
 	backoff := time.Duration(0)
 	poll := time.NewTimer(l.poll)
 	defer poll.Stop()
+	sweep := time.NewTicker(l.sweep)
+	defer sweep.Stop()
 	for ctx.Err() == nil {
+		select {
+		case <-sweep.C: // due while the tail kept the reader busy
+			l.sweepRevoked(ctx, gen)
+		default:
+		}
 		changed := l.store.Changed() // taken before reading: no wake-up is lost
 		batch, next, err := l.store.ReadAll(ctx, cursor, liveBatch, eventstore.Filter{})
 		if err != nil {
@@ -221,6 +234,8 @@ func (l *liveTail) run(ctx context.Context, gen int, cursor eventstore.Cursor) {
 			return
 		case <-changed:
 		case <-poll.C:
+		case <-sweep.C:
+			l.sweepRevoked(ctx, gen)
 		}
 	}
 }
@@ -242,6 +257,12 @@ func (l *liveTail) deliver(gen int, batch []eventstore.RecordedEvent, next event
 		}
 		var frame []byte
 		for sub := range subs {
+			if revokes(e, sub.keyID) {
+				// Whatever its filter: nothing after its key's
+				// revocation may reach the stream.
+				l.revokeLocked(sub, "tail")
+				continue
+			}
 			if !sub.attached || !sub.filter.matches(e) {
 				continue
 			}

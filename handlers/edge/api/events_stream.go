@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"slices"
@@ -141,12 +142,14 @@ func (s *Server) pullEvents(w http.ResponseWriter, r *http.Request, rc *RequestC
 // after that event, reading what it missed from the store a page at a
 // time before it joins the process's shared live tail (events_live.go).
 // Comments keep idle connections alive every ?heartbeat= seconds
-// (default 15).
+// (default 15). A stream whose key is revoked ends (events_revoke.go).
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *RequestContext) error {
 	f, err := parseEventFilter(r, rc)
 	if err != nil {
 		return err
 	}
+	raw, _ := bearer(r)
+	key := streamKey{id: rc.Principal.KeyID, raw: raw}
 	heartbeat := defaultHeartbeat
 	if raw := r.URL.Query().Get("heartbeat"); raw != "" {
 		n, err := strconv.Atoi(raw)
@@ -169,7 +172,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 		after = &c
 		rc.Log("resume_after", resume)
 	}
-	sub, err := s.live.subscribe(f)
+	sub, err := s.live.subscribe(f, key.id)
 	if err != nil {
 		return err
 	}
@@ -190,10 +193,16 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 	// catch-up and the live tail may overlap, and only what lies after
 	// last is sent, so nothing comes twice.
 	var last eventstore.Cursor
+	revoked := func(how string) error {
+		s.endRevoked(ctx, out, rc, f, last, how)
+		return nil
+	}
 	if after != nil {
 		// Most of a long catch-up is read before joining the live tail,
 		// whose buffer would otherwise fill while the store is read.
-		if last, err = s.catchUp(ctx, f, *after, nil, out); err != nil {
+		if last, err = s.catchUp(ctx, f, key, *after, nil, out); errors.Is(err, errKeyRevoked) {
+			return revoked("catch-up")
+		} else if err != nil {
 			return streamError(ctx, err)
 		}
 	}
@@ -209,7 +218,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 	// transaction open in the cluster. They are history, not news.
 	var seen map[int64]bool
 	if after != nil {
-		if last, err = s.catchUp(ctx, f, last, &from, out); err != nil {
+		if last, err = s.catchUp(ctx, f, key, last, &from, out); errors.Is(err, errKeyRevoked) {
+			return revoked("catch-up")
+		} else if err != nil {
 			return streamError(ctx, err)
 		}
 	} else {
@@ -249,6 +260,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 			if err := out.send(); err != nil {
 				return nil
 			}
+			if cut && sub.revoked != "" {
+				return revoked(sub.revoked)
+			}
 			if cut {
 				attrs := []any{"last_position", last.Position}
 				if f.account != rc.Principal.AccountID { // an admin reading another account
@@ -270,8 +284,14 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 // time. With until, it reads up to that cursor (where the live tail took
 // over) and stops; without, it reads until a page comes back short, the
 // store's present as far as a page can tell.
-func (s *Server) catchUp(ctx context.Context, f eventFilter, cursor eventstore.Cursor, until *eventstore.Cursor, out *sseWriter) (eventstore.Cursor, error) {
+//
+// It ends with errKeyRevoked at key's revocation, sending nothing after
+// it, and looks the key up again at every page.
+func (s *Server) catchUp(ctx context.Context, f eventFilter, key streamKey, cursor eventstore.Cursor, until *eventstore.Cursor, out *sseWriter) (eventstore.Cursor, error) {
 	for until == nil || cursor.Less(*until) {
+		if err := s.stillValid(ctx, key); err != nil {
+			return cursor, err
+		}
 		// No type filter in the query: the store would drop other types
 		// after reading them anyway, and an unfiltered short page is
 		// proof that everything up to the horizon has been read.
@@ -283,6 +303,9 @@ func (s *Server) catchUp(ctx context.Context, f eventFilter, cursor eventstore.C
 			e := &batch[i]
 			if until != nil && until.Less(e.Cursor()) {
 				break // the live tail sends it
+			}
+			if revokes(e, key.id) {
+				return e.Cursor(), errors.Join(out.send(), errKeyRevoked)
 			}
 			if f.matches(e) {
 				out.buf.Write(sseFrame(e))

@@ -20,10 +20,14 @@ type sseClient struct {
 	status     int
 	events     chan sseEvent
 	heartbeats chan struct{}
-	count      atomic.Int64
-	cancel     context.CancelFunc
-	done       sync.WaitGroup
-	closeOnce  sync.Once
+	// control gets the records without an id (the server's own, such as
+	// `revoked`); ended is closed when the server ends the stream.
+	control   chan sseEvent
+	ended     chan struct{}
+	count     atomic.Int64
+	cancel    context.CancelFunc
+	done      sync.WaitGroup
+	closeOnce sync.Once
 }
 
 type sseEvent struct {
@@ -46,13 +50,15 @@ func openStream(t *testing.T, url, key, lastEventID string) *sseClient {
 	require.NoError(t, err)
 	require.Equal(t, 200, res.StatusCode)
 	require.Equal(t, "text/event-stream", res.Header.Get("Content-Type"))
-	c := &sseClient{status: res.StatusCode, events: make(chan sseEvent, 100_000), heartbeats: make(chan struct{}, 100), cancel: cancel}
+	c := &sseClient{status: res.StatusCode, events: make(chan sseEvent, 100_000), heartbeats: make(chan struct{}, 100),
+		control: make(chan sseEvent, 10), ended: make(chan struct{}), cancel: cancel}
 	// A failing test must not leave the stream open: the test server's
 	// Close would wait for it forever.
 	t.Cleanup(c.close)
 	c.done.Add(1)
 	go func() {
 		defer c.done.Done()
+		defer close(c.ended)
 		defer res.Body.Close()
 		sc := bufio.NewScanner(res.Body)
 		sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -66,6 +72,12 @@ func openStream(t *testing.T, url, key, lastEventID string) *sseClient {
 					_ = json.Unmarshal([]byte(data), &ev.data)
 					c.count.Add(1)
 					c.events <- ev
+				} else if ev.typ != "" {
+					_ = json.Unmarshal([]byte(data), &ev.data)
+					select {
+					case c.control <- ev:
+					default:
+					}
 				}
 				ev, data = sseEvent{}, ""
 			case strings.HasPrefix(line, ": heartbeat"):

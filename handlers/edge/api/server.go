@@ -160,7 +160,11 @@ func New(deps Deps, cfg Config) (*Server, error) {
 	s := &Server{deps: deps, cfg: cfg, mux: http.NewServeMux(), log: logctx.Wrap(deps.Logger),
 		limits: newLimiter(cfg.RateLimit, cfg.RateBurst), metrics: newMetrics(deps.Registry)}
 	s.bodies = newBodyGuard(cfg, time.Now)
-	s.live = newLiveTail(deps.Store, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
+	var keys keyLookup
+	if deps.Accounts != nil {
+		keys = deps.Accounts
+	}
+	s.live = newLiveTail(deps.Store, keys, deps.Logger, cfg.MaxStreamsPerAccount, deps.Registry)
 	s.routes = append(append(s.coreRoutes(), s.webhookRoutes()...), deps.Extra...)
 	for _, rt := range s.routes {
 		s.mux.Handle(rt.Method+" "+rt.Pattern, s.wrap(rt))
@@ -307,12 +311,11 @@ func (s *Server) wrap(rt Route) http.Handler {
 }
 
 func (s *Server) authenticate(r *http.Request, rc *RequestContext, scope string) error {
-	h := r.Header.Get("Authorization")
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || key == "" {
+	key, ok := bearer(r)
+	if !ok {
 		return fail(accounts.ErrUnauthenticated, "send the API key as Authorization: Bearer <key>")
 	}
-	p, err := s.deps.Accounts.Authenticate(r.Context(), strings.TrimSpace(key))
+	p, err := s.deps.Accounts.Authenticate(r.Context(), key)
 	if err != nil {
 		if errors.Is(err, accounts.ErrUnauthenticated) {
 			return fail(accounts.ErrUnauthenticated, "the API key is unknown or revoked")
@@ -324,6 +327,12 @@ func (s *Server) authenticate(r *http.Request, rc *RequestContext, scope string)
 		return fail(errForbidden, "this API key lacks the %s scope", scope)
 	}
 	return nil
+}
+
+// bearer is the request's API key.
+func bearer(r *http.Request) (string, bool) {
+	key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return strings.TrimSpace(key), ok && key != ""
 }
 
 var validRequestID = regexp.MustCompile(`^[A-Za-z0-9._:-]{1,100}$`)

@@ -74,10 +74,13 @@ func (s *simRecord) saw(id string) bool {
 // TestCancelRacingDispatchHasOneWinner races a cancel against running
 // dispatch workers for every message, round after round, with the jobs
 // and the cancels released together and jittered so that each side wins
-// some. Each message must end exactly one way: canceled (the cancel said
-// so, the history has MessageCanceled and no MessageRouted, and the
-// provider simulator never received it) or routed and submitted (the
-// cancel answered not cancelable, and the history has no MessageCanceled).
+// some. Half the messages are queued for their first attempt, half for a
+// retry (their first attempt was routed and failed to submit): a cancel is
+// legal for both. Each message must end exactly one way: canceled (the
+// cancel said so, the history has MessageCanceled and no MessageRouted for
+// the attempt it was queued for, and the provider simulator never received
+// it) or routed and submitted (the cancel answered not cancelable, and the
+// history has no MessageCanceled).
 func TestCancelRacingDispatchHasOneWinner(t *testing.T) {
 	t.Parallel()
 	const rounds, perRound = 25, 24
@@ -133,10 +136,21 @@ func TestCancelRacingDispatchHasOneWinner(t *testing.T) {
 	}
 	outcomes := map[string]outcome{}
 	var ids []string
+	attempt := map[string]int{} // the attempt each message is queued for
 	var publishErrs []error
 	start := time.Now()
 	for range rounds {
-		batch := queuedMessages(t, store, perRound)
+		batch := queuedMessages(t, store, perRound/2)
+		for _, id := range batch {
+			attempt[id] = 1
+		}
+		for _, id := range retryQueuedMessages(t, store, perRound/2) {
+			attempt[id] = 2
+			batch = append(batch, id)
+		}
+		// Interleaved, so that first attempts and retries meet the
+		// cancels' spread alike.
+		rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for i, id := range batch {
@@ -147,9 +161,9 @@ func TestCancelRacingDispatchHasOneWinner(t *testing.T) {
 			go func() {
 				defer wg.Done()
 				time.Sleep(time.Duration(rand.IntN(3)) * time.Millisecond) // jitter, not a wait for a result
-				job := fmt.Sprintf(`{"message_id":%q,"attempt":1,"account_id":"acc"}`, id)
+				job := fmt.Sprintf(`{"message_id":%q,"attempt":%d,"account_id":"acc"}`, id, attempt[id])
 				_, err := nats.JS.Publish(context.Background(), nats.Names.DispatchSubject(id), []byte(job),
-					jetstream.WithMsgID(id+":1"))
+					jetstream.WithMsgID(fmt.Sprintf("%s:%d", id, attempt[id])))
 				if err != nil {
 					mu.Lock()
 					publishErrs = append(publishErrs, err)
@@ -194,27 +208,36 @@ func TestCancelRacingDispatchHasOneWinner(t *testing.T) {
 		}
 		return pending == 0, fmt.Sprintf("%d of %d messages neither canceled nor submitted", pending, len(ids))
 	})
-	var canceled, routed int
+	// canceled and routed count the races each side won, by attempt.
+	canceled, routed := map[int]int{}, map[int]int{}
 	for _, id := range ids {
 		o := outcomes[id]
 		require.NoError(t, o.err, "cancel of %s", id)
 		types, _ := r.events(t, id)
-		hasCancel, hasRoute := slices.Contains(types, "MessageCanceled"), slices.Contains(types, "MessageRouted")
+		queued := []string{"MessageAccepted", "MessageQueued"}
+		if attempt[id] == 2 {
+			queued = append(queued, "MessageRouted", "MessageRetried", "MessageQueued")
+		}
+		require.Equal(t, queued, types[:min(len(queued), len(types))], id)
+		race := types[len(queued):] // what the race wrote
+		hasCancel, hasRoute := slices.Contains(race, "MessageCanceled"), slices.Contains(race, "MessageRouted")
 		require.False(t, hasCancel && hasRoute, "%s was both canceled and routed: %s", id, strings.Join(types, ","))
 		if o.canceled {
-			canceled++
-			require.Equal(t, []string{"MessageAccepted", "MessageQueued", "MessageCanceled"}, types, id)
+			canceled[attempt[id]]++
+			require.Equal(t, []string{"MessageCanceled"}, race, id)
 			require.False(t, record.saw(id), "the simulator received canceled message %s", id)
 		} else {
-			routed++
-			require.Equal(t, []string{"MessageAccepted", "MessageQueued", "MessageRouted", "MessageSubmitted"}, types, id)
+			routed[attempt[id]]++
+			require.Equal(t, []string{"MessageRouted", "MessageSubmitted"}, race, id)
 			require.True(t, record.saw(id), "%s was submitted without the simulator seeing it", id)
 		}
 	}
 	t.Logf("settled after %s", time.Since(start))
-	t.Logf("%d messages: %d canceled first, %d routed first", len(ids), canceled, routed)
-	require.NotZero(t, canceled, "no cancel won a race: the test raced nothing")
-	require.NotZero(t, routed, "no worker won a race: the test raced nothing")
+	t.Logf("%d messages: canceled first %v, routed first %v (by attempt)", len(ids), canceled, routed)
+	for _, a := range []int{1, 2} {
+		require.NotZero(t, canceled[a], "no cancel won a race for attempt %d: the test raced nothing", a)
+		require.NotZero(t, routed[a], "no worker won a race for attempt %d: the test raced nothing", a)
+	}
 	// Every job, the canceled messages' included, left the work queue.
 	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		st, err := nats.JS.Stream(ctx, nats.Names.DispatchStream())
@@ -234,6 +257,20 @@ func TestCancelRacingDispatchHasOneWinner(t *testing.T) {
 // the scheduler would, in one commit, and returns their ids.
 func queuedMessages(t *testing.T, store *eventstore.Store, n int) []string {
 	t.Helper()
+	return messagesQueued(t, store, n, false)
+}
+
+// retryQueuedMessages records n messages whose first attempt was routed
+// and failed to submit (a transient failure at no provider in particular,
+// so that none is excluded) and that are queued for attempt 2, as the
+// scheduler queues a retry that came due, and returns their ids.
+func retryQueuedMessages(t *testing.T, store *eventstore.Store, n int) []string {
+	t.Helper()
+	return messagesQueued(t, store, n, true)
+}
+
+func messagesQueued(t *testing.T, store *eventstore.Store, n int, retried bool) []string {
+	t.Helper()
 	md := eventstore.Metadata{AccountID: "acc", CorrelationID: "o"}
 	now := time.Now()
 	ids := make([]string, n)
@@ -245,6 +282,13 @@ func queuedMessages(t *testing.T, store *eventstore.Store, n int) []string {
 		appends[i] = eventstore.StreamAppend{Stream: domain.MessageStream(ids[i]), Expected: eventstore.NoStream,
 			Events: []eventstore.EventData{eventstore.MustEvent(acc, md),
 				eventstore.MustEvent(domain.MessageQueued{Attempt: 1, JobID: "job", At: now}, md)}}
+		if retried {
+			appends[i].Events = append(appends[i].Events,
+				eventstore.MustEvent(domain.MessageRouted{Attempt: 1, Route: domain.RouteDecision{RouteID: "r", Provider: "sim-a", Reason: "test"}, At: now}, md),
+				eventstore.MustEvent(domain.MessageRetried{Attempt: 1, NextAttempt: 2, NotBefore: now,
+					Failure: domain.Failure{Code: domain.CodeProviderUnavailable, Reason: "test", Stage: domain.StageSubmit}, At: now}, md),
+				eventstore.MustEvent(domain.MessageQueued{Attempt: 2, JobID: "job2", At: now}, md))
+		}
 	}
 	_, err := store.AppendMulti(context.Background(), appends)
 	require.NoError(t, err)
