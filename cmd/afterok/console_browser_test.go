@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,7 +21,6 @@ import (
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore/storetest"
 	"github.com/afterok/afterok/handlers/commands/accounts"
-	"github.com/afterok/afterok/handlers/edge/api"
 	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
@@ -331,11 +329,6 @@ func exceptionText(d *runtime.ExceptionDetails) string {
 func TestConsoleCancelsAScheduledMessage(t *testing.T) {
 	h := newHarness(t)
 	h.start(dispatch.Hooks{})
-	if !slices.ContainsFunc(h.running.sys.api.Routes(), func(r api.Route) bool {
-		return r.Method == "POST" && r.Pattern == "/v1/messages/{id}/cancel"
-	}) {
-		t.Skip("needs POST /v1/messages/{id}/cancel and scheduled send (send_at), which this afterok does not have yet")
-	}
 	status, out := h.post("/v1/orders", map[string]any{"to": []string{sim.ExampleDelivered}, "body": "Later",
 		"send_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
 	require.Equal(t, 202, status, "%v", out)
