@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/cdp"
+	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
@@ -104,6 +106,16 @@ func (b *browser) shows() string {
 	return s + "\nscript errors: " + strings.Join(b.errors, "; ")
 }
 
+// inZone makes the tab's clock read in zone (an IANA name), as a viewer
+// in that zone sees the console. The pages opened after it use it.
+func (b *browser) inZone(zone string) {
+	b.t.Helper()
+	b.do(chromedp.Func(func(ctx context.Context, t *chromedp.Target) error {
+		_, err := cdp.Call(ctx, t, emulation.SetTimezoneOverride, emulation.SetTimezoneOverrideParams{TimezoneID: zone})
+		return err
+	}))
+}
+
 func (b *browser) open(path string) { b.t.Helper(); b.do(chromedp.Navigate(b.base + path)) }
 
 func (b *browser) click(sel string) { b.t.Helper(); b.do(chromedp.Click(chromedp.CSS(sel))) }
@@ -134,6 +146,20 @@ func (b *browser) waitText(sel, want string) {
 		}
 		return false, sel + " says: " + s + "\nthe page: " + b.shows()
 	})
+}
+
+// fill sets a field's value as a person's typing would, through the
+// page's own DOM: chromedp's SetValue refuses the date and time fields.
+func (b *browser) fill(sel, value string) {
+	b.t.Helper()
+	b.text(sel)
+	evalIn[bool](b, `(document.querySelector(`+jsString(sel)+`).value = `+jsString(value)+`, true)`)
+}
+
+// jsString quotes s as a JavaScript string literal.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }
 
 func evalIn[T any](b *browser, js string) T {
