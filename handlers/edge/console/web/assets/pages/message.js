@@ -150,8 +150,9 @@ function actionsCard(m, access, navigate) {
   const action = canCancel ? 'cancel' : 'redrive';
   const endpoint = canCancel ? 'POST /v1/messages/{id}/cancel' : 'POST /v1/messages/{id}/redrive';
   const [method, pattern] = endpoint.split(' ');
-  if (!access.can(method, pattern)) return card('Actions', unavailable(canCancel ? 'cancelling a message' : 're-driving a message'));
-  if (!access.has('messages:write')) return card('Actions', el('p', { class: 'hint' }, `This key lacks the messages:write scope, so it may not ${canCancel ? 'cancel' : 're-drive'} this message.`));
+  const actions = (...children) => el('section', { class: 'card actions' }, el('h2', {}, 'Actions'), ...children);
+  if (!access.can(method, pattern)) return actions(unavailable(canCancel ? 'cancelling a message' : 're-driving a message'));
+  if (!access.has('messages:write')) return actions(el('p', { class: 'hint' }, `This key lacks the messages:write scope, so it may not ${canCancel ? 'cancel' : 're-drive'} this message.`));
   const reason = el('textarea', { id: 'action-reason', name: 'reason', required: action === 'redrive', placeholder: 'Why? It is recorded in the history with your key.' });
   const out = el('div', { role: 'status' });
   const button = el('button', { type: 'submit', class: canCancel ? 'danger' : '' }, canCancel ? 'Cancel this message' : 'Re-drive this message');
@@ -178,7 +179,7 @@ function actionsCard(m, access, navigate) {
       out.replaceChildren(n);
     }
   });
-  return el('section', { class: 'card actions' }, el('h2', {}, 'Actions'),
+  return actions(
     el('p', { class: 'hint' }, canCancel ? 'Stops the message before it is handed to a provider, and refunds it.' : 'Sends it again as a new message, priced anew; this one stays failed.'), form);
 }
 
