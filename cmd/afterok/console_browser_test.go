@@ -423,6 +423,7 @@ func TestConsoleRedrivesAFailedMessage(t *testing.T) {
 	copyID := h.getJSON("/v1/messages/" + ids[0])["redriven_as"].(string)
 	require.NotEmpty(t, copyID)
 	require.Contains(t, b.text("#timeline"), "Sent again as "+copyID)
+	require.Contains(t, b.text("#timeline"), "by key "+h.key.KeyID, "the re-drive says who asked")
 	require.Zero(t, evalIn[int](b, `document.querySelectorAll(".actions button[type=submit]").length`), "no second re-drive is offered")
 	b.shoot("message-redriven", 1280, 900)
 	b.click(`main a[href="/console/messages/` + copyID + `"]`)

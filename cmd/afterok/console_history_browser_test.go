@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"net/url"
 	"strings"
@@ -11,11 +12,13 @@ import (
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore/storetest"
+	"github.com/afterok/afterok/handlers/commands/accounts"
 	"github.com/afterok/afterok/handlers/provider/sim"
 	"github.com/afterok/afterok/handlers/workers/dispatch"
 )
 
-// The message page as an auditor reads it: the state at a past moment.
+// The message page as an auditor reads it: the state at a past moment,
+// who took each action, and whether the record still holds.
 
 // TestConsoleShowsAMessageAsOfAMoment: a failover message routes twice.
 // As of a moment between the two routings, its page shows the first route
@@ -110,5 +113,62 @@ func TestConsoleShowsAMessageAsOfAMoment(t *testing.T) {
 	b.click(`main .notice a[href="/console/messages/` + id + `"]`)
 	b.waitText("#route", "chose "+second)
 	require.Zero(t, evalIn[int](b, `document.querySelectorAll('#timeline li.later').length`))
+	b.checkClean(h.key.APIKey)
+}
+
+// TestConsoleShowsWhoActedAndABrokenChain: every action in a history says
+// which key took it (a cancel on the message's timeline, an operator's
+// credit among the account's money events), and a history altered after
+// it was written shows its hash chain broken, with the event that no
+// longer matches.
+func TestConsoleShowsWhoActedAndABrokenChain(t *testing.T) {
+	h := newHarness(t)
+	h.start(dispatch.Hooks{})
+	ctx := context.Background()
+	status, out := h.post("/v1/orders", map[string]any{"to": []string{sim.ExampleDelivered}, "body": "Later",
+		"send_at": time.Now().Add(time.Hour).UTC().Format(time.RFC3339)})
+	require.Equal(t, 202, status, "%v", out)
+	canceled := messageIDs(out)[0]
+	status, out = h.post("/v1/messages/"+canceled+"/cancel", map[string]any{"reason": "customer changed their mind"})
+	require.Equal(t, 200, status, "%v", out)
+
+	admin, err := h.running.sys.accounts.Create(ctx, accounts.NewAccount{Name: "Operator",
+		Credit: domain.Money{AmountMicros: 10_000_000, Currency: "EUR"}, Scopes: accounts.AllScopes})
+	require.NoError(t, err)
+	mine := h.key
+	h.key = admin
+	status, out = h.post("/v1/accounts/"+mine.AccountID+"/credits", map[string]any{"amount_micros": 5_000_000, "reason": "invoice 4711 paid"})
+	h.key = mine
+	require.Equal(t, 201, status, "%v", out)
+
+	orderID, ids := h.order(0, sim.ExampleDelivered)
+	h.waitOrdersCompleted(60*time.Second, orderID)
+	_, err = h.db.Pool.Exec(ctx, `ALTER TABLE events DISABLE TRIGGER events_immutable`)
+	require.NoError(t, err)
+	_, err = h.db.Pool.Exec(ctx, `UPDATE events SET data = jsonb_set(data, '{attempt}', '7') WHERE stream_id = $1 AND stream_version = 2`,
+		domain.MessageStream(ids[0]))
+	require.NoError(t, err)
+
+	b := newBrowser(t, "http://"+h.cfg.Addr)
+	b.open("/console/messages/" + canceled)
+	b.signIn(h.key.APIKey)
+	b.waitText("#timeline", "customer changed their mind")
+	step := evalIn[string](b, `[...document.querySelectorAll('#timeline li')].find((li) => li.querySelector('.step-title').textContent === 'Canceled').innerText`)
+	require.Contains(t, step, "by key "+mine.KeyID, "the cancel says who asked")
+	require.Contains(t, b.text("#hash-chain"), "Hash chain intact")
+	require.Equal(t, 1, evalIn[int](b, `document.querySelectorAll('#timeline .step-actor').length`), "only the action names an actor, not the pipeline's steps")
+
+	b.open("/console/account")
+	b.waitText("#money-events", "Credit added")
+	credit := evalIn[string](b, `[...document.querySelectorAll('#money-events tr')].find((tr) => tr.innerText.includes('Credit added')).innerText`)
+	require.Contains(t, credit, "invoice 4711 paid")
+	require.Contains(t, credit, "by key "+admin.KeyID, "the credit says which operator's key added it")
+
+	b.open("/console/messages/" + ids[0])
+	b.waitText("#hash-chain", "Hash chain broken")
+	chain := b.text("#hash-chain")
+	require.Contains(t, chain, "v2: hash does not match")
+	require.Contains(t, evalIn[string](b, `document.querySelector('#hash-chain .badge').className`), "broken")
+	b.shoot("message-chain-broken", 1280, 700)
 	b.checkClean(h.key.APIKey)
 }

@@ -80,6 +80,22 @@ const eventWords = {
 };
 export function eventInWords(type) { return eventWords[type] || type.replace(/([a-z])([A-Z])/g, '$1 $2'); }
 
+// Events that record a person's (or a script's) action rather than the
+// pipeline's work; each says who took it.
+const actions = new Set(['MessageCanceled', 'MessageRedriven', 'BalanceCredited', 'AccountCredited', 'AccountOpened',
+  'APIKeyIssued', 'APIKeyRevoked']);
+
+// actor says who took the action an event records: the API key's id (in
+// the event, or in its metadata), or the command line's "cli:<user>".
+// Nothing for the pipeline's own events.
+export function actor(e) {
+  if (!actions.has(e.type)) return null;
+  const who = (e.data && e.data.actor) || (e.metadata && e.metadata.actor) || '';
+  if (!who) return null;
+  if (who === 'cli' || who.startsWith('cli:')) return el('span', { class: 'step-actor' }, 'by the command line ', el('code', {}, who));
+  return el('span', { class: 'step-actor' }, 'by key ', el('code', { class: 'actor' }, who));
+}
+
 // The viewer's zone, named in every time shown (a time pasted into a
 // ticket says which zone it is in), to the millisecond: the steps of a
 // message are often milliseconds apart.

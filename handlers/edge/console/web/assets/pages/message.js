@@ -5,7 +5,7 @@
 import { call, query } from '../api.js';
 import {
   el, badge, displayState, stateInWords, failureInWords, stageInWords, eventInWords, time, duration, since,
-  link, facts, raw, money, toLocalInput, fromLocalInput,
+  link, facts, raw, money, toLocalInput, fromLocalInput, actor,
 } from '../format.js';
 import { problemNotice, loading, card, unavailable } from '../ui.js';
 
@@ -207,6 +207,7 @@ function timelineCard(m, history) {
       el('div', { class: 'step-head' },
         el('span', { class: 'step-title' }, eventInWords(e.type)),
         el('span', { class: 'step-time' }, time(e.recorded_at)),
+        actor(e),
         prev ? el('span', { class: 'step-gap', title: 'time since the previous step' }, '+' + duration(since(prev, e.recorded_at)) + ' after the previous step') : null,
         i > 0 ? el('span', { class: 'step-gap', title: 'time since acceptance' }, duration(since(start, e.recorded_at)) + ' since accepted') : null,
         later ? el('span', { class: 'step-later' }, 'after the chosen time') : null),
