@@ -80,15 +80,34 @@ const eventWords = {
 };
 export function eventInWords(type) { return eventWords[type] || type.replace(/([a-z])([A-Z])/g, '$1 $2'); }
 
-const local = new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+// Events that record a person's (or a script's) action rather than the
+// pipeline's work; each says who took it.
+const actions = new Set(['MessageCanceled', 'MessageRedriven', 'BalanceCredited', 'AccountCredited', 'AccountOpened',
+  'APIKeyIssued', 'APIKeyRevoked']);
+
+// actor says who took the action an event records: the API key's id (in
+// the event, or in its metadata), or the command line's "cli:<user>".
+// Nothing for the pipeline's own events.
+export function actor(e) {
+  if (!actions.has(e.type)) return null;
+  const who = (e.data && e.data.actor) || (e.metadata && e.metadata.actor) || '';
+  if (!who) return null;
+  if (who === 'cli' || who.startsWith('cli:')) return el('span', { class: 'step-actor' }, 'by the command line ', el('code', {}, who));
+  return el('span', { class: 'step-actor' }, 'by key ', el('code', { class: 'actor' }, who));
+}
+
+// The viewer's zone, named in every time shown (a time pasted into a
+// ticket says which zone it is in), to the millisecond: the steps of a
+// message are often milliseconds apart.
+const local = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: 'short', day: 'numeric',
+  hour: 'numeric', minute: '2-digit', second: '2-digit', fractionalSecondDigits: 3, timeZoneName: 'short' });
 
 // time shows a moment in the viewer's time zone, with UTC on hover.
 export function time(iso) {
   if (!iso) return el('span', { class: 'muted' }, '—');
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return el('span', {}, iso);
-  const ms = String(d.getMilliseconds()).padStart(3, '0');
-  return el('time', { datetime: iso, title: 'UTC ' + iso.replace('T', ' ').replace('Z', '') }, local.format(d).replace(/(\d\d:\d\d:\d\d)/, `$1.${ms}`));
+  return el('time', { datetime: iso, title: 'UTC ' + iso.replace('T', ' ').replace('Z', '') }, local.format(d));
 }
 
 // duration says how long ms milliseconds are, in the largest useful units.
@@ -143,12 +162,15 @@ export function raw(value) {
 
 // The datetime-local inputs speak the viewer's local time; the API speaks
 // RFC 3339. These convert both ways.
-export function toLocalInput(iso) {
+// With ms, the value keeps the milliseconds (for an input with step
+// 0.001), so that a moment read from a link survives being shown again.
+export function toLocalInput(iso, { ms = false } = {}) {
   if (!iso) return '';
   const d = new Date(iso);
   if (Number.isNaN(d.getTime())) return '';
   const p = (n, w = 2) => String(n).padStart(w, '0');
-  return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  const s = `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())}T${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+  return ms && d.getMilliseconds() ? `${s}.${p(d.getMilliseconds(), 3)}` : s;
 }
 export function fromLocalInput(v) {
   if (!v) return '';

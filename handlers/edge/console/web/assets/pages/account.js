@@ -1,7 +1,7 @@
 // An account: what it can spend (balance), what is held for messages not
 // yet final (reserved), its totals, and its money events.
 import { call, query } from '../api.js';
-import { el, time, facts, money, link, eventInWords } from '../format.js';
+import { el, time, facts, money, link, eventInWords, actor } from '../format.js';
 import { problemNotice, loading, card, empty } from '../ui.js';
 
 export async function render(page, { id, params, signal, access }) {
@@ -59,7 +59,7 @@ export async function render(page, { id, params, signal, access }) {
     return el('tr', {}, el('td', {}, time(e.recorded_at)), el('td', {}, eventInWords(e.type)),
       el('td', { class: 'num' }, amount && amount.amount_micros !== undefined ? money(amount) : moneyOf(d)),
       el('td', { class: 'num hide-narrow' }, d.balance_after !== undefined ? money({ amount_micros: d.balance_after, currency: a.currency }) : '—'),
-      el('td', {}, subject));
+      el('td', {}, subject, d.reason && subject !== d.reason ? ' · ' + d.reason : '', actor(e) ? [' ', actor(e)] : null));
   });
   const pager = el('div', { class: 'pager' });
   if (cursor) pager.append(el('a', { class: 'button secondary', href: base }, '← The newest'));

@@ -5,7 +5,7 @@
 import { call, query } from '../api.js';
 import {
   el, badge, displayState, stateInWords, failureInWords, stageInWords, eventInWords, time, duration, since,
-  link, facts, raw, money, toLocalInput, fromLocalInput,
+  link, facts, raw, money, toLocalInput, fromLocalInput, actor,
 } from '../format.js';
 import { problemNotice, loading, card, unavailable } from '../ui.js';
 
@@ -54,7 +54,7 @@ export async function render(page, { id, params, signal, access, navigate }) {
     ]), el('h3', {}, 'Text'), el('p', { class: 'body' }, m.body)),
     el('div', {}, m.failure ? failureCard(m.failure) : null, routeCard(m, history), asOfCard(id, asOf, navigate),
       actionsCard(m, access, navigate))));
-  page.append(timelineCard(m, history, asOf));
+  page.append(timelineCard(m, history));
   if (!asOf) watchCatchUp(page, m, history, path, signal, navigate);
 }
 
@@ -94,15 +94,29 @@ function failureCard(f) {
     ]));
 }
 
-// routeCard shows the latest routing decision: every candidate the route
-// table offered and why each was or was not chosen.
+// routeCard shows the routing decision in force: every candidate the route
+// table offered and why each was or was not chosen. As of a past moment
+// that is the last decision the message had made by then, not the last of
+// its whole history (a failover routes twice).
 function routeCard(m, history) {
-  const events = history.status === 'fulfilled' ? history.value.events : [];
-  const routed = [...events].reverse().find((e) => e.type === 'MessageRouted');
-  if (!m.route && !routed) return card('Route', el('p', { class: 'muted' }, 'Not routed yet: a worker chooses a provider when it takes the message.'));
+  const routed = [...shown(m, history)].reverse().find((e) => e.type === 'MessageRouted');
+  if (!m.route && !routed) return routeSection( el('p', { class: 'muted' }, 'Not routed yet: a worker chooses a provider when it takes the message.'));
   const r = routed ? routed.data.route : m.route;
-  return card('Route', el('p', {}, 'Route ', el('code', {}, r.route_id), ' chose ', el('strong', {}, r.provider), r.reason ? ': ' + r.reason : ''),
+  return routeSection( el('p', {}, 'Route ', el('code', {}, r.route_id), ' chose ', el('strong', {}, r.provider), r.reason ? ': ' + r.reason : ''),
     r.candidates ? candidates(r.candidates, r.provider) : el('p', { class: 'hint' }, 'The candidates are in the timeline, which needs the events:read scope.'));
+}
+
+// shown is the part of the history the summary m was folded from: all of
+// it now, the events up to m's version as of a past moment. The version,
+// not the time, draws the line: it is exactly where the server stopped
+// folding, whatever the precision of the times.
+function shown(m, history) {
+  const events = history.status === 'fulfilled' ? history.value.events : [];
+  return m.as_of ? events.filter((e) => e.version <= m.version) : events;
+}
+
+function routeSection(...children) {
+  return el('section', { class: 'card', id: 'route' }, el('h2', {}, 'Route'), ...children);
 }
 
 function candidates(list, chosen) {
@@ -114,7 +128,7 @@ function candidates(list, chosen) {
 }
 
 function asOfCard(id, asOf, navigate) {
-  const input = el('input', { id: 'as-of', type: 'datetime-local', step: '0.001', value: toLocalInput(asOf) });
+  const input = el('input', { id: 'as-of', type: 'datetime-local', step: '0.001', value: toLocalInput(asOf, { ms: true }) });
   const form = el('form', { class: 'asof' }, el('div', {}, el('label', { for: 'as-of' }, 'Show the state as of'), input),
     el('button', { type: 'submit', class: 'secondary' }, 'Show'));
   form.addEventListener('submit', (e) => {
@@ -136,8 +150,9 @@ function actionsCard(m, access, navigate) {
   const action = canCancel ? 'cancel' : 'redrive';
   const endpoint = canCancel ? 'POST /v1/messages/{id}/cancel' : 'POST /v1/messages/{id}/redrive';
   const [method, pattern] = endpoint.split(' ');
-  if (!access.can(method, pattern)) return card('Actions', unavailable(canCancel ? 'cancelling a message' : 're-driving a message'));
-  if (!access.has('messages:write')) return card('Actions', el('p', { class: 'hint' }, `This key lacks the messages:write scope, so it may not ${canCancel ? 'cancel' : 're-drive'} this message.`));
+  const actions = (...children) => el('section', { class: 'card actions' }, el('h2', {}, 'Actions'), ...children);
+  if (!access.can(method, pattern)) return actions(unavailable(canCancel ? 'cancelling a message' : 're-driving a message'));
+  if (!access.has('messages:write')) return actions(el('p', { class: 'hint' }, `This key lacks the messages:write scope, so it may not ${canCancel ? 'cancel' : 're-drive'} this message.`));
   const reason = el('textarea', { id: 'action-reason', name: 'reason', required: action === 'redrive', placeholder: 'Why? It is recorded in the history with your key.' });
   const out = el('div', { role: 'status' });
   const button = el('button', { type: 'submit', class: canCancel ? 'danger' : '' }, canCancel ? 'Cancel this message' : 'Re-drive this message');
@@ -164,14 +179,14 @@ function actionsCard(m, access, navigate) {
       out.replaceChildren(n);
     }
   });
-  return el('section', { class: 'card actions' }, el('h2', {}, 'Actions'),
+  return actions(
     el('p', { class: 'hint' }, canCancel ? 'Stops the message before it is handed to a provider, and refunds it.' : 'Sends it again as a new message, priced anew; this one stays failed.'), form);
 }
 
 const good = new Set(['MessageDelivered']);
 const bad = new Set(['MessageFailed', 'MessageRetried', 'MessageCanceled']);
 
-function timelineCard(m, history, asOf) {
+function timelineCard(m, history) {
   if (history.status === 'rejected') {
     const err = history.reason;
     return card('Timeline', err.scope
@@ -185,16 +200,17 @@ function timelineCard(m, history, asOf) {
     : el('div', { class: 'notice error', id: 'hash-chain' }, badge('broken'), ' Hash chain broken: the stored history was changed after it was written. ',
       el('ul', {}, (h.problems || []).map((p) => el('li', {}, p))));
   const start = events.length ? events[0].recorded_at : null;
-  const cut = asOf ? new Date(asOf).getTime() : Infinity;
   const items = events.map((e, i) => {
     const prev = i > 0 ? events[i - 1].recorded_at : null;
-    const later = new Date(e.recorded_at).getTime() > cut;
+    const later = Boolean(m.as_of) && e.version > m.version;
     return el('li', { class: [good.has(e.type) ? 'good' : '', bad.has(e.type) ? 'bad' : '', later ? 'later' : ''].join(' ').trim() || null },
       el('div', { class: 'step-head' },
         el('span', { class: 'step-title' }, eventInWords(e.type)),
         el('span', { class: 'step-time' }, time(e.recorded_at)),
+        actor(e),
         prev ? el('span', { class: 'step-gap', title: 'time since the previous step' }, '+' + duration(since(prev, e.recorded_at)) + ' after the previous step') : null,
-        i > 0 ? el('span', { class: 'step-gap', title: 'time since acceptance' }, duration(since(start, e.recorded_at)) + ' since accepted') : null),
+        i > 0 ? el('span', { class: 'step-gap', title: 'time since acceptance' }, duration(since(start, e.recorded_at)) + ' since accepted') : null,
+        later ? el('span', { class: 'step-later' }, 'after the chosen time') : null),
       el('div', { class: 'step-body' }, stepBody(e), el('details', {}, el('summary', {}, `event #${e.version} · ${e.type}`), raw(e))));
   });
   return el('section', { class: 'card', id: 'timeline' }, el('h2', {}, 'Timeline ', el('span', { class: 'sub' }, 'every recorded event, oldest first')), chain,
