@@ -214,3 +214,40 @@ func TestTheWindowIsOff(t *testing.T) {
 		require.Zero(t, g.reads(source), source)
 	}
 }
+
+// TestACursorPastTheWindow reads through the window with cursors another
+// process could hand this one (a partition it moved on): past the
+// window's end the window starts again there, and cursors from before
+// that read the database; every answer is what the database holds.
+func TestACursorPastTheWindow(t *testing.T) {
+	g := newSharedTailRig(t)
+	other := eventstore.New(g.db.Pool, eventstore.WithTailCache(0)) // another process
+	add := func(n int) {
+		for i := range n {
+			_, err := g.s.Append(g.ctx, fmt.Sprintf("s-%d", i%3), eventstore.Any, ev("T1", i))
+			require.NoError(t, err)
+		}
+	}
+	after := func(s *eventstore.Store, c eventstore.Cursor) []eventstore.RecordedEvent {
+		var out []eventstore.RecordedEvent
+		for {
+			b, next, err := s.ReadAll(g.ctx, c, 7, eventstore.Filter{})
+			require.NoError(t, err)
+			if len(b) == 0 && next == c {
+				return out
+			}
+			out, c = append(out, b...), next
+		}
+	}
+	add(20)
+	first := after(g.s, eventstore.Cursor{}) // the window: all 20
+	require.Len(t, first, 20)
+	add(30)
+	ahead := after(other, first[19].Cursor())[24].Cursor() // the other process is 25 events further
+	require.Equal(t, after(other, ahead), after(g.s, ahead), "past the window")
+	for _, from := range []int{0, 5, 19} {
+		c := first[from].Cursor()
+		require.Equal(t, after(other, c), after(g.s, c), "from event %d, before the window that restarted", from)
+	}
+	require.Positive(t, g.reads("behind"))
+}

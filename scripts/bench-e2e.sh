@@ -44,8 +44,11 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &
   done
 ) >"$data/memory.txt" &
 {
-  echo "# $label $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), AFTEROK_PARTITIONS=${AFTEROK_PARTITIONS:-default}, server $SERVER_BIN"
+  echo "# $label $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), AFTEROK_PARTITIONS=${AFTEROK_PARTITIONS:-default}, AFTEROK_TAIL_CACHE=${AFTEROK_TAIL_CACHE:-default}, server $SERVER_BIN"
   DATABASE_URL=$url "$BIN" bench --url "http://127.0.0.1:$port" --sim-url "http://127.0.0.1:$simport" "$@"
+  # Where the tail reads were answered, and what the tail statements cost.
+  echo "# tail"
+  curl -s "http://127.0.0.1:$port/metrics" | grep -E '^afterok_tail_reads_total|^afterok_db_query_seconds_(count|sum)\{statement="tail' || true
   echo "# verify"
   DATABASE_URL=$url "$SERVER_BIN" verify 2>&1 | tail -3
   awk '{ if ($2 > h) h = $2; if ($3 > r) r = $3 } END { printf "# memory: peak Go heap in use %.2f GB, peak RSS %.2f GB (%d samples, 5 s apart)\n", h/1e9, r/1e9, NR }' "$data/memory.txt"
