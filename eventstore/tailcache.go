@@ -103,9 +103,11 @@ func (s *Store) readTail(ctx context.Context, after Cursor, limit int, f Filter)
 	t.valid, t.hi, t.lastStart = true, next, started
 	if n := len(t.evs); n > t.max {
 		// Keep the newest max events: the oldest move out, and lo with them.
+		// Re-slicing, not copying: append moves the live part to a new
+		// array once this one is full, so each event is copied about once.
 		cut := n - t.max
 		t.lo = t.evs[cut-1].Cursor()
-		t.evs = slices.Clone(t.evs[cut:])
+		t.evs = t.evs[cut:]
 	}
 	t.mu.Unlock()
 	out, next2, _ := t.serve(after, limit, f, time.Time{})
