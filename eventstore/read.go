@@ -262,7 +262,8 @@ UNION ALL
 // the tail when it holds them (see tailCache): the events returned are
 // shared with other readers and must not be changed.
 func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) ([]RecordedEvent, Cursor, error) {
-	return s.readTail(ctx, after, limit, f)
+	batch, next, _, err := s.ReadTail(ctx, after, limit, f)
+	return batch, next, err
 }
 
 // ReadAll is Store.ReadAll through q.

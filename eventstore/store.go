@@ -61,7 +61,7 @@ func New(pool *pgxpool.Pool, opts ...Option) *Store {
 		o(s)
 	}
 	if s.tailMax > 0 {
-		s.tail = &tailCache{s: s, max: max(s.tailMax, tailFill)}
+		s.tail = newTailCache(s, s.tailMax)
 	}
 	return s
 }

@@ -35,13 +35,15 @@ type tailCache struct {
 	s   *Store
 	max int // events kept; the oldest go first
 
-	mu        sync.Mutex // guards the window
-	valid     bool
-	lo, hi    Cursor
-	evs       []RecordedEvent // the window, in tail order
-	lastStart time.Time       // when the newest completed fill began
+	mu     sync.Mutex // guards the window
+	valid  bool
+	lo, hi Cursor
+	evs    []RecordedEvent // the window, in tail order
+	// caughtUp is when the newest fill that reached its horizon (a short
+	// page) began: every commit before it is in the window.
+	caughtUp time.Time
 
-	fill sync.Mutex // one fill at a time
+	fill chan struct{} // one fill at a time (a semaphore a context can leave)
 }
 
 // DefaultTailCache is how many of the tail's newest events a store keeps
@@ -53,82 +55,142 @@ const tailFill = 4096
 
 // WithTailCache sets how many of the tail's newest events the store keeps
 // in memory for its tail consumers (0: none; every consumer reads the
-// database itself).
+// database itself). Less than one fill (4,096) counts as one fill.
 func WithTailCache(n int) Option { return func(s *Store) { s.tailMax = n } }
 
-// readTail is ReadAll for the store's own tail consumers: from the shared
-// window when it can, from the database when it cannot.
-func (s *Store) readTail(ctx context.Context, after Cursor, limit int, f Filter) ([]RecordedEvent, Cursor, error) {
+func newTailCache(s *Store, n int) *tailCache {
+	return &tailCache{s: s, max: max(n, tailFill), fill: make(chan struct{}, 1)}
+}
+
+// ReadTail is ReadAll for the store's tail followers, from the shared
+// window when it can (the events returned are shared: do not change them).
+// caughtUp reports that the page holds every event committed before the
+// call: a follower that waits for the next commit should wait only then.
+// (A page from the window can be short and still not hold a commit that
+// landed after the window's last fill; the follower's next read finds it.)
+func (s *Store) ReadTail(ctx context.Context, after Cursor, limit int, f Filter) (batch []RecordedEvent, next Cursor, caughtUp bool, err error) {
 	t := s.tail
-	if t == nil || f.AccountID != "" {
-		return ReadAll(ctx, s.pool, after, limit, f)
+	direct := func(source string) ([]RecordedEvent, Cursor, bool, error) {
+		if source != "" {
+			s.consumerMetrics.tailRead(source)
+		}
+		b, n, err := ReadAll(ctx, s.pool, after, limit, f)
+		return b, n, err == nil && len(b) < limit, err
+	}
+	if t == nil || f.AccountID != "" || limit <= 0 {
+		return direct("")
 	}
 	asked := time.Now()
-	if out, next, ok := t.serve(after, limit, f, time.Time{}); ok {
+	out, next, caught, st := t.serve(after, limit, f, asked)
+	switch {
+	case st == answered:
 		s.consumerMetrics.tailRead("window")
-		return out, next, nil
+		return out, next, caught, nil
+	case st == behind:
+		return direct("behind")
+	case f.Sparse:
+		// At the window's end, a consumer of a few types reads them
+		// through their index rather than fill the window with every type.
+		return direct("sparse")
 	}
-	t.fill.Lock()
-	defer t.fill.Unlock()
+	select {
+	case t.fill <- struct{}{}:
+	case <-ctx.Done():
+		return nil, after, false, ctx.Err()
+	}
+	defer func() { <-t.fill }()
 	// A fill that began after this call did the read this call would do.
-	if out, next, ok := t.serve(after, limit, f, asked); ok {
+	if out, next, caught, st = t.serve(after, limit, f, asked); st == answered {
 		s.consumerMetrics.tailRead("shared")
-		return out, next, nil
+		return out, next, caught, nil
 	}
+	if err := t.fillTo(ctx, after); err != nil {
+		return nil, after, false, err
+	}
+	if out, next, caught, st = t.serve(after, limit, f, asked); st == answered {
+		return out, next, caught, nil
+	}
+	return direct("behind") // the window moved on past this cursor meanwhile
+}
+
+// fillTo extends the window from its end until it covers cursor after or
+// reaches the horizon; a window that is empty, or more than two fills
+// short of after, starts again at after. The caller holds t.fill.
+func (t *tailCache) fillTo(ctx context.Context, after Cursor) error {
 	t.mu.Lock()
-	valid, lo, hi := t.valid, t.lo, t.hi
-	t.mu.Unlock()
-	if valid && after.Less(lo) {
-		// Behind the window: read the database, leave the window as it is.
-		s.consumerMetrics.tailRead("behind")
-		return ReadAll(ctx, s.pool, after, limit, f)
-	}
-	from := hi
-	if !valid || hi.Less(after) {
-		// Nothing yet, or a cursor past the window (a partition another
-		// process moved on): the window starts again at this cursor.
+	from := t.hi
+	if !t.valid {
 		from = after
 	}
-	started := time.Now()
-	batch, next, err := ReadAll(ctx, s.pool, from, tailFill, Filter{})
-	if err != nil {
-		return nil, after, err
+	t.mu.Unlock()
+	for round := 0; ; round++ {
+		if round == 2 {
+			from = after
+		}
+		started := time.Now()
+		batch, next, err := ReadAll(ctx, t.s.pool, from, tailFill, Filter{})
+		if err != nil {
+			return err
+		}
+		t.s.consumerMetrics.tailRead("fill")
+		short := len(batch) < tailFill
+		t.extend(from, batch, next, started, short)
+		if short || !next.Less(after) {
+			return nil
+		}
+		from = next
 	}
-	s.consumerMetrics.tailRead("fill")
+}
+
+// extend adds a fill's page, read from cursor from, to the window.
+func (t *tailCache) extend(from Cursor, batch []RecordedEvent, next Cursor, started time.Time, short bool) {
 	t.mu.Lock()
+	defer t.mu.Unlock()
 	if !t.valid || from != t.hi {
-		t.evs, t.lo = t.evs[:0], from
+		t.evs, t.lo = t.evs[:0], from // a new window
 	}
 	t.evs = append(t.evs, batch...)
-	t.valid, t.hi, t.lastStart = true, next, started
+	t.valid, t.hi = true, next
+	if short {
+		t.caughtUp = started
+	}
 	if n := len(t.evs); n > t.max {
 		// Keep the newest max events: the oldest move out, and lo with them.
 		// Re-slicing, not copying: append moves the live part to a new
-		// array once this one is full, so each event is copied about once.
+		// array once this one is full.
 		cut := n - t.max
 		t.lo = t.evs[cut-1].Cursor()
 		t.evs = t.evs[cut:]
 	}
-	t.mu.Unlock()
-	out, next2, _ := t.serve(after, limit, f, time.Time{})
-	if after == next {
-		return nil, after, nil // nothing new: the caller waits
-	}
-	return out, next2, nil
 }
 
+// answer says how serve answered.
+type answer int
+
+const (
+	answered answer = iota // from the window
+	atEnd                  // at or past the window's end: a fill is needed
+	behind                 // before the window: read the database
+)
+
 // serve answers a read after cursor from the window when the window holds
-// what a read of the database would return: cursor inside it and events
-// after it, or — when fresh is set — any cursor inside it, if the newest
-// fill began after fresh (nothing newer to find by reading now).
-func (t *tailCache) serve(after Cursor, limit int, f Filter, fresh time.Time) ([]RecordedEvent, Cursor, bool) {
+// what a read of the database would return: events after the cursor, or
+// nothing after it if a fill that reached its horizon began after asked.
+func (t *tailCache) serve(after Cursor, limit int, f Filter, asked time.Time) ([]RecordedEvent, Cursor, bool, answer) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if !t.valid || after.Less(t.lo) || t.hi.Less(after) {
-		return nil, after, false
+	switch {
+	case !t.valid || t.hi.Less(after):
+		return nil, after, false, atEnd
+	case after.Less(t.lo):
+		return nil, after, false, behind
 	}
-	if after == t.hi && (fresh.IsZero() || !t.lastStart.After(fresh)) {
-		return nil, after, false
+	fresh := t.caughtUp.After(asked)
+	if after == t.hi {
+		if fresh {
+			return nil, after, true, answered
+		}
+		return nil, after, false, atEnd
 	}
 	i, _ := slices.BinarySearchFunc(t.evs, after, func(e RecordedEvent, c Cursor) int {
 		switch ec := e.Cursor(); {
@@ -157,8 +219,8 @@ func (t *tailCache) serve(after Cursor, limit int, f Filter, fresh time.Time) ([
 			continue
 		}
 		if out = append(out, e); len(out) == limit {
-			return out, e.Cursor(), true
+			return out, e.Cursor(), false, answered
 		}
 	}
-	return out, t.hi, true
+	return out, t.hi, fresh, answered
 }
