@@ -181,7 +181,7 @@ func (s *Store) consumerDefaults(c Consumer) Consumer {
 func (s *Store) Step(ctx context.Context, c Consumer, cursor Cursor) (Cursor, int, error) {
 	c = s.consumerDefaults(c)
 	changed := s.Changed()
-	batch, next, err := ReadAll(ctx, s.pool, cursor, c.BatchSize, c.Filter)
+	batch, next, _, err := s.ReadTail(ctx, cursor, c.BatchSize, c.Filter)
 	if err != nil {
 		return cursor, 0, err
 	}

@@ -160,7 +160,7 @@ func (f *follower) step(ctx context.Context) (int, error) {
 			from, first = c, false
 		}
 	}
-	batch, next, err := ReadAll(ctx, f.s.pool, from, f.c.BatchSize, f.c.Filter)
+	batch, next, _, err := f.s.ReadTail(ctx, from, f.c.BatchSize, f.c.Filter)
 	if err != nil {
 		return 0, err
 	}

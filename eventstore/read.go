@@ -257,8 +257,13 @@ UNION ALL
 // continue from: the last event's, or — when the page came back short —
 // the newest event below the horizon, which may lie beyond the last event
 // that matched the filter.
+//
+// Reads without a tenant are answered from the store's shared window of
+// the tail when it holds them (see tailCache): the events returned are
+// shared with other readers and must not be changed.
 func (s *Store) ReadAll(ctx context.Context, after Cursor, limit int, f Filter) ([]RecordedEvent, Cursor, error) {
-	return ReadAll(ctx, s.pool, after, limit, f)
+	batch, next, _, err := s.ReadTail(ctx, after, limit, f)
+	return batch, next, err
 }
 
 // ReadAll is Store.ReadAll through q.

@@ -285,7 +285,7 @@ func (r *Relay) read(ctx context.Context, cursor Cursor, out chan<- []RecordedEv
 	for ctx.Err() == nil {
 		// Taken before the read: an append committed after it closes it.
 		changed := r.cfg.Store.Changed()
-		batch, next, err := ReadAll(ctx, r.cfg.Store.pool, cursor, r.cfg.BatchSize, Filter{})
+		batch, next, caughtUp, err := r.cfg.Store.ReadTail(ctx, cursor, r.cfg.BatchSize, Filter{})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -305,7 +305,7 @@ func (r *Relay) read(ctx context.Context, cursor Cursor, out chan<- []RecordedEv
 			}
 		}
 		cursor = next
-		if len(batch) < r.cfg.BatchSize {
+		if caughtUp {
 			t := time.NewTimer(r.cfg.Poll)
 			select {
 			case <-ctx.Done():

@@ -24,6 +24,8 @@ type Store struct {
 	partitions      int
 	lease           time.Duration
 	consumerMetrics *ConsumerMetrics
+	tailMax         int        // WithTailCache
+	tail            *tailCache // nil: every tail consumer reads the database
 
 	// changed is closed (and replaced) after every commit that appended, so
 	// a tail reader that took it before querying never misses a wake-up.
@@ -54,9 +56,12 @@ func WithConsumerMetrics(m *ConsumerMetrics) Option { return func(s *Store) { s.
 
 // New returns a Store over pool.
 func New(pool *pgxpool.Pool, opts ...Option) *Store {
-	s := &Store{pool: pool, now: time.Now, copyThreshold: 200, changed: make(chan struct{})}
+	s := &Store{pool: pool, now: time.Now, copyThreshold: 200, changed: make(chan struct{}), tailMax: DefaultTailCache}
 	for _, o := range opts {
 		o(s)
+	}
+	if s.tailMax > 0 {
+		s.tail = newTailCache(s, s.tailMax)
 	}
 	return s
 }

@@ -74,6 +74,10 @@ type Config struct {
 	// tracker, each projection) is split into (AFTEROK_PARTITIONS): how
 	// many processes of a role can share its work. Fixed per deployment.
 	Partitions int
+	// TailCache is how many of the tail's newest events a process keeps in
+	// memory for its tail consumers (AFTEROK_TAIL_CACHE; 0: none, each
+	// consumer reads PostgreSQL itself).
+	TailCache int
 
 	StrandedAfter time.Duration // AFTEROK_STRANDED_AFTER
 	StrandedEvery time.Duration // AFTEROK_STRANDED_EVERY
@@ -151,6 +155,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 		DispatchFetchers:   2,
 		DispatchAckWait:    30 * time.Second,
 		Partitions:         eventstore.DefaultPartitions,
+		TailCache:          eventstore.DefaultTailCache,
 		StrandedAfter:      2 * time.Minute,
 		StrandedEvery:      15 * time.Second,
 		Prices:             pricing.Default(),
@@ -205,6 +210,7 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.int("AFTEROK_DISPATCH_BATCH", &c.DispatchBatch, 1, 1000)
 	p.int("AFTEROK_DISPATCH_FETCHERS", &c.DispatchFetchers, 1, 64)
 	p.int("AFTEROK_PARTITIONS", &c.Partitions, 1, 1024)
+	p.int("AFTEROK_TAIL_CACHE", &c.TailCache, 0, 1<<20)
 	p.dur("AFTEROK_DISPATCH_ACK_WAIT", &c.DispatchAckWait)
 	p.dur("AFTEROK_SIM_SUBMIT_LATENCY", &c.SimSubmitLatency)
 	p.dur("AFTEROK_SIM_RECEIPT_DELAY", &c.SimReceiptDelay)

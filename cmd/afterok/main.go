@@ -36,6 +36,11 @@ func main() {
 		// two-core machine that also runs PostgreSQL.
 		debug.SetGCPercent(200)
 	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		if limit, _ := defaultMemoryLimit(os.ReadFile); limit > 0 {
+			debug.SetMemoryLimit(limit)
+		}
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 

@@ -159,7 +159,7 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 	if err != nil {
 		return nil, err
 	}
-	s.pool, s.store = pool, eventstore.New(pool, eventstore.WithPartitions(s.cfg.Partitions),
+	s.pool, s.store = pool, eventstore.New(pool, eventstore.WithPartitions(s.cfg.Partitions), eventstore.WithTailCache(s.cfg.TailCache),
 		eventstore.WithConsumerMetrics(eventstore.NewConsumerMetrics(s.registry)))
 	s.accounts = accounts.New(s.store, time.Now, accounts.Currencies(s.cfg.Prices.Currency()), accounts.IdempotencyTTL(s.cfg.IdempotencyTTL))
 	s.webhooks = webhooks.New(s.store, webhooks.Config{Guard: webhooks.Guard{AllowPrivate: s.cfg.WebhookAllowPrivate},

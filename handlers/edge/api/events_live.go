@@ -210,7 +210,7 @@ func (l *liveTail) run(ctx context.Context, gen int, cursor eventstore.Cursor) {
 		default:
 		}
 		changed := l.store.Changed() // taken before reading: no wake-up is lost
-		batch, next, err := l.store.ReadAll(ctx, cursor, liveBatch, eventstore.Filter{})
+		batch, next, caughtUp, err := l.store.ReadTail(ctx, cursor, liveBatch, eventstore.Filter{})
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -225,7 +225,7 @@ func (l *liveTail) run(ctx context.Context, gen int, cursor eventstore.Cursor) {
 			return
 		}
 		cursor = next
-		if len(batch) == liveBatch {
+		if !caughtUp {
 			continue
 		}
 		poll.Reset(l.poll)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/afterok/afterok/domain"
 	"github.com/afterok/afterok/eventstore"
@@ -86,6 +87,51 @@ ORDER BY m.i, m.webhook_id`
 const orderSQL = `-- name: webhooks.order
 SELECT stream_id, stream_version, xid, global_position FROM events
 WHERE stream_id = ANY($1::text[]) AND type = ANY($2::text[])`
+
+// accountsSQL names which of the batch's accounts have an enabled endpoint.
+const accountsSQL = `-- name: webhooks.accounts
+SELECT DISTINCT account_id FROM webhook_endpoints
+WHERE account_id = ANY($1::text[]) AND enabled AND deleted_at IS NULL`
+
+// withEndpoints keeps the events of accounts that have an enabled
+// endpoint: most accounts have none, and their events need neither the
+// stream-order read nor the match. An endpoint created after this read
+// would not match the batch's events anyway (they were recorded before it).
+func (d *Deliverer) withEndpoints(ctx context.Context, batch []eventstore.RecordedEvent) ([]eventstore.RecordedEvent, error) {
+	var accounts []string
+	seen := map[string]bool{}
+	for _, e := range batch {
+		if e.AccountID != "" && !seen[e.AccountID] {
+			seen[e.AccountID] = true
+			accounts = append(accounts, e.AccountID)
+		}
+	}
+	if len(accounts) == 0 {
+		return nil, nil
+	}
+	rows, err := d.cfg.Store.Pool().Query(ctx, accountsSQL, accounts)
+	if err != nil {
+		return nil, fmt.Errorf("endpoints: %w", err)
+	}
+	with, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("endpoints: %w", err)
+	}
+	if len(with) == len(accounts) {
+		return batch, nil
+	}
+	keep := make(map[string]bool, len(with))
+	for _, a := range with {
+		keep[a] = true
+	}
+	out := make([]eventstore.RecordedEvent, 0, len(batch))
+	for _, e := range batch {
+		if keep[e.AccountID] {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
 
 // inStreamOrder returns the batch with its late events dropped and the
 // missing predecessors of its early ones put before them. It reads the
@@ -245,7 +291,11 @@ type pair struct{ webhook, stream string }
 func (d *Deliverer) fanOutBatch(ctx context.Context, tx *eventstore.Tx, batch []eventstore.RecordedEvent) (int, error) {
 	d.decide(false) // a batch before this one that did not commit
 	d.waiting = d.waiting[:0]
-	batch, err := d.inStreamOrder(ctx, batch)
+	batch, err := d.withEndpoints(ctx, batch)
+	if err != nil || len(batch) == 0 {
+		return 0, err
+	}
+	batch, err = d.inStreamOrder(ctx, batch)
 	if err != nil {
 		return 0, err
 	}
