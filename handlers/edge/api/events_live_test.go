@@ -46,6 +46,28 @@ func TestNewStreamStartsAtTheHead(t *testing.T) {
 	}
 }
 
+// TestANewStreamIsLiveWhenItAnswers places an order the moment a new
+// stream has answered 200, while the stream is slow to join the live tail
+// (held up to a second before it joins): the order's events reach the
+// stream. A stream that answered before joining treated them as history
+// it had opened after, and never sent them.
+func TestANewStreamIsLiveWhenItAnswers(t *testing.T) {
+	e := newReadEnv(t)
+	c := e.account(1_000_000_000)
+	placed := make(chan struct{})
+	e.api.SetBeforeAttach(func() {
+		select {
+		case <-placed:
+		case <-time.After(time.Second):
+		}
+	})
+	s := openStream(t, e.srv.URL+"/v1/events/stream?heartbeat=1", c.APIKey, "")
+	orderID, _ := e.placeOrder(c.APIKey, sim.ExampleDelivered)
+	close(placed)
+	ev := s.next(t, 10*time.Second)
+	require.Equal(t, orderID, ev.data["metadata"].(map[string]any)["correlation_id"], "%+v", ev)
+}
+
 // settled waits until the gap-safe tail has passed every committed event
 // of the account (the horizon trails the transactions open anywhere in
 // the cluster), and returns the account's positions in tail order.

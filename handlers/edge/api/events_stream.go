@@ -183,11 +183,20 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // let reverse proxies pass events through at once
-	w.WriteHeader(http.StatusOK)
 	out := &sseWriter{w: w, ctl: ctl, timeout: heartbeat + 30*time.Second}
-	fmt.Fprintf(&out.buf, "retry: %d\n\n", (2 * time.Second).Milliseconds())
-	if err := out.send(); err != nil {
-		return nil // the client left
+	// open answers 200. A resumed stream opens at once and catches up; a
+	// new one only once it has joined the live tail, so that whatever
+	// commits after the client has its 200 reaches it (an order it places
+	// the moment the stream answers, say).
+	open := func() error {
+		w.WriteHeader(http.StatusOK)
+		fmt.Fprintf(&out.buf, "retry: %d\n\n", (2 * time.Second).Milliseconds())
+		return out.send()
+	}
+	if after != nil {
+		if err := open(); err != nil {
+			return nil // the client left
+		}
 	}
 	// last is the newest event sent (or passed over by the filter): a
 	// catch-up and the live tail may overlap, and only what lies after
@@ -231,6 +240,9 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, rc *Reques
 		seen = make(map[int64]bool, len(committed))
 		for _, p := range committed {
 			seen[p] = true
+		}
+		if err := open(); err != nil {
+			return nil // the client left
 		}
 	}
 	beat := time.NewTicker(heartbeat)
