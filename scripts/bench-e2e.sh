@@ -4,6 +4,7 @@
 # Usage: scripts/bench-e2e.sh [label] [bench flags...]
 #   e.g. scripts/bench-e2e.sh p8 --messages 60000 --order-size 100 --clients 8
 #        AFTEROK_PARTITIONS=1 scripts/bench-e2e.sh p1 --messages 60000
+# PROFILE=N keeps an N-second CPU profile of afterok, taken 10 s into the run.
 # SIM=out runs the simulator as its own process (`afterok provider-sim`
 # beside `afterok serve --roles all`) instead of inside `afterok dev`.
 # Environment: ADMIN_URL (default postgres://postgres@127.0.0.1:5432/postgres),
@@ -33,6 +34,11 @@ cleanup() {
 trap cleanup EXIT
 export DATABASE_URL=$url AFTEROK_RATE_LIMIT=${AFTEROK_RATE_LIMIT:-100000} AFTEROK_RATE_BURST=${AFTEROK_RATE_BURST:-100000} \
   AFTEROK_DATA_DIR=$data AFTEROK_ADDR=127.0.0.1:$port AFTEROK_SIM_ADDR=127.0.0.1:$simport
+if [ -n "${PROFILE:-}" ]; then
+  # PROFILE=N: a CPU profile of the afterok process over N seconds, taken
+  # 10 s into the run, kept beside the report (go tool pprof -top <file>).
+  export AFTEROK_PPROF_ADDR=127.0.0.1:$((port + 2000))
+fi
 if [ "${SIM:-}" = out ]; then
   # The simulator in its own process, so that the bench reports its CPU
   # apart from afterok's: `afterok serve --roles all` beside it.
@@ -54,6 +60,9 @@ for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$port/healthz" >/dev/null &
     sleep 5
   done
 ) >"$data/memory.txt" &
+if [ -n "${PROFILE:-}" ]; then
+  (sleep 10; curl -s -o "${out%.txt}.pprof" "http://$AFTEROK_PPROF_ADDR/debug/pprof/profile?seconds=$PROFILE") &
+fi
 {
   echo "# $label $(date -u +%FT%TZ) $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2) x$(nproc), load $(cut -d' ' -f1-3 /proc/loadavg), AFTEROK_PARTITIONS=${AFTEROK_PARTITIONS:-default}, AFTEROK_TAIL_CACHE=${AFTEROK_TAIL_CACHE:-default}, simulator ${SIM:-in process}, server $SERVER_BIN"
   "$BIN" bench --url "http://127.0.0.1:$port" --sim-url "http://127.0.0.1:$simport" "$@"
