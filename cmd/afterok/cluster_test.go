@@ -164,3 +164,31 @@ func TestClusterSurvivesAStoppedNATSNode(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterSurvivesDroppedDatabaseConnections ends every PostgreSQL
+// session of both processes (pg_terminate_backend, as a failover or an
+// operator does) while messages are in flight: their transactions, lease
+// renewals and tail reads are cut in both at once. Both reconnect and
+// share the partitions again, the run completes as its numbers promise,
+// and every owed callback arrives (a batch cut before its commit is sent
+// again, under the same webhook-id).
+func TestClusterSurvivesDroppedDatabaseConnections(t *testing.T) {
+	c := newClusterHarness(t)
+	c.checkShared(30 * time.Second)
+	load := c.submitOutageLoad(10, clusterExpiringValidity)
+	c.waitSubmitted(200)
+	open := c.openMessages(load.orders)
+	require.Positive(t, open, "the load is still in flight when the sessions end")
+	var ended int
+	require.NoError(t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+		FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()`).Scan(&ended))
+	require.Positive(t, ended)
+	c.step(fmt.Sprintf("%d sessions ended with %d messages open", ended, open))
+	load.add(c.submitOutageLoad(10, clusterExpiringValidity))
+	c.waitOrdersCompleted(3*time.Minute, load.orders...)
+	c.step("every order completed")
+	c.checkPromises(load)
+	c.step("promises checked, verified")
+	c.checkShared(30 * time.Second)
+	c.checkCallbacks(time.Minute, false)
+}
