@@ -39,6 +39,17 @@ import (
 //     one needs no such guard: everything before it was acknowledged. The
 //     server checks Nats-Msg-Id before the expectation, so re-published
 //     duplicates are acknowledged as duplicates whatever they expect.
+//   - Not on a replicated events stream (RelayConfig.Replicas > 1): there
+//     nats-server (2.15.3 at least) checks the expectation only when each
+//     replica applies the entry, and a mismatch at that point is a
+//     "critical write error" that stops the stream on every replica that
+//     applies it, so the stream is left with no leader until its servers
+//     restart. A leader change with publishes in flight makes exactly such
+//     a mismatch (seen in TestClusterSurvivesAStoppedNATSNode, three runs
+//     in four). On a cluster the relay therefore sends no expectation:
+//     every event is still stored once (the leader checks Nats-Msg-Id
+//     before it replicates), but after a publish failure a later event can
+//     land ahead of an earlier one; docs/events.md says so.
 //   - The duplicate window (bus.StreamConfig.Duplicates, 2 min) bounds the
 //     deduplication: a relay that crashed after publishing and restarts
 //     later than that stores those events a second time. Subscribers
@@ -52,6 +63,10 @@ type RelayConfig struct {
 	Store     *Store
 	JetStream jetstream.JetStream
 	Names     bus.Names
+	// Replicas is how many servers hold the events stream
+	// (bus.StreamConfig.Replicas, default 1). Above 1 the relay publishes
+	// without its ordering guard (see the contract above).
+	Replicas int
 	// CheckpointName is the checkpoints row the relay advances (default
 	// "relay"). Run one relay per name: a second one is safe (the
 	// checkpoint is compare-and-set, re-publishes are deduplicated) but

@@ -48,7 +48,8 @@ func aggregate(streamID string) string {
 
 // message builds the NATS message of e. prev is the id of the event
 // published just before it in this window ("" for the first): the server
-// stores the message only if the stream's last message is that event.
+// stores the message only if the stream's last message is that event. On
+// a replicated stream it is not sent (see the relay's contract).
 func (r *Relay) message(e *RecordedEvent, id, prev string) (*nats.Msg, error) {
 	meta, err := json.Marshal(e.Metadata)
 	if err != nil {
@@ -60,7 +61,7 @@ func (r *Relay) message(e *RecordedEvent, id, prev string) (*nats.Msg, error) {
 		HeaderPosition:        {strconv.FormatInt(e.Position, 10)},
 		HeaderType:            {e.Type},
 	}
-	if prev != "" {
+	if prev != "" && r.cfg.Replicas <= 1 {
 		h[jetstream.ExpectedLastMsgIDHeader] = []string{prev}
 	}
 	return &nats.Msg{

@@ -6,7 +6,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/eventstore/bus"
 )
 
 // FuzzAppendJSONString holds the hand-written string encoder to
@@ -40,4 +43,25 @@ func TestEnvelopeDecodesToTheEvent(t *testing.T) {
 	require.Equal(t, "order", aggregate("order-01J"))
 	require.Equal(t, "message", aggregate("message-01J-2"))
 	require.Equal(t, "settings", aggregate("settings"))
+}
+
+// TestRelayGuardsOrderOnlyOnOneServer: the relay's ordering guard goes on
+// every message but a window's first on a one-server stream, and never on
+// a replicated one, where nats-server stops the stream on a mismatch.
+func TestRelayGuardsOrderOnlyOnOneServer(t *testing.T) {
+	e := RecordedEvent{Position: 1, StreamID: "message-01J", ID: uuid.Must(uuid.NewV7()), Type: "MessageQueued"}
+	for _, tc := range []struct {
+		replicas int
+		prev     string
+		want     string
+	}{
+		{0, "", ""}, {1, "", ""}, {1, "prev-id", "prev-id"}, {0, "prev-id", "prev-id"},
+		{3, "", ""}, {3, "prev-id", ""},
+	} {
+		r := &Relay{cfg: RelayConfig{Names: bus.Names{Prefix: "t"}, Replicas: tc.replicas}}
+		m, err := r.message(&e, e.ID.String(), tc.prev)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, m.Header.Get(jetstream.ExpectedLastMsgIDHeader), "replicas %d, prev %q", tc.replicas, tc.prev)
+		require.Equal(t, e.ID.String(), m.Header.Get(jetstream.MsgIDHeader))
+	}
 }

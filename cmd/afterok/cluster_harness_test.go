@@ -52,6 +52,7 @@ type clusterHarness struct {
 	front   *front
 	simProc *process
 	procs   []*process
+	hooks   *callbackReceiver
 	// env is what every afterok process of the deployment is given.
 	env   map[string]string
 	began time.Time
@@ -108,6 +109,9 @@ func newClusterHarness(t *testing.T) *clusterHarness {
 		"AFTEROK_NATS_EVENTS_MAX_BYTES": strconv.Itoa(storetest.TestEventsMaxBytes),
 		"AFTEROK_SIM_SUBMIT_LATENCY":    "2ms", "AFTEROK_SIM_RECEIPT_DELAY": "20ms",
 		"AFTEROK_LOG_FORMAT": "json",
+		// The receiver is on loopback; a killed process's claimed callbacks
+		// are due again 15 s after their claim, not the default 2 min.
+		"AFTEROK_WEBHOOK_ALLOW_PRIVATE": "true", "AFTEROK_WEBHOOK_LEASE": "15s",
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
@@ -126,7 +130,8 @@ func newClusterHarness(t *testing.T) *clusterHarness {
 	code, out, errOut := c.command("accounts", "create", "--name", "cluster", "--credit", "1000", "--json")
 	require.Equal(t, 0, code, errOut)
 	require.NoError(t, json.Unmarshal([]byte(out), &c.key))
-	c.step("processes serving, account open")
+	c.registerReceiver()
+	c.step("processes serving, account open, its webhook endpoint registered")
 	return c
 }
 
@@ -225,6 +230,17 @@ func (c *clusterHarness) checkReplicated(js jetstream.JetStream, timeout time.Du
 	}
 }
 
+// openMessages counts the orders' messages without a final state yet.
+func (c *clusterHarness) openMessages(orders []string) int {
+	c.t.Helper()
+	var n int
+	require.NoError(c.t, c.db.Pool.QueryRow(context.Background(), `SELECT count(*) FROM (
+		SELECT stream_id FROM events WHERE metadata->>'correlation_id' = ANY($1) AND stream_id LIKE 'message-%'
+		GROUP BY stream_id HAVING count(*) FILTER (WHERE type IN ('MessageDelivered','MessageFailed','MessageCanceled')) = 0) x`,
+		orders).Scan(&n))
+	return n
+}
+
 // leases counts the consumers' partitions and those of them that the
 // process holds with a live lease.
 func (c *clusterHarness) leases(p *process) (held, total int) {
@@ -265,6 +281,7 @@ func (c *clusterHarness) logProcesses() {
 			c.t.Logf("%s, its last warnings and errors:\n%s", p.name, p.tail(25))
 		}
 	}
+	c.t.Log(c.js.Problems(25))
 }
 
 // process is one OS process of the binary.

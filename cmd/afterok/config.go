@@ -66,19 +66,20 @@ type Config struct {
 	DispatchFetchers int           // AFTEROK_DISPATCH_FETCHERS: concurrent batches
 	DispatchAckWait  time.Duration // AFTEROK_DISPATCH_ACK_WAIT: how long a taken job waits before redelivery
 
-	// The stranded-message check (handlers/workers/scheduler): a queued or
-	// routed message whose job left the work queue without an outcome is
-	// queued again once its job is StrandedAfter old; the check runs every
-	// StrandedEvery.
 	// Partitions is how many partitions every tail consumer (scheduler,
-	// tracker, each projection) is split into (AFTEROK_PARTITIONS): how
-	// many processes of a role can share its work. Fixed per deployment.
+	// tracker, each projection, the webhooks fan-out) is split into
+	// (AFTEROK_PARTITIONS): how many processes of a role can share its
+	// work. Fixed per deployment.
 	Partitions int
 	// TailCache is how many of the tail's newest events a process keeps in
 	// memory for its tail consumers (AFTEROK_TAIL_CACHE; 0: none, each
 	// consumer reads PostgreSQL itself).
 	TailCache int
 
+	// The stranded-message check (handlers/workers/scheduler): a queued or
+	// routed message whose job left the work queue without an outcome is
+	// queued again once its job is StrandedAfter old; the check runs every
+	// StrandedEvery.
 	StrandedAfter time.Duration // AFTEROK_STRANDED_AFTER
 	StrandedEvery time.Duration // AFTEROK_STRANDED_EVERY
 
@@ -224,8 +225,9 @@ func LoadConfig(getenv func(string) string) (Config, error) {
 	p.dur("AFTEROK_WEBHOOK_ATTEMPTS_KEEP", &c.WebhookAttemptsKeep)
 	p.dur("AFTEROK_WEBHOOK_ROTATION_OVERLAP", &c.WebhookRotationOverlap)
 	p.dur("AFTEROK_WEBHOOK_LEASE", &c.WebhookLease)
-	if c.WebhookLease < 2*time.Second {
-		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_LEASE=%s: at least 2s", c.WebhookLease))
+	if c.WebhookLease <= callbacks.DefaultTimeout {
+		p.errs = append(p.errs, fmt.Errorf("AFTEROK_WEBHOOK_LEASE=%s: must be longer than a callback request's timeout (%s), "+
+			"or a claim expires while its request is still out and another process sends the callback again", c.WebhookLease, callbacks.DefaultTimeout))
 	}
 	p.dur("AFTEROK_WEBHOOK_DIRECT_BUDGET", &c.WebhookDirectBudget)
 	if c.WebhookDirectBudget > callbacks.MaxDirectBudget {

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/afterok/afterok/handlers/workers/callbacks"
 )
 
 // TestConfigReadsTheOutageSettings: the stranded-message check and the
@@ -83,20 +85,29 @@ func TestConfigReadsTheWebhookSettings(t *testing.T) {
 	}
 }
 
+// TestConfigRefusesAShortWebhookLease: a lease not longer than a callback
+// request's timeout is refused, saying why; one just longer is taken.
 func TestConfigRefusesAShortWebhookLease(t *testing.T) {
-	_, err := LoadConfig(func(k string) string {
-		if k == "AFTEROK_WEBHOOK_LEASE" {
-			return "500ms"
+	lease := func(v string) func(string) string {
+		return func(k string) string {
+			if k == "AFTEROK_WEBHOOK_LEASE" {
+				return v
+			}
+			return ""
 		}
-		return ""
-	})
-	require.ErrorContains(t, err, "AFTEROK_WEBHOOK_LEASE")
-	c, err := LoadConfig(func(k string) string {
-		if k == "AFTEROK_WEBHOOK_LEASE" {
-			return "30s"
-		}
-		return ""
-	})
+	}
+	for _, bad := range []string{"500ms", "2s", callbacks.DefaultTimeout.String()} {
+		_, err := LoadConfig(lease(bad))
+		require.ErrorContains(t, err, "AFTEROK_WEBHOOK_LEASE="+bad, bad)
+		require.ErrorContains(t, err, "longer than a callback request's timeout (10s)", bad)
+	}
+	for _, good := range []string{"11s", "30s"} {
+		c, err := LoadConfig(lease(good))
+		require.NoError(t, err, good)
+		want, _ := time.ParseDuration(good)
+		require.Equal(t, want, c.WebhookLease)
+	}
+	c, err := LoadConfig(lease(""))
 	require.NoError(t, err)
-	require.Equal(t, 30*time.Second, c.WebhookLease)
+	require.Equal(t, 2*time.Minute, c.WebhookLease, "the default")
 }

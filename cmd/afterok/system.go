@@ -186,7 +186,7 @@ func start(ctx context.Context, env *environment, roles map[string]bool, hooks d
 		s.add(stageFollowers, "receipt sweeper", func(ctx context.Context) error { s.intake.RunSweeper(ctx, 5*time.Second); return nil })
 	}
 	if roles[roleRelay] {
-		r, err := eventstore.NewRelay(eventstore.RelayConfig{Store: s.store, JetStream: s.js, Names: s.names, Logger: env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
+		r, err := eventstore.NewRelay(eventstore.RelayConfig{Store: s.store, JetStream: s.js, Names: s.names, Replicas: s.cfg.NATSReplicas, Logger: env.log, Registerer: s.registry, LagInterval: 5 * time.Second})
 		if err != nil {
 			return nil, err
 		}

@@ -3,6 +3,7 @@ package storetest
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,7 +18,7 @@ import (
 
 // JetStreamCluster is a JetStream cluster of nats-server nodes running in
 // the test's process, clustered over routes on free loopback ports, each
-// node with a store directory of its own. Tests stop and start its nodes,
+// node with a store directory and a log file of its own. Tests stop and start its nodes,
 // which they must never do to the machine's shared NATS. Every node keeps
 // its ports across a restart, so clients given every URL find it again.
 type JetStreamCluster struct {
@@ -54,7 +55,7 @@ func NewJetStreamCluster(t testing.TB, size int) *JetStreamCluster {
 		c.nodes = append(c.nodes, &clusterNode{opts: &server.Options{
 			ServerName: fmt.Sprintf("n%d", i+1), Host: "127.0.0.1", Port: freePort(t),
 			JetStream: true, StoreDir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			NoLog: true, NoSigs: true, MaxPayload: 8 << 20,
+			NoSigs: true, MaxPayload: 8 << 20, Logtime: true, LogFile: filepath.Join(dir, fmt.Sprintf("n%d.log", i+1)),
 			Cluster: server.ClusterOpts{Name: c.name, Host: "127.0.0.1", Port: routePort},
 			Routes:  server.RoutesFromStr(strings.Join(others, ",")),
 		}})
@@ -83,6 +84,55 @@ func NewJetStreamCluster(t testing.TB, size int) *JetStreamCluster {
 		return leaders == 1 && current == size, fmt.Sprintf("%d meta leaders, %d of %d nodes routed and current", leaders, current, size)
 	})
 	return c
+}
+
+// Problems returns the warnings and errors each node logged (its last n
+// of them), for a failing test to show what the servers saw.
+func (c *JetStreamCluster) Problems(n int) string {
+	var b strings.Builder
+	for _, node := range c.nodes {
+		raw, err := os.ReadFile(node.opts.LogFile)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", node.opts.ServerName, err)
+			continue
+		}
+		var lines []string
+		for _, l := range strings.Split(string(raw), "\n") {
+			// A stopped node's routes fail to reconnect every second: the
+			// expected noise, left out so the rest shows.
+			if (strings.Contains(l, "[ERR]") || strings.Contains(l, "[WRN]")) && !strings.Contains(l, "connect to route") {
+				lines = append(lines, l)
+			}
+		}
+		lines = lines[max(0, len(lines)-n):]
+		fmt.Fprintf(&b, "%s, its last warnings and errors:\n%s\n", node.opts.ServerName, strings.Join(lines, "\n"))
+	}
+	return b.String()
+}
+
+// MoveLeader asks the stream's leader to step down in favour of the named
+// server and waits until that server leads it: a test that stops one node
+// puts the leaders it wants to see re-elected there first.
+func (c *JetStreamCluster) MoveLeader(t testing.TB, nc *nats.Conn, js jetstream.JetStream, stream, serverName string, timeout time.Duration) {
+	t.Helper()
+	req := []byte(fmt.Sprintf(`{"placement":{"preferred":%q}}`, serverName))
+	var asked time.Time
+	Poll(t, timeout, func() (bool, string) {
+		info, why := c.info(js, stream)
+		if info == nil {
+			return false, why
+		}
+		if info.Cluster.Leader == serverName {
+			return true, ""
+		}
+		// Asked again only when a second passed: an election takes that.
+		if time.Since(asked) < time.Second {
+			return false, fmt.Sprintf("%s led by %s", stream, info.Cluster.Leader)
+		}
+		asked = time.Now()
+		_, err := nc.Request("$JS.API.STREAM.LEADER.STEPDOWN."+stream, req, 5*time.Second)
+		return false, fmt.Sprintf("%s led by %s, stepdown asked: %v", stream, info.Cluster.Leader, err)
+	})
 }
 
 // URLs are the client URLs of every node, in node order.
@@ -143,6 +193,7 @@ func (c *JetStreamCluster) Start(t testing.TB, i int) {
 	if err != nil {
 		t.Fatalf("storetest: nats node %d: %v", i, err)
 	}
+	srv.ConfigureLogger() // into the node's LogFile, which Problems reads
 	go srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
 		srv.Shutdown()

@@ -47,6 +47,11 @@ var DefaultSchedule = []time.Duration{5 * time.Second, 5 * time.Minute, 30 * tim
 // MaxDirectBudget is the longest DirectBudget (see New).
 const MaxDirectBudget = 3 * time.Second
 
+// DefaultTimeout bounds one callback request unless Config.Timeout says
+// otherwise. A Lease must be longer: a claim that expires while its
+// request is still out is claimed and sent again by another process.
+const DefaultTimeout = 10 * time.Second
+
 // Config configures a Deliverer.
 type Config struct {
 	Store    *eventstore.Store
@@ -61,7 +66,7 @@ type Config struct {
 	// Concurrency is how many requests one endpoint has in flight at most
 	// (default 16, AFTEROK_WEBHOOK_CONCURRENCY).
 	Concurrency int
-	// Timeout bounds an attempt (default 10 s).
+	// Timeout bounds an attempt (default DefaultTimeout).
 	Timeout time.Duration
 	// Lease is how long a claimed delivery is held before it is due again
 	// (a process that died mid-send; default 2 min).
@@ -144,7 +149,7 @@ func New(cfg Config) (*Deliverer, error) {
 	}
 	cfg.DisableAfter = cmp.Or(cfg.DisableAfter, 120*time.Hour)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 16)
-	cfg.Timeout = cmp.Or(cfg.Timeout, 10*time.Second)
+	cfg.Timeout = cmp.Or(cfg.Timeout, DefaultTimeout)
 	cfg.Lease = cmp.Or(cfg.Lease, 2*time.Minute)
 	cfg.BreakerThreshold = cmp.Or(cfg.BreakerThreshold, 10)
 	cfg.BreakerCooldown = cmp.Or(cfg.BreakerCooldown, 30*time.Second)
