@@ -48,7 +48,7 @@ type tailCache struct {
 
 // DefaultTailCache is how many of the tail's newest events a store keeps
 // for its consumers (see WithTailCache): about 1 KB each in memory.
-const DefaultTailCache = 32768
+const DefaultTailCache = 8192
 
 // tailFill is how many events one fill reads at most.
 const tailFill = 4096
