@@ -111,16 +111,7 @@ func (c *clusterHarness) registerReceiver() {
 func (c *clusterHarness) checkCallbacks(timeout time.Duration, exactlyOnce bool) {
 	t := c.t
 	t.Helper()
-	owed := map[string]bool{}
-	rows, err := c.db.Pool.Query(context.Background(), `SELECT event_id::text FROM events WHERE account_id = $1 AND type = ANY($2)`,
-		c.key.AccountID, domain.WebhookEventTypes())
-	require.NoError(t, err)
-	for rows.Next() {
-		var id string
-		require.NoError(t, rows.Scan(&id))
-		owed[id] = true
-	}
-	require.NoError(t, rows.Err())
+	owed := eventIDsOf(t, c.db, c.key.AccountID, domain.WebhookEventTypes())
 	require.NotEmpty(t, owed)
 	storetest.Poll(t, timeout, func() (bool, string) {
 		c.hooks.mu.Lock()

@@ -66,16 +66,7 @@ func TestWebhooksEndToEnd(t *testing.T) {
 
 	// What the store says the endpoint is owed: every subscribed event of
 	// the account.
-	want := map[string]bool{}
-	rows, err := h.db.Pool.Query(context.Background(), `SELECT event_id::text FROM events WHERE account_id = $1 AND type = ANY($2)`,
-		h.key.AccountID, subscribed)
-	require.NoError(t, err)
-	for rows.Next() {
-		var id string
-		require.NoError(t, rows.Scan(&id))
-		want[id] = true
-	}
-	require.NoError(t, rows.Err())
+	want := eventIDsOf(t, h.db, h.key.AccountID, subscribed)
 	require.Len(t, want, 6+2, "six final states and two completed orders")
 	storetest.Poll(t, 30*time.Second, func() (bool, string) {
 		mu.Lock()
@@ -230,4 +221,21 @@ func TestWebhooksCrashBetweenDeliveryAndRecord(t *testing.T) {
 		}
 	}
 	require.Positive(t, again, "what was sent and not recorded was sent again, with the same webhook-id")
+}
+
+// eventIDsOf returns the ids of an account's stored events of the given
+// types: what the account's webhook endpoints are owed.
+func eventIDsOf(t *testing.T, db *storetest.DB, account string, types []string) map[string]bool {
+	t.Helper()
+	rows, err := db.Pool.Query(context.Background(), `SELECT event_id::text FROM events WHERE account_id = $1 AND type = ANY($2)`,
+		account, types)
+	require.NoError(t, err)
+	ids := map[string]bool{}
+	for rows.Next() {
+		var id string
+		require.NoError(t, rows.Scan(&id))
+		ids[id] = true
+	}
+	require.NoError(t, rows.Err())
+	return ids
 }
