@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -169,7 +170,16 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 	}
 	for _, m := range migs {
 		if sum, ok := applied[m.Version]; ok {
-			if sum != m.Checksum {
+			switch {
+			case sum == m.Checksum:
+			case slices.Contains(m.Earlier, sum):
+				// Recorded the way checksums were taken before: the same
+				// statements. Recorded again the way they are taken now.
+				if _, err := conn.Exec(ctx, `UPDATE schema_migrations SET checksum = $2 WHERE version = $1`,
+					m.Version, m.Checksum); err != nil {
+					return fmt.Errorf("migration %04d_%s: %w", m.Version, m.Name, err)
+				}
+			default:
 				return fmt.Errorf("migration %04d_%s was changed after it was applied (checksum %s, file %s)",
 					m.Version, m.Name, sum[:12], m.Checksum[:12])
 			}

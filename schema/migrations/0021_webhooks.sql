@@ -1,4 +1,4 @@
--- Status callbacks (webhooks, DESIGN.md 4a).
+-- Status callbacks (webhooks; the README's "Status callbacks" section).
 --
 -- webhook_endpoints is an endpoint's current state, written in the same
 -- transaction as the event on its stream (webhook-<id>) that changed it.
